@@ -1,0 +1,64 @@
+"""One model registry for every method and ablation variant.
+
+``register_model`` decorates a factory ``fn(num_aus=..., **cfg) -> AUModel``; the factory's
+name (or the ``name=`` given) is the registry key. ``create_model(name, num_aus=..., **cfg)``
+builds one, ``list_models(pattern)`` lists the names.
+"""
+from __future__ import annotations
+
+import fnmatch
+from typing import Callable
+
+_REGISTRY: dict[str, Callable] = {}
+_INFO: dict[str, dict] = {}
+
+
+def register_model(fn: Callable | None = None, *, name: str | None = None, **info):
+    """Register a model factory. ``info`` holds metadata (paper, table, default input size)."""
+
+    def deco(f: Callable) -> Callable:
+        key = name or f.__name__
+        if key in _REGISTRY:
+            raise ValueError(f"model {key!r} is already registered")
+        _REGISTRY[key] = f
+        _INFO[key] = dict(info)
+        return f
+
+    return deco(fn) if fn is not None else deco
+
+
+def _ensure_builtin_models() -> None:
+    # Importing the package registers every built-in method.
+    import audet.models  # noqa: F401
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    _ensure_builtin_models()
+    return sorted(k for k in _REGISTRY if fnmatch.fnmatch(k, pattern))
+
+
+def model_info(name: str) -> dict:
+    _ensure_builtin_models()
+    if name not in _REGISTRY:
+        raise KeyError(_unknown(name))
+    return dict(_INFO[name])
+
+
+def _unknown(name: str) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, list(_REGISTRY), n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    return f"unknown model {name!r}{hint} (see `audet models` or audet.models.list_models())"
+
+
+def create_model(name: str, num_aus: int | None = None, **cfg):
+    """Build a registered model. ``aus`` (AU numbers) may be given instead of ``num_aus``."""
+    _ensure_builtin_models()
+    if name not in _REGISTRY:
+        raise KeyError(_unknown(name))
+    if num_aus is not None:
+        cfg["num_aus"] = num_aus
+    model = _REGISTRY[name](**cfg)
+    model.model_name = name
+    return model
