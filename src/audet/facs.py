@@ -250,7 +250,7 @@ KEEP_66_TO_49 = np.arange(17, 66, dtype=np.int64)
 
 def _take(landmarks, idx: np.ndarray):
     if _is_torch(landmarks):
-        return landmarks[..., torch.as_tensor(idx, device=landmarks.device), :]
+        return landmarks[..., torch.tensor(idx.tolist(), device=landmarks.device), :]
     return np.asarray(landmarks)[..., idx, :]
 
 
@@ -333,7 +333,7 @@ def flip_landmarks(landmarks, width: float):
     _check_points(landmarks, (49, 68))
     perm = MIRROR_49 if landmarks.shape[-2] == 49 else MIRROR_68
     if _is_torch(landmarks):
-        out = landmarks[..., torch.as_tensor(perm, device=landmarks.device), :].clone()
+        out = landmarks[..., torch.tensor(perm.tolist(), device=landmarks.device), :].clone()
         out[..., 0] = (width - 1) - out[..., 0]
         return out
     out = np.array(np.asarray(landmarks)[..., perm, :], copy=True)
