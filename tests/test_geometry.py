@@ -281,3 +281,17 @@ def test_map_errors():
         aar_attention_maps(torch.tensor(one_au(0, 0, np.inf, 0)))
     with pytest.raises(ValueError, match="sigma > 0"):
         gaussian_au_maps(one_au(0, 0, 0, 0), 22, 176, sigma=0)
+
+
+def test_docs_example_runs():
+    import pathlib
+    import re
+
+    doc = pathlib.Path(__file__).resolve().parents[1] / "docs" / "protocol.md"
+    if not doc.exists():
+        pytest.skip("docs/protocol.md not found")
+    code = re.search(r"```python\n(.*?)```", doc.read_text(), re.S).group(1)
+    ns = {}
+    exec(compile(code.replace("print(", "(lambda *a: None)("), str(doc), "exec"), ns)
+    assert ns["warped"].shape == (200, 200, 3) and ns["maps"].shape == (12, 22, 22)
+    np.testing.assert_allclose(ns["maps"].sum(axis=(1, 2)), 1.0)
