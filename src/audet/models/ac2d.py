@@ -1,0 +1,493 @@
+"""AC2D: adaptively constraining self-attention and causally deconfounding sample (Shao et al.).
+
+Architecture (Fig. 2, section 3; the authors' layer math from
+``shared/reference/original-checkpoints/README.md``)::
+
+    image 3 x l x l (l = 176)
+      -> ConvStem (c x l/2 x l/2) -> stage 1: n1 = 1 block  (1 head, sr 4)
+      -> PatchEmbed (c x l/4 x l/4) -> stage 2: n2 = 6 blocks (2 heads, sr 2)   = rich feature
+      -> per AU j (m branches):
+           PatchEmbed (c x l/8 x l/8) -> stage 3: n3 = 3 blocks (4 heads, sr 1)
+             the (n3-1)-th block (index n3-2) is the constrained one: its attention A^(j)
+             averaged over heads and queries (Eq. 6) is pulled towards A^gt(j) by L_a (Eq. 7)
+           -> LayerNorm -> average pool -> f^(j) (c)
+           -> causal intervention W_X f + W_Z E_z[g(z)] (Eq. 10-13)     [C variants only]
+           -> Linear(c, 1) -> logit (sigmoid gives p^(j))
+
+c = 64, k (stage-3 heads) = 4, W_Q, W_K: c -> 8c, W_X, W_Z: c -> c, every Block is
+EMSAv2 (Eq. 1-2, with the upsample branch) + MLP (4c), LayerNorm eps 1e-6, drop path 0.1.
+With 12 AUs at 176 x 176 the model has exactly 3,625,196 parameters (trunk 444,896, each AU
+branch 265,025), with 8 AUs 2,565,096. Loss (Eq. 15): ``L = L_u (Eq. 14) + lambda_a L_a (Eq. 7)``.
+
+Variants (Table 8), each a registered name:
+
+==============  =========================  ====================  ===============================
+name            paper                      ``attention_loss``    ``intervention`` / prototype
+==============  =========================  ====================  ===============================
+ac2d_bnet       B-Net                      ``none``              ``none``
+ac2d_av         A^v-Net                    ``average`` (Eq. 6)   ``none``
+ac2d_ae         A^e-Net                    ``each``              ``none``
+ac2d            AC2D = A^v C^e(d)          ``average``           ``per_au`` / ``batch``
+ac2d_avces      A^v C^e(s)-Net             ``average``           ``per_au`` / ``epoch``
+ac2d_avcsd      A^v C^s(d)-Net             ``average``           ``shared`` / ``batch``
+==============  =========================  ====================  ===============================
+
+Sample prototypes (``prototype=``), i.e. ``bar f`` of Eq. 12a, which is the single key and value:
+
+- ``"batch"`` (paper, C^e(d), default): the mean of the current mini-batch's pooled features
+  (detached), recomputed every training step. In eval the stored epoch running mean is used
+  (the buffers are refreshed at each epoch end from the features seen during the epoch); before
+  the first epoch end, eval runs without intervention.
+- ``"epoch_stale"`` (published code): the mean of the pooled features of all augmented
+  training batches of the previous epoch; epoch 0 trains without intervention.
+- ``"epoch"`` (paper, C^e(s)): static, recomputed at each epoch end with the current parameters.
+  That needs a data pass: the model says ``needs_prototype_pass = True`` and the engine calls
+  ``model.update_prototypes(model.prototype_features(x) for x in train_images)`` at epoch end
+  (eval mode recommended). Without that pass, ``on_train_epoch_end`` falls back to the features
+  gathered during the epoch (= ``epoch_stale``) and warns once.
+
+Confounder scale (``confounder_scale=``): ``"paper"`` (default) uses ``V = bar f`` (Eq. 13);
+``"code"`` uses ``V = P * bar f`` with ``P = 1/N``, N = the number of samples the prototype was
+averaged over (the published code; with N ~ 1e5 the confounder term almost vanishes). Use
+``"code"`` for checkpoint parity (the converter sets it).
+
+Prototype state lives in registered buffers ``proto_k`` (K = bar f), ``proto_v`` (V),
+``proto_count`` (N, float64) and ``proto_valid`` (bool), so checkpoints and DDP carry them; the
+epoch accumulators are plain attributes (DDP broadcasts buffers from rank 0 each step, which would
+clobber per-rank sums) and are all-reduced (sum of features and counts) in ``on_train_epoch_end``
+when ``torch.distributed`` is initialised.
+
+Training recipe, paper vs published code (protocol section 7), also in ``model_info(name)["recipe"]``:
+
+=============  ==========================  ==========================
+               paper (section 4.1.2)       published code
+=============  ==========================  ==========================
+optimizer      AdamW, wd 0.05              AdamW, wd 0.05
+lr             2e-3 * batch / 256          4e-3 * batch / 256
+schedule       cosine, 1 warm-up epoch     cosine, 1 warm-up epoch
+epochs         20                          20
+grad clip      max norm 3.0                max norm 1.0
+other                                      AMP, seed 4
+=============  ==========================  ==========================
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Sequence
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from audet.models.base import AUModel, LossContext, ModelOutput
+from audet.models.layers import Block, CausalIntervention, ConvStem, PatchEmbed, init_restv2_weights, tokens_to_map
+from audet.models.layers.embed import LN_EPS
+from audet.models.registry import register_model
+
+__all__ = [
+    "AC2D",
+    "AUBranch",
+    "PROTOTYPE_MODES",
+    "CONFOUNDER_SCALES",
+    "ATTENTION_LOSSES",
+    "INTERVENTIONS",
+    "RECIPES",
+]
+
+PROTOTYPE_MODES = ("batch", "epoch_stale", "epoch")
+CONFOUNDER_SCALES = ("paper", "code")
+ATTENTION_LOSSES = ("average", "each", "none")
+INTERVENTIONS = ("per_au", "shared", "none")
+
+#: Training recipes (the engine's configs implement them); lr is per 256 images, scaled linearly.
+RECIPES = {
+    "paper": {
+        "optimizer": "AdamW", "base_lr": 2e-3, "lr_rule": "base_lr * batch_size / 256", "weight_decay": 0.05,
+        "epochs": 20, "warmup_epochs": 1, "schedule": "cosine", "grad_clip_norm": 3.0,
+        "source": "AC2D paper, section 4.1.2",
+    },
+    "code": {
+        "optimizer": "AdamW", "base_lr": 4e-3, "lr_rule": "base_lr * batch_size / 256", "weight_decay": 0.05,
+        "epochs": 20, "warmup_epochs": 1, "schedule": "cosine", "grad_clip_norm": 1.0, "amp": True, "seed": 4,
+        "source": "published code (protocol section 7)",
+    },
+}
+
+
+def _check(name: str, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"{name}={value!r}; choose one of {', '.join(map(repr, choices))}")
+
+
+class AUBranch(nn.Module):
+    """One AU branch: PatchEmbed -> stage-3 blocks -> LayerNorm -> pool -> [intervention] -> head."""
+
+    def __init__(
+        self, dim: int, num_heads: int, sr_ratio: int, depth: int, mlp_ratio: float,
+        drop_paths: Sequence[float], intervention: bool, key_dim: int,
+    ):
+        super().__init__()
+        self.embed = PatchEmbed(dim, dim)
+        self.blocks = nn.ModuleList(
+            Block(dim, num_heads, sr_ratio, mlp_ratio, drop_path=drop_paths[i]) for i in range(depth)
+        )
+        self.norm = nn.LayerNorm(dim, eps=LN_EPS)
+        self.intervention = CausalIntervention(dim, key_dim) if intervention else None
+        self.head = nn.Linear(dim, 1)
+
+    def forward_features(self, rich_map: torch.Tensor, constrained: int, outputs: Sequence[str]):
+        """Pooled feature f^(j) ``(B, C)``, the constrained block's attention summaries, and (H, W)."""
+        t, H, W = self.embed(rich_map)
+        info: dict[str, torch.Tensor] = {}
+        for k, blk in enumerate(self.blocks):
+            if k == constrained:
+                t, info = blk.forward_attn(t, H, W, outputs)
+            else:
+                t = blk(t, H, W)
+        return self.norm(t).mean(dim=1), info, (H, W)
+
+
+class AC2D(AUModel):
+    """AC2D and its Table 8 variants; see the module docstring for every option."""
+
+    def __init__(
+        self,
+        num_aus: int = 12,
+        aus: Sequence[int] | None = None,
+        *,
+        embed_dim: int = 64,
+        num_heads: Sequence[int] = (1, 2, 4),
+        depths: Sequence[int] = (1, 6, 3),
+        sr_ratios: Sequence[int] = (4, 2, 1),
+        mlp_ratio: float = 4.0,
+        drop_path_rate: float = 0.1,
+        causal_dim: int = 512,
+        img_size: int = 176,
+        in_chans: int = 3,
+        attention_loss: str = "average",
+        intervention: str = "per_au",
+        prototype: str = "batch",
+        confounder_scale: str = "paper",
+        lambda_a: float = 12800.0,
+        sigma: float = 3.0,
+        preprocess: dict | None = None,
+    ):
+        if aus is not None and num_aus is None:
+            num_aus = len(aus)
+        pre = {"crop_size": int(img_size), **(preprocess or {})}
+        super().__init__(num_aus, aus, pre)
+        _check("attention_loss", attention_loss, ATTENTION_LOSSES)
+        _check("intervention", intervention, INTERVENTIONS)
+        _check("prototype", prototype, PROTOTYPE_MODES)
+        _check("confounder_scale", confounder_scale, CONFOUNDER_SCALES)
+        depths, num_heads, sr_ratios = tuple(map(int, depths)), tuple(map(int, num_heads)), tuple(map(int, sr_ratios))
+        if not (len(depths) == len(num_heads) == len(sr_ratios) == 3) or min(depths) < 1:
+            raise ValueError(f"need 3 stages with >= 1 block each; got depths={depths}, heads={num_heads}, sr={sr_ratios}")
+        if img_size % 8:
+            raise ValueError(f"img_size must be a multiple of 8 (three stride-2 stages); got {img_size}")
+        self.config = dict(
+            num_aus=self.num_aus, aus=list(self.aus) if self.aus else None, embed_dim=embed_dim,
+            num_heads=list(num_heads), depths=list(depths), sr_ratios=list(sr_ratios), mlp_ratio=mlp_ratio,
+            drop_path_rate=drop_path_rate, causal_dim=causal_dim, img_size=img_size, in_chans=in_chans,
+            attention_loss=attention_loss, intervention=intervention, prototype=prototype,
+            confounder_scale=confounder_scale, lambda_a=lambda_a, sigma=sigma,
+        )
+        self.embed_dim = C = embed_dim
+        self.img_size = img_size
+        self.attention_loss = attention_loss
+        self.intervention = intervention
+        self.prototype = prototype
+        self.confounder_scale = confounder_scale
+        self.lambda_a = float(lambda_a)
+        self.sigma = float(sigma)
+        #: index of the constrained block in stage 3: the (n3 - 1)-th block (1-based)
+        self.constrained_index = max(depths[2] - 2, 0)
+
+        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        d1, d2, d3 = depths
+        self.stem = ConvStem(in_chans, C)
+        self.stage1 = nn.ModuleList(Block(C, num_heads[0], sr_ratios[0], mlp_ratio, dpr[i]) for i in range(d1))
+        self.embed2 = PatchEmbed(C, C)
+        self.stage2 = nn.ModuleList(Block(C, num_heads[1], sr_ratios[1], mlp_ratio, dpr[d1 + i]) for i in range(d2))
+        self.rich_intervention = CausalIntervention(C, causal_dim) if intervention == "shared" else None
+        self.branches = nn.ModuleList(
+            AUBranch(C, num_heads[2], sr_ratios[2], d3, mlp_ratio, dpr[d1 + d2:], intervention == "per_au", causal_dim)
+            for _ in range(self.num_aus)
+        )
+        self.apply(init_restv2_weights)
+
+        if intervention != "none":
+            shape = (self.num_aus, C) if intervention == "per_au" else ((img_size // 4) ** 2, C)
+            self.register_buffer("proto_k", torch.zeros(shape))
+            self.register_buffer("proto_v", torch.zeros(shape))
+            self.register_buffer("proto_count", torch.zeros((), dtype=torch.float64))
+            self.register_buffer("proto_valid", torch.zeros((), dtype=torch.bool))
+        self._reset_accumulators()
+        self._fresh_pass = False
+        self._warned_no_pass = False
+
+    # ------------------------------------------------------------------------------------------
+    # forward
+    @property
+    def has_intervention(self) -> bool:
+        return self.intervention != "none"
+
+    @property
+    def needs_prototype_pass(self) -> bool:
+        """True for ``prototype="epoch"`` (C^e(s)): the engine should run :meth:`update_prototypes`."""
+        return self.has_intervention and self.prototype == "epoch"
+
+    def forward_trunk(self, images: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+        """Stem + stages 1-2: the shared rich feature as tokens ``(B, (l/4)^2, C)`` and its (H, W)."""
+        t, H, W = self.stem(images)
+        for blk in self.stage1:
+            t = blk(t, H, W)
+        t, H, W = self.embed2(tokens_to_map(t, H, W))
+        for blk in self.stage2:
+            t = blk(t, H, W)
+        return t, H, W
+
+    def _prototypes(self, source: torch.Tensor, enabled: bool | None):
+        """(K, V) to intervene with, or None (no intervention). ``source``: this batch's features."""
+        if enabled is False or not self.has_intervention:
+            return None
+        if self.training and self.prototype == "batch":
+            k = source.detach().mean(dim=0)  # Eq. 12a over the mini-batch (C^e(d))
+            v = k if self.confounder_scale == "paper" else k / source.shape[0]
+            return k, v
+        if bool(self.proto_valid):
+            if self.proto_k.shape != source.shape[1:]:
+                raise ValueError(
+                    f"stored prototypes have shape {tuple(self.proto_k.shape)} but the features are "
+                    f"{tuple(source.shape[1:])} (input size differs from img_size={self.img_size}?)"
+                )
+            return self.proto_k, self.proto_v
+        if enabled:
+            raise ValueError("intervention=True but the model has no valid sample prototypes yet")
+        return None
+
+    def forward(
+        self, images: torch.Tensor, *, return_full_attention: bool = False, intervention: bool | None = None
+    ) -> ModelOutput:
+        """``images`` ``(B, 3, l, l)`` -> logits ``(B, A)`` and aux:
+
+        - ``attention`` ``(B, A, l/8, l/8)``: the constrained block's attention averaged over heads
+          and queries (Eq. 6);
+        - ``features`` ``(B, A, C)``: pooled per-AU features f (before the intervention);
+        - ``attention_logmean`` ``(B, A, l/8, l/8)`` (``attention_loss="each"`` only): mean of log A
+          over heads and queries, for the per-channel L_a of A^e-Net;
+        - ``attention_full`` ``(B, A, heads * N * N)`` if ``return_full_attention`` (the authors'
+          ``aus_attention`` layout: head, query, key; large: 45 MB per image at 176);
+        - ``rich_features`` ``(B, (l/4)^2, C)`` (shared intervention, training only, detached).
+
+        ``intervention``: None = automatic (per the prototype mode and buffers), False = skip it
+        (the authors' epoch-0 path), True = require it.
+        """
+        B = images.shape[0]
+        rich, H, W = self.forward_trunk(images)
+        aux: dict[str, torch.Tensor] = {}
+        zero = None
+        if self.rich_intervention is not None:
+            if self.training:
+                aux["rich_features"] = rich.detach()
+            proto = self._prototypes(rich, intervention)
+            if proto is not None:
+                k, v = proto  # one prototype per token position
+                rich = self.rich_intervention(rich, k.unsqueeze(-2), v.unsqueeze(-2))
+            elif self.training and torch.is_grad_enabled():
+                zero = self.rich_intervention.zero_touch()
+        rich_map = tokens_to_map(rich, H, W)
+
+        wants = ["mean"]
+        if self.attention_loss == "each":
+            wants.append("logmean")
+        if return_full_attention:
+            wants.append("full")
+        feats, infos = [], []
+        for br in self.branches:
+            f, info, (h, w) = br.forward_features(rich_map, self.constrained_index, wants)
+            feats.append(f)
+            infos.append(info)
+        features = torch.stack(feats, dim=1)  # (B, A, C)
+        aux["features"] = features
+        aux["attention"] = torch.stack([i["mean"] for i in infos], dim=1).reshape(B, self.num_aus, h, w)
+        if "logmean" in wants:
+            aux["attention_logmean"] = torch.stack([i["logmean"] for i in infos], dim=1).reshape(B, self.num_aus, h, w)
+        if return_full_attention:
+            aux["attention_full"] = torch.stack([i["full"].reshape(B, -1) for i in infos], dim=1)
+
+        proto = self._prototypes(features, intervention) if self.intervention == "per_au" else None
+        logits = []
+        for j, br in enumerate(self.branches):
+            f = features[:, j]
+            if br.intervention is not None:
+                if proto is not None:
+                    k, v = proto
+                    f = br.intervention(f, k[j : j + 1], v[j : j + 1])
+                elif self.training and torch.is_grad_enabled():
+                    t = br.intervention.zero_touch()
+                    zero = t if zero is None else zero + t
+            logits.append(br.head(f))
+        logits = torch.cat(logits, dim=1)
+        if zero is not None:
+            logits = logits + zero
+        return ModelOutput(logits, aux)
+
+    # ------------------------------------------------------------------------------------------
+    # losses
+    def loss_terms(self, output: ModelOutput, batch: dict, ctx: LossContext) -> dict[str, torch.Tensor]:
+        """``au``: L_u, the weighted BCE of Eq. 14; ``attention``: lambda_a * L_a (Eq. 7, 15).
+
+        L_a compares the constrained block's attention with ``ac2d_attention_maps`` of
+        ``batch["subcenters"]`` (pixels of the input crop; Eq. 3-5), KL with element-wise mean
+        reduction. A^v: on the map averaged over heads and queries (Eq. 6). A^e: on every
+        (head, query) map, i.e. the mean over channels of each channel's KL, computed from the
+        mean of log A without materialising the channels. B-Net: no L_a.
+        """
+        from audet.losses import attention_kl, weighted_bce
+
+        terms = {"au": weighted_bce(output.logits, batch["labels"], batch["mask"], ctx.au_weight, ctx.pos_weight)}
+        if self.attention_loss == "none":
+            return terms
+        from audet.geometry import ac2d_attention_maps
+
+        attn = output.aux["attention"]
+        side = attn.shape[-1]
+        sub = batch["subcenters"].to(attn.device)
+        gt = ac2d_attention_maps(sub.float(), image_size=side * 8, sigma=self.sigma)
+        if self.attention_loss == "average":
+            la = attention_kl(attn, gt)
+        else:
+            la = attention_kl(output.aux["attention_logmean"], gt, log_input=True)
+        terms["attention"] = self.lambda_a * la
+        return terms
+
+    # ------------------------------------------------------------------------------------------
+    # sample prototypes (cross-batch state)
+    def _reset_accumulators(self) -> None:
+        self._acc_sum: torch.Tensor | None = None
+        self._acc_n = 0
+
+    def _accumulate(self, src: torch.Tensor) -> None:
+        s = src.detach().sum(dim=0).to(torch.float64)
+        if self._acc_sum is None or self._acc_sum.device != s.device:
+            self._acc_sum = torch.zeros_like(s)
+        self._acc_sum += s
+        self._acc_n += int(src.shape[0])
+
+    def on_train_epoch_start(self, epoch: int) -> None:
+        self._reset_accumulators()
+        self._fresh_pass = False
+
+    def on_train_batch_end(self, output: ModelOutput, batch: dict) -> None:
+        """Accumulate this step's pooled features (per-AU f, or the rich feature for C^s)."""
+        if not self.has_intervention:
+            return
+        src = output.aux.get("rich_features" if self.intervention == "shared" else "features")
+        if src is not None:
+            self._accumulate(src)
+
+    def on_train_epoch_end(self, epoch: int) -> None:
+        """Turn the epoch's features into prototypes (all-reduced across processes)."""
+        if not self.has_intervention:
+            return
+        if self.needs_prototype_pass:
+            if self._fresh_pass:
+                self._reset_accumulators()
+                return
+            if not self._warned_no_pass:
+                warnings.warn(
+                    "AC2D prototype='epoch' (C^e(s)) expects model.update_prototypes(...) with a data pass at "
+                    "epoch end; falling back to the features gathered during the epoch (= 'epoch_stale')",
+                    stacklevel=2,
+                )
+                self._warned_no_pass = True
+        self.finalize_prototypes()
+
+    @torch.no_grad()
+    def finalize_prototypes(self) -> bool:
+        """Set the buffers from the accumulated features; idempotent (the accumulators are reset).
+
+        Collective when ``torch.distributed`` is initialised: every process must call it.
+        Returns whether the prototypes were updated.
+        """
+        if not self.has_intervention:
+            return False
+        total = self._acc_sum
+        if total is None:
+            total = torch.zeros(self.proto_k.shape, dtype=torch.float64, device=self.proto_k.device)
+        n = torch.tensor(float(self._acc_n), dtype=torch.float64, device=total.device)
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(total)
+            dist.all_reduce(n)
+        self._reset_accumulators()
+        if float(n) <= 0:
+            return False
+        self.set_prototypes(total / n, float(n))
+        return True
+
+    @torch.no_grad()
+    def set_prototypes(self, mean_feature: torch.Tensor, count: float, value: torch.Tensor | None = None) -> None:
+        """Store K = ``mean_feature`` (Eq. 12a), N = ``count`` and V (Eq. 13 or the code's K/N)."""
+        if not self.has_intervention:
+            raise ValueError(f"{self.model_name or 'this AC2D variant'} has no causal intervention")
+        k = mean_feature.to(self.proto_k.device, torch.float64)
+        if tuple(k.shape) != tuple(self.proto_k.shape):
+            raise ValueError(f"prototype shape {tuple(k.shape)} != expected {tuple(self.proto_k.shape)}")
+        if value is None:
+            value = k if self.confounder_scale == "paper" else k / float(count)
+        self.proto_k.copy_(k.to(self.proto_k.dtype))
+        self.proto_v.copy_(value.to(self.proto_v.device, self.proto_v.dtype))
+        self.proto_count.fill_(float(count))
+        self.proto_valid.fill_(True)
+
+    @torch.no_grad()
+    def prototype_features(self, images: torch.Tensor) -> torch.Tensor:
+        """The features prototypes are averaged from, for one batch (use in the epoch-end pass)."""
+        if self.intervention == "shared":
+            return self.forward_trunk(images)[0]
+        return self.forward(images, intervention=False).aux["features"]
+
+    @torch.no_grad()
+    def update_prototypes(self, features) -> bool:
+        """C^e(s): prototypes from an iterable of feature batches (from :meth:`prototype_features`)
+        computed with the current parameters. Collective under torch.distributed."""
+        self._reset_accumulators()
+        for f in features:
+            self._accumulate(f)
+        ok = self.finalize_prototypes()
+        self._fresh_pass = True
+        return ok
+
+
+# ---------------------------------------------------------------------------------------------
+# registered variants (Table 8)
+_COMMON_INFO = dict(
+    paper="Shao et al., Facial AU detection by adaptively constraining self-attention and causally "
+    "deconfounding sample (AC2D)",
+    input_size=176,
+    recipe=RECIPES,
+    params={"12": 3_625_196, "8": 2_565_096},
+)
+
+
+def _factory(defaults: dict):
+    def make(num_aus: int | None = None, **cfg) -> AC2D:
+        if num_aus is None:
+            num_aus = len(cfg["aus"]) if cfg.get("aus") is not None else 12
+        return AC2D(num_aus=num_aus, **{**defaults, **cfg})
+
+    return make
+
+
+_VARIANTS = {
+    "ac2d": ("AC2D = A^vC^e(d)", dict(attention_loss="average", intervention="per_au", prototype="batch")),
+    "ac2d_bnet": ("B-Net", dict(attention_loss="none", intervention="none")),
+    "ac2d_av": ("A^v-Net", dict(attention_loss="average", intervention="none")),
+    "ac2d_ae": ("A^e-Net", dict(attention_loss="each", intervention="none")),
+    "ac2d_avces": ("A^vC^e(s)-Net", dict(attention_loss="average", intervention="per_au", prototype="epoch")),
+    "ac2d_avcsd": ("A^vC^s(d)-Net", dict(attention_loss="average", intervention="shared", prototype="batch")),
+}
+
+for _name, (_variant, _defaults) in _VARIANTS.items():
+    register_model(_factory(_defaults), name=_name, variant=_variant, table="Table 8", defaults=dict(_defaults), **_COMMON_INFO)
