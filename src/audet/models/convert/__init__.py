@@ -1,0 +1,19 @@
+"""Converters from the authors' original checkpoints to audet models.
+
+``CONVERTERS[name](src, aus=..., **options) -> model`` (eval mode, with ``conversion_report``);
+write it with :func:`audet.models.convert.ac2d.save_converted` (same format as the engine's
+checkpoints). The CLI is ``audet convert NAME SRC --out DST``.
+"""
+from __future__ import annotations
+
+
+def _ac2d(src, aus=None, **kw):
+    from audet.models.convert.ac2d import convert_ac2d
+
+    return convert_ac2d(src, aus, **kw)
+
+
+#: converter name -> function(src, aus=None, **options) -> model
+CONVERTERS = {"ac2d": _ac2d}
+
+__all__ = ["CONVERTERS"]
