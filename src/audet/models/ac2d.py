@@ -72,6 +72,8 @@ other                                      AMP, seed 4
 """
 from __future__ import annotations
 
+import contextlib
+import re
 import warnings
 from typing import Sequence
 
@@ -458,6 +460,71 @@ class AC2D(AUModel):
         ok = self.finalize_prototypes()
         self._fresh_pass = True
         return ok
+
+
+    # ------------------------------------------------------------------------------------------
+    # initialisation from a model trained on another AU set (engine.checkpoint.map_state_by_au)
+    def au_state_map(self, old_state, old_aus, new_aus):
+        """Branches map by AU identity (protocol section 6: DISFA from BP4D); the trunk is copied.
+
+        Sample prototypes are statistics of the training data, so they are NOT carried over:
+        they restart invalid (the authors' DISFA script also starts without ``K_data``).
+        """
+        new_aus = [int(a) for a in (new_aus if new_aus is not None else (self.aus or []))]
+        old_idx = {int(a): i for i, a in enumerate(old_aus)}
+        own = self.state_dict()
+        out = {k: v.clone() for k, v in own.items()}
+        report = {
+            "mapped_aus": {a: a for a in new_aus if a in old_idx},
+            "fresh_aus": [a for a in new_aus if a not in old_idx],
+            "dropped_aus": [int(a) for a in old_aus if int(a) not in new_aus],
+            "copied": [], "per_au": [], "kept": [], "fresh": [], "reset": [],
+        }
+        rx = re.compile(r"^branches\.(\d+)\.(.*)$")
+        for key in own:
+            if key.startswith("proto_"):
+                report["reset"].append(key)
+                continue
+            m = rx.match(key)
+            if m:
+                i, rest = int(m.group(1)), m.group(2)
+                au = new_aus[i] if i < len(new_aus) else None
+                if au not in old_idx:
+                    report["fresh"].append(key)
+                    continue
+                src, bucket = f"branches.{old_idx[au]}.{rest}", "per_au"
+            else:
+                src, bucket = key, "copied"
+            if src in old_state and tuple(old_state[src].shape) == tuple(own[key].shape):
+                out[key] = old_state[src].detach().clone().to(own[key].dtype)
+                report[bucket].append(key)
+            else:
+                report["kept"].append(key)
+        if self.has_intervention:
+            out["proto_k"].zero_()
+            out["proto_v"].zero_()
+            out["proto_count"].zero_()
+            out["proto_valid"].fill_(False)
+        report["unused"] = sorted(k for k in old_state if k not in own and not rx.match(k))
+        return out, report
+
+    # ------------------------------------------------------------------------------------------
+    # complexity counting (audet.complexity)
+    @contextlib.contextmanager
+    def flop_count_context(self):
+        """Count FLOPs on the inference path with the intervention (as the authors' 8.95 GFLOPs):
+        temporarily installs zero prototypes when none are valid, then restores the buffers."""
+        if not self.has_intervention or bool(self.proto_valid):
+            yield
+            return
+        saved = {k: getattr(self, k).clone() for k in ("proto_k", "proto_v", "proto_count", "proto_valid")}
+        try:
+            self.proto_valid.fill_(True)
+            yield
+        finally:
+            with torch.no_grad():
+                for k, v in saved.items():
+                    getattr(self, k).copy_(v)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,60 @@
+"""``audet convert METHOD SRC --out DST``: the authors' original checkpoints -> audet checkpoints."""
+from __future__ import annotations
+
+HELP = "convert an original (authors') checkpoint to an audet checkpoint"
+DESCRIPTION = """Convert an original checkpoint into an audet checkpoint (DST.safetensors + DST.json).
+
+METHOD picks the converter (ac2d: the net_<epoch>.pth files of github.com/ZhiwenShao/AC2D, either
+the {'model', 'K_data', 'V_data', 'P_data'} dict or a bare state_dict). Names are mapped by rule
+and every shape is checked; a checkpoint of another model or AU count is refused with the
+missing / unexpected / mis-shaped tensors named. Files are read with torch.load(weights_only=True);
+numpy arrays inside are allowed, nothing else is unpickled.
+
+examples:
+  audet convert ac2d net_20.pth --out models/ac2d_bp4d_f3 --aus BP4D
+  audet convert ac2d disfa/net_20.pth --out models/ac2d_disfa --aus DISFA
+"""
+
+
+def add_arguments(p) -> None:
+    from audet.models.convert import CONVERTERS
+
+    p.add_argument("method", choices=sorted(CONVERTERS), help="which original implementation")
+    p.add_argument("src", help="the original checkpoint file")
+    p.add_argument("--out", required=True, help="output path without suffix (writes .safetensors and .json)")
+    p.add_argument("--aus", default=None, help="dataset name (BP4D, DISFA, ...) or AU numbers '1,2,4' in branch order")
+    p.add_argument("--model", default=None, help="audet registry name (default: ac2d, or ac2d_av without causal layers)")
+    p.add_argument(
+        "--confounder-scale", choices=("code", "paper"), default="code",
+        help="code (default): keep V_data = K_data/N as the authors' forward uses it; paper: V = K (Eq. 13)",
+    )
+    p.add_argument(
+        "--prototype", choices=("epoch_stale", "batch", "epoch"), default="epoch_stale",
+        help="prototype mode recorded for further training (default epoch_stale, as the checkpoint was trained)",
+    )
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from audet.models.convert import CONVERTERS
+    from audet.models.convert.ac2d import save_converted
+
+    if not Path(args.src).is_file():
+        raise FileNotFoundError(f"{args.src}: no such file")
+    model = CONVERTERS[args.method](
+        args.src, args.aus, model_name=args.model, confounder_scale=args.confounder_scale, prototype=args.prototype
+    )
+    weights, meta = save_converted(model, args.out)
+    rep = getattr(model, "conversion_report", {})
+    n = sum(p.numel() for p in model.parameters())
+    print(f"converted {args.src} -> {weights} (+ {meta.name})")
+    print(f"model {model.model_name}: {model.num_aus} AUs {list(model.aus or [])}, {n:,} parameters, "
+          f"{rep.get('tensors', '?')} tensors mapped")
+    if rep.get("prototypes"):
+        print(f"sample prototypes: K_data, V_data (P_data = {rep.get('P_data')}, N = {rep.get('count'):g}), "
+              f"confounder_scale={args.confounder_scale}")
+    else:
+        print("no sample prototypes in the checkpoint: the model predicts without causal intervention "
+              "until prototypes are computed")
+    return 0

@@ -1,0 +1,120 @@
+"""Model complexity: parameters and FLOPs, counted the same way for every model.
+
+FLOPs come from :class:`torch.utils.flop_counter.FlopCounterMode` (2 FLOPs per multiply-add) on
+one forward pass in eval mode under ``torch.no_grad()`` and
+``sdpa_kernel(SDPBackend.MATH)``: on CPU the fused ``scaled_dot_product_attention`` kernel has no
+FLOP formula and would count as 0, the MATH backend decomposes it into counted matmuls. Only
+matmul/convolution-type ops are counted (``mm``, ``addmm``, ``bmm``, ``baddbmm``, ``convolution``,
+attention kernels); element-wise ops, norms and softmax are not. ``MACs = FLOPs / 2`` is what
+fvcore/thop and most papers print as "FLOPs" (the AC2D paper's 9.6G; the authors' own model
+counted this way gives 8.95 GFLOPs = 4.48 GMACs).
+
+A model may define ``flop_count_context()`` (a context manager) to select the path that is
+counted (AC2D: the inference path with the causal intervention, as the authors' figure).
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Sequence
+
+import torch
+from torch import nn
+
+__all__ = ["count_parameters", "count_flops", "model_input_shape", "complexity_report", "METHOD"]
+
+METHOD = (
+    "torch.utils.flop_counter.FlopCounterMode, eval mode, no_grad, sdpa_kernel(SDPBackend.MATH); "
+    "2 FLOPs per multiply-add, MACs = FLOPs/2; matmul and convolution ops only"
+)
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """``sum(p.numel())`` over the parameters (buffers are not counted); shared tensors once."""
+    seen: set[int] = set()
+    total = 0
+    for p in model.parameters():
+        if id(p) in seen or (trainable_only and not p.requires_grad):
+            continue
+        seen.add(id(p))
+        total += p.numel()
+    return total
+
+
+def model_input_shape(model: nn.Module, input_size: int | Sequence[int] | None = None, batch: int = 1) -> tuple[int, ...]:
+    """Input shape from the model's ``preprocess`` (crop size, clip length) or ``input_size``.
+
+    ``input_size``: an int (square side), ``(H, W)``, or a full shape (returned as is).
+    """
+    pre = getattr(model, "preprocess", {}) or {}
+    if input_size is None:
+        input_size = pre.get("crop_size", 224)
+    if isinstance(input_size, int):
+        hw = (input_size, input_size)
+    else:
+        input_size = tuple(int(s) for s in input_size)
+        if len(input_size) > 2:
+            return input_size
+        hw = input_size
+    chans = int(getattr(model, "config", {}).get("in_chans", 3) or 3)
+    clip = pre.get("clip")
+    if clip:
+        T = len(clip["offsets"]) if "offsets" in clip else int(clip.get("length", 1))
+        return (batch, T, chans, *hw)
+    return (batch, chans, *hw)
+
+
+def count_flops(
+    model: nn.Module,
+    input_size: int | Sequence[int] | None = None,
+    batch: int = 1,
+    *,
+    inputs: torch.Tensor | None = None,
+    **forward_kwargs,
+) -> dict:
+    """FLOPs of one forward pass.
+
+    Returns ``{"flops": int, "macs": float, "gflops", "gmacs", "by_op": {op: flops},
+    "input_shape": [...], "method": METHOD}``. The model's train/eval mode is restored.
+    """
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    if inputs is None:
+        shape = model_input_shape(model, input_size, batch)
+        try:
+            device = next(model.parameters()).device
+        except StopIteration:
+            device = torch.device("cpu")
+        inputs = torch.randn(shape, device=device)
+    was_training = model.training
+    model.eval()
+    ctx = model.flop_count_context() if hasattr(model, "flop_count_context") else contextlib.nullcontext()
+    counter = FlopCounterMode(display=False)
+    try:
+        with ctx, torch.no_grad(), sdpa_kernel(SDPBackend.MATH), counter:
+            model(inputs, **forward_kwargs)
+    finally:
+        model.train(was_training)
+    total = int(counter.get_total_flops())
+    by_op = {str(k): int(v) for k, v in counter.get_flop_counts().get("Global", {}).items()}
+    return {
+        "flops": total,
+        "macs": total / 2,
+        "gflops": total / 1e9,
+        "gmacs": total / 2e9,
+        "by_op": by_op,
+        "input_shape": list(inputs.shape),
+        "method": METHOD,
+    }
+
+
+def complexity_report(model: nn.Module, input_size=None, batch: int = 1) -> dict:
+    """Parameters (all, trainable) and FLOPs/MACs of ``model`` in one dict."""
+    fl = count_flops(model, input_size, batch)
+    return {
+        "model": getattr(model, "model_name", type(model).__name__),
+        "num_aus": getattr(model, "num_aus", None),
+        "params": count_parameters(model),
+        "trainable_params": count_parameters(model, trainable_only=True),
+        **fl,
+    }
