@@ -1,0 +1,38 @@
+"""Training engine: one LightningModule for every model, configs, checkpoints, reports.
+
+- :class:`AUTask` (``audet.engine.task``): the LightningModule;
+- :func:`fit` (``audet.engine.fit``), :func:`cross_validate` (``audet.engine.cv``),
+  :func:`evaluate` (``audet.engine.evaluate``);
+- :func:`load_config` (``audet.engine.config``): YAML + recipe + dotted overrides, validated;
+- :func:`save_checkpoint` / :func:`load_checkpoint` / :func:`init_from_checkpoint`
+  (``audet.engine.checkpoint``): safetensors + JSON, AU-identity initialisation.
+
+Names are imported lazily so that ``import audet.engine`` stays cheap.
+"""
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "AUTask": "task",
+    "build_model": "task",
+    "fit": "fit",
+    "build_trainer": "fit",
+    "cross_validate": "cv",
+    "evaluate": "evaluate",
+    "load_config": "config",
+    "ConfigError": "config",
+    "save_checkpoint": "checkpoint",
+    "load_checkpoint": "checkpoint",
+    "init_from_checkpoint": "checkpoint",
+    "map_state_by_au": "checkpoint",
+    "CheckpointError": "checkpoint",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"audet.engine.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'audet.engine' has no attribute {name!r}")

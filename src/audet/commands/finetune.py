@@ -1,0 +1,36 @@
+"""``audet finetune CHECKPOINT CONFIG [key=value ...]``: train initialised from a checkpoint."""
+from __future__ import annotations
+
+import argparse
+
+HELP = "train a config initialised from a checkpoint, AU branches mapped by AU identity"
+DESCRIPTION = """Same as `audet train CONFIG model.init_from=CHECKPOINT ...`.
+
+Tensors shared by both models are copied; AU-specific tensors (branches, head rows, prototypes)
+are copied for the AUs both AU sets contain (e.g. DISFA AU1,2,4,6,12 <- BP4D AU1,2,4,6,12) and
+the other AUs keep their fresh initialisation. The mapping is printed and saved to
+OUT/init_map.json."""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="an audet .safetensors checkpoint (with its .json)")
+    p.add_argument("config", help="YAML file or packaged config name")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
+    p.add_argument("--out", help="run directory (= output.dir)")
+    p.add_argument("--no-strict-trunk", action="store_true",
+                   help="keep fresh init for non-AU tensors the checkpoint cannot fill (default: error)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--resume", dest="resume", action="store_true", default=None)
+    g.add_argument("--no-resume", dest="resume", action="store_false")
+
+
+def run(args) -> int:
+    from audet.commands.train import config_from_args
+    from audet.engine.fit import fit
+
+    args.overrides = [*(args.overrides or []), f"model.init_from={args.checkpoint}"]
+    if args.no_strict_trunk:
+        args.overrides.append("model.init_strict_trunk=false")
+    cfg = config_from_args(args)
+    fit(cfg, resume=args.resume)
+    return 0

@@ -1,0 +1,52 @@
+"""``audet train CONFIG [key=value ...]``: train one run (resumes automatically)."""
+from __future__ import annotations
+
+import argparse
+
+HELP = "train a model from a config (YAML file or packaged name) with key=value overrides"
+DESCRIPTION = """Train one run from a config: a YAML file or a packaged config name
+(ac2d_bp4d, ac2d_disfa, ac2d_gft, ac2d_bp4dplus, ac2d_affwild2, ac2d_synth_quick, ...).
+
+Overrides are dotted keys, values parsed as YAML:
+  audet train ac2d_bp4d data.root=data/bp4d data.fold=1 optim.lr=1e-3 recipe=code
+  audet train ac2d_synth_quick trainer.strategy=ddp trainer.devices=2 trainer.accelerator=cpu
+
+A run continues from OUT/checkpoints/last.ckpt when it exists (output.resume=auto);
+--resume requires it, --no-resume starts afresh. See docs/training.md."""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="YAML file or packaged config name (see `audet train --list`)", nargs="?")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
+    p.add_argument("--out", help="run directory (= output.dir; default runs/<name>)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--resume", dest="resume", action="store_true", default=None,
+                   help="continue from OUT/checkpoints/last.ckpt (error if absent)")
+    g.add_argument("--no-resume", dest="resume", action="store_false", help="start afresh even if last.ckpt exists")
+    p.add_argument("--list", action="store_true", help="list the packaged configs and exit")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+
+
+def config_from_args(args) -> dict:
+    from audet.engine.config import load_config, parse_overrides
+
+    overrides = parse_overrides(args.overrides or [])
+    if getattr(args, "out", None):
+        overrides["output.dir"] = args.out
+    return load_config(args.config, overrides)
+
+
+def run(args) -> int:
+    from audet.engine.config import dump_config, packaged_configs
+
+    if args.list or not args.config:
+        print("\n".join(packaged_configs()))
+        return 0 if args.list else 2
+    cfg = config_from_args(args)
+    if args.print_config:
+        print(dump_config(cfg), end="")
+        return 0
+    from audet.engine.fit import fit
+
+    fit(cfg, resume=args.resume)
+    return 0

@@ -1,0 +1,211 @@
+"""The engine's view of the data: AUDataModule from a config, wrapped for selection and resuming.
+
+:class:`FitData` wraps an :class:`audet.data.AUDataModule` and
+
+- serves validation dataloader 0 = the validation split (held-out TRAINING subjects) and, with
+  ``selection.on_test``, dataloader 1 = the test prefix (the published habit);
+- rebuilds the training DataLoader around :class:`EpochShuffleSampler`, whose permutation and
+  worker seeds depend only on ``(seed, epoch)``: after resuming at an epoch boundary the epoch
+  sees exactly the batches an uninterrupted run would. Under DDP the loader keeps
+  ``shuffle=True`` and Lightning installs its (equally seeded) DistributedSampler.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+__all__ = ["EpochShuffleSampler", "FitData", "build_datamodule", "dataset_meta"]
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """A permutation of ``range(n)`` seeded by ``(seed, epoch)``; Lightning calls ``set_epoch``.
+
+    ``generator`` (reseeded by ``set_epoch``) is handed to the DataLoader so the worker base seed
+    is also a function of ``(seed, epoch)``.
+    """
+
+    def __init__(self, n: int, seed: int = 0):
+        self.n, self.seed, self.epoch = int(n), int(seed), 0
+        self.generator = torch.Generator()
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        self.generator.manual_seed(self._seed() + 1)
+
+    def _seed(self) -> int:
+        return (self.seed * 1_000_003 + self.epoch * 7_919) % (2**62)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self._seed())
+        yield from torch.randperm(self.n, generator=g).tolist()
+
+
+def dataset_meta(root: str | Path) -> dict:
+    """``root/dataset.json`` of a prepared directory ({} when absent)."""
+    p = Path(root) / "dataset.json"
+    if not p.is_file():
+        return {}
+    return json.loads(p.read_text())
+
+
+def build_datamodule(config: dict, *, fold: int | None = None, preprocess: dict | None = None):
+    """An :class:`audet.data.AUDataModule` from the ``data`` section (``fold`` overrides ``data.fold``)."""
+    from audet.data import AUDataModule
+
+    d = config["data"]
+    if not d.get("root"):
+        raise ValueError("data.root is not set: give the prepared directory, e.g. `audet train CONFIG data.root=DIR`")
+    root = Path(d["root"])
+    if not root.is_dir():
+        raise FileNotFoundError(f"data.root {root} is not a directory (prepare it with `audet prepare` or `audet synth`)")
+    kwargs: dict[str, Any] = dict(
+        aus=d.get("aus"),
+        batch_size=int(d["batch_size"]),
+        num_workers=int(d["num_workers"]),
+        val_fraction=d.get("val_fraction") or 0.0,
+        seed=int(config.get("seed") or 0),
+    )
+    for key in ("clip", "eval_batch_size"):
+        if d.get(key) is not None:
+            kwargs[key] = d[key]
+    if preprocess is not None:
+        kwargs["preprocess"] = preprocess
+    k = fold if fold is not None else d.get("fold")
+    kwargs = _accepted(AUDataModule, kwargs)
+    if k is not None and not (d.get("train_prefix") and fold is None):
+        return AUDataModule.from_fold(root, int(k), **kwargs)
+    if not d.get("train_prefix"):
+        raise ValueError("set data.fold (a fold of dataset.json) or data.train_prefix/data.test_prefix")
+    return AUDataModule(root=root, train_prefix=d["train_prefix"], test_prefix=d.get("test_prefix"), **kwargs)
+
+
+def _accepted(cls, kwargs: dict) -> dict:
+    """Drop keyword arguments ``cls`` does not take (optional features of the DataModule)."""
+    import inspect
+
+    try:
+        params = inspect.signature(cls.__init__).parameters
+    except (TypeError, ValueError):
+        return kwargs
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return kwargs
+    return {k: v for k, v in kwargs.items() if k in params and (v is not None or k == "aus")}
+
+
+class FitData(L.LightningDataModule):
+    """Wraps an AUDataModule: seeded training order, validation (+ test when selecting on test)."""
+
+    def __init__(self, inner, *, seed: int = 0, on_test: bool = False):
+        super().__init__()
+        self.inner = inner
+        self.seed = int(seed)
+        self.on_test = bool(on_test)
+        self._setup_done: set[str] = set()
+
+    # delegation --------------------------------------------------------------
+    def prepare_data(self) -> None:
+        if hasattr(self.inner, "prepare_data"):
+            self.inner.prepare_data()
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage not in self._setup_done:
+            self.inner.setup(stage)
+            self._setup_done.add(stage)
+
+    def train_labels(self):
+        return self.inner.train_labels()
+
+    @property
+    def aus(self) -> list[int]:
+        return list(self.inner.aus)
+
+    @property
+    def has_val(self) -> bool:
+        ds = self._val_dataset()
+        return ds is not None and len(ds) > 0
+
+    @property
+    def val_names(self) -> list[str]:
+        names = ["val"] if self.has_val else []
+        if self.on_test:
+            names.append("test")
+        return names
+
+    def _val_dataset(self):
+        for name in ("val_dataset", "val_set", "val"):
+            ds = getattr(self.inner, name, None)
+            if ds is not None and not callable(ds):
+                return ds
+        return None
+
+    # loaders -----------------------------------------------------------------
+    def train_dataloader(self) -> DataLoader:
+        base = self.inner.train_dataloader()
+        trainer = self.trainer
+        world = trainer.world_size if trainer is not None else 1
+        epoch = trainer.current_epoch if trainer is not None else 0
+        common = dict(
+            batch_size=base.batch_size,
+            num_workers=base.num_workers,
+            collate_fn=base.collate_fn,
+            pin_memory=base.pin_memory,
+            drop_last=base.drop_last,
+            worker_init_fn=base.worker_init_fn,
+            persistent_workers=base.persistent_workers if base.num_workers > 0 else False,
+        )
+        if world > 1:  # Lightning swaps in a DistributedSampler seeded by the global seed
+            return DataLoader(base.dataset, shuffle=True, **common)
+        sampler = EpochShuffleSampler(len(base.dataset), self.seed)
+        sampler.set_epoch(epoch)
+        return DataLoader(base.dataset, sampler=sampler, generator=sampler.generator, **common)
+
+    def val_dataloader(self):
+        loaders = []
+        if self.has_val:
+            loaders.append(self.inner.val_dataloader())
+        if self.on_test:
+            self.inner.setup("test")
+            loaders.append(self.inner.test_dataloader())
+        return loaders
+
+    def test_dataloader(self):
+        return self.inner.test_dataloader()
+
+    def prototype_dataloader(self) -> DataLoader | None:
+        """The training set in order (for models that need an epoch-end pass)."""
+        base = self.inner.train_dataloader()
+        sampler = None
+        trainer = self.trainer
+        if trainer is not None and trainer.world_size > 1:
+            from torch.utils.data.distributed import DistributedSampler
+
+            sampler = DistributedSampler(base.dataset, num_replicas=trainer.world_size, rank=trainer.global_rank,
+                                         shuffle=False)
+        return DataLoader(base.dataset, batch_size=base.batch_size, sampler=sampler, shuffle=False,
+                          num_workers=base.num_workers, collate_fn=base.collate_fn)
+
+    def subjects(self, split: str) -> list[str]:
+        """Subject ids of a split (``train``/``val``/``test``) as the inner module exposes them."""
+        for name in (f"{split}_subjects",):
+            v = getattr(self.inner, name, None)
+            if v is not None:
+                return list(v() if callable(v) else v)
+        ds = getattr(self.inner, f"{split}_dataset", None)
+        if ds is not None and hasattr(ds, "subjects"):
+            return list(ds.subjects)
+        return []
+
+
+def shared_aus(a: Sequence[int], b: Sequence[int]) -> list[int]:
+    """AUs of ``a`` that ``b`` also has, in ``a``'s order."""
+    bs = {int(x) for x in b}
+    return [int(x) for x in a if int(x) in bs]

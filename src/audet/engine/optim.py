@@ -1,0 +1,143 @@
+"""Optimiser and learning-rate schedule of the AC2D recipe (paper section 4.1.2).
+
+- AdamW, ``lr = optim.lr * global_batch / 256`` where the global batch is the per-process batch
+  times the number of processes (and gradient-accumulation steps);
+- weight decay 0.05 on weights only: no decay on biases, on every parameter of a normalisation
+  layer, on 1-d parameters, on position embeddings (names containing ``pos_embed``/``position``/
+  ``cls_token``) and on names the model lists in ``no_weight_decay()`` (the timm convention);
+- a per-step schedule: linear warm-up for ``warmup_epochs`` epochs, then cosine decay to
+  ``min_lr`` at the last step. It is a :class:`torch.optim.lr_scheduler.LambdaLR` driven by
+  :class:`WarmupCosine` (a picklable callable, so Lightning's checkpoint restores it).
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+import torch
+from torch import nn
+
+__all__ = ["param_groups", "scaled_lr", "WarmupCosine", "build_optimizer"]
+
+_NORM_TYPES = (
+    nn.modules.batchnorm._NormBase,
+    nn.LayerNorm,
+    nn.GroupNorm,
+    nn.LocalResponseNorm,
+    *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()),
+)
+
+
+def _is_norm(module: nn.Module) -> bool:
+    return isinstance(module, _NORM_TYPES) or type(module).__name__.lower().endswith("norm")
+
+
+def param_groups(
+    model: nn.Module,
+    weight_decay: float,
+    no_decay_keywords: Iterable[str] = ("pos_embed", "position", "cls_token"),
+) -> list[dict]:
+    """Two AdamW groups: ``decay`` (weight matrices / conv kernels) and ``no_decay`` (the rest).
+
+    Each group carries ``names`` (the parameter names) so tests and logs can inspect them.
+    """
+    keywords = tuple(no_decay_keywords)
+    skip = set()
+    if hasattr(model, "no_weight_decay"):
+        skip = {str(n) for n in model.no_weight_decay()}
+    norm_params: set[int] = set()
+    for mod in model.modules():
+        if _is_norm(mod):
+            norm_params.update(id(p) for p in mod.parameters(recurse=False))
+    decay, no_decay, decay_names, no_decay_names = [], [], [], []
+    seen: set[int] = set()
+    for name, p in model.named_parameters():
+        if not p.requires_grad or id(p) in seen:
+            continue
+        seen.add(id(p))
+        leaf = name.rsplit(".", 1)[-1]
+        if (
+            p.ndim <= 1
+            or leaf == "bias"
+            or id(p) in norm_params
+            or name in skip
+            or leaf in skip
+            or any(k in name for k in keywords)
+        ):
+            no_decay.append(p)
+            no_decay_names.append(name)
+        else:
+            decay.append(p)
+            decay_names.append(name)
+    groups = [
+        {"params": decay, "weight_decay": float(weight_decay), "names": decay_names, "group": "decay"},
+        {"params": no_decay, "weight_decay": 0.0, "names": no_decay_names, "group": "no_decay"},
+    ]
+    return [g for g in groups if g["params"]]
+
+
+def scaled_lr(base_lr: float, batch_size: int, world_size: int = 1, accumulate: int = 1, scale: bool = True) -> float:
+    """``base_lr * batch_size * world_size * accumulate / 256`` (the linear scaling rule)."""
+    if not scale:
+        return float(base_lr)
+    return float(base_lr) * int(batch_size) * int(world_size) * int(accumulate) / 256.0
+
+
+class WarmupCosine:
+    """LR multiplier at optimiser step ``s`` (0-based; the lr used BY step ``s``).
+
+    With ``W`` warm-up steps and ``T`` total steps:
+
+    - ``s < W``: ``f0 + (1 - f0) * (s + 1) / W`` (linear; reaches 1 at the last warm-up step);
+    - ``s >= W``: ``m + (1 - m) * 0.5 * (1 + cos(pi * (s - W) / max(1, T - W)))`` with
+      ``m = min_lr / lr``; ``s = W`` gives 1, ``s = T`` would give ``m``.
+
+    ``schedule="constant"`` keeps 1 after the warm-up.
+    """
+
+    def __init__(self, warmup_steps: int, total_steps: int, min_ratio: float = 0.0, start_factor: float = 0.0,
+                 schedule: str = "cosine"):
+        self.warmup_steps = max(0, int(warmup_steps))
+        self.total_steps = max(1, int(total_steps))
+        self.min_ratio = float(min_ratio)
+        self.start_factor = float(start_factor)
+        self.schedule = schedule
+
+    def __call__(self, step: int) -> float:
+        W, T = self.warmup_steps, self.total_steps
+        if step < W:
+            f0 = self.start_factor
+            return f0 + (1.0 - f0) * (step + 1) / W
+        if self.schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - W) / max(1, T - W))
+        return self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def build_optimizer(
+    model: nn.Module,
+    optim_cfg: dict,
+    *,
+    batch_size: int,
+    world_size: int,
+    accumulate: int,
+    steps_per_epoch: float,
+    max_epochs: int,
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW over :func:`param_groups` with the scaled lr, and the per-step warm-up + cosine schedule."""
+    lr = scaled_lr(optim_cfg["lr"], batch_size, world_size, accumulate, optim_cfg.get("scale_lr", True))
+    groups = param_groups(model, optim_cfg["weight_decay"], optim_cfg.get("no_decay_keywords") or ())
+    opt = torch.optim.AdamW(
+        [{k: v for k, v in g.items()} for g in groups],
+        lr=lr,
+        betas=tuple(optim_cfg.get("betas", (0.9, 0.999))),
+        eps=float(optim_cfg.get("eps", 1e-8)),
+        weight_decay=float(optim_cfg["weight_decay"]),
+    )
+    total = max(1, int(round(steps_per_epoch * max_epochs)))
+    warmup = int(round(float(optim_cfg.get("warmup_epochs", 1.0)) * steps_per_epoch))
+    min_ratio = float(optim_cfg.get("min_lr", 0.0)) / lr if lr > 0 else 0.0
+    fn = WarmupCosine(warmup, total, min_ratio, float(optim_cfg.get("warmup_start_factor", 0.0)),
+                      optim_cfg.get("schedule", "cosine"))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, fn)
+    return opt, sched
