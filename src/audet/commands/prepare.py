@@ -1,0 +1,103 @@
+"""``audet prepare``: raw release -> aligned crops, list files, folds (docs/datasets.md)."""
+from __future__ import annotations
+
+import argparse
+import json
+
+HELP = "prepare a raw AU release (BP4D, DISFA, GFT, BP4D+, Aff-Wild2): align, list files, folds"
+
+DESCRIPTION = """\
+Read a raw release in its own layout, convert landmarks to 49 points, binarise labels
+(DISFA: intensity >= 2), align every frame to 200x200 (protocol section 2) and write
+
+  OUT/images/<DATASET>/<subject>/<sequence>/<frame>.jpg   aligned crops (JPEG quality 95)
+  OUT/list/<prefix>_{path,land,AUoccur}.txt                per part / training combination
+  OUT/list/<prefix>_{weight,p_n_weight}.txt                training prefixes only
+  OUT/dataset.json                                         AUs, parts, folds, counts
+  OUT/prepare_summary.json                                 frames written / skipped by reason
+
+Work is split over worker processes by sequence and is resumable: re-running the same
+command after an interruption skips finished sequences (OUT/.prepare/ manifests) and
+produces the same bytes as an uninterrupted run. Bad frames are skipped and reported.
+
+Expected layouts (--root):
+  BP4D       BP4D-training/<subject>/<task>/<frame>.jpg, AUCoding/AU_OCC/<subject>_<task>.csv,
+             2DFeatures/<subject>_<task>.mat
+  DISFA      Videos_LeftCamera/LeftVideo<SN>_comp.avi, ActionUnit_Labels/<SN>/<SN>_au<N>.txt,
+             Landmark_Points/<SN>/tmp_frame_lm/*.mat
+  GFT        images/<subject>/<frame>.jpg (or videos/<subject>.mp4), AU_OCC/<subject>.csv,
+             landmarks/<subject>.csv, split file (--split or split.json)   [assumed layout]
+  BP4D+      2D+3D/<subject>/<task>/ (or 2D+3D/<subject>.zip), AUCoding/AU_OCC/<subject>_<task>.csv,
+             2DFeatures/<subject>_<task>.mat (else --detector)
+  Aff-Wild2  annotations/AU_Detection_Challenge/{Train_Set,Validation_Set}/<video>.txt,
+             cropped_aligned/<video>/<frame>.jpg (or the raw videos); needs --detector
+
+examples:
+  audet prepare BP4D --root /data/BP4D --out prepared/bp4d --workers 2
+  audet prepare DISFA --root /data/DISFA --out prepared/disfa
+  audet prepare GFT --root /data/GFT --out prepared/gft --split gft_split.json
+  audet prepare Aff-Wild2 --root /data/affwild2 --out prepared/affwild2 --detector dlib
+"""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dataset", metavar="DATASET",
+                   help="BP4D, DISFA, GFT, BP4D+ or Aff-Wild2 (case-insensitive)")  # fmt: skip
+    p.add_argument("--root", required=True, metavar="RAW", help="the raw release folder")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="worker processes (default 1)")  # fmt: skip
+    p.add_argument("--folds", choices=("official", "auto"), default=None,
+                   help="parts: official lists of protocol section 5, or deterministic "
+                        "assign_parts(seed). Default: official when every subject is listed, "
+                        "else auto (with a notice). GFT: auto = seeded 78/18-style split")  # fmt: skip
+    p.add_argument("--seed", type=int, default=0, help="seed of --folds auto (default 0)")
+    p.add_argument("--aus", type=int, nargs="+", metavar="AU",
+                   help="AU numbers and label-column order (default: the dataset's AU set)")  # fmt: skip
+    p.add_argument("--image-format", choices=("jpg", "png"), default="jpg",
+                   help="aligned crops as JPEG quality 95 (default) or lossless PNG")  # fmt: skip
+    p.add_argument("--split", dest="split_file", metavar="FILE",
+                   help="GFT train/test subjects: JSON {\"train\": [...], \"test\": [...]} "
+                        "or text lines '<train|test> <subject>'")  # fmt: skip
+    p.add_argument("--detector", metavar="NAME",
+                   help="landmark detector for releases without landmarks (Aff-Wild2; BP4D+ "
+                        "without 2DFeatures); see audet.data.prepare.landmarks")  # fmt: skip
+    p.add_argument("--detector-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="keyword argument for the detector factory (repeatable)")  # fmt: skip
+    p.add_argument("--force", action="store_true",
+                   help="redo every sequence even if a finished manifest exists")  # fmt: skip
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _parse_kv(items: list[str]) -> dict:
+    out = {}
+    for it in items:
+        if "=" not in it:
+            raise ValueError(f"--detector-arg expects KEY=VALUE, got {it!r}")
+        k, v = it.split("=", 1)
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from audet.data.prepare import prepare_dataset
+
+    prepare_dataset(
+        args.dataset,
+        args.root,
+        args.out,
+        workers=args.workers,
+        folds=args.folds,
+        seed=args.seed,
+        aus=tuple(args.aus) if args.aus else None,
+        image_format=args.image_format,
+        split_file=args.split_file,
+        detector=args.detector,
+        detector_kwargs=_parse_kv(args.detector_arg),
+        force=args.force,
+        progress=not args.no_progress,
+    )
+    return 0
