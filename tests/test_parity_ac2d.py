@@ -1,0 +1,90 @@
+"""Parity with the authors' AC2D outputs (shared/reference/golden/ac2d_bp4d_12au).
+
+The golden files were produced by the authors' own ``ResTV2_ac2d`` with seeded random weights;
+we convert their checkpoint (``net_20.pth``: state_dict + K_data, V_data = K_data/16, P_data = 1/16)
+and compare every stored output with atol 1e-5. Skipped when ../shared is not beside the repo.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+GOLDEN = SHARED / "reference" / "golden" / "ac2d_bp4d_12au"
+ATOL = 1e-5
+
+pytestmark = [
+    pytest.mark.parity,
+    pytest.mark.skipif(not (GOLDEN / "net_20.pth").is_file(), reason=f"golden files not found under {GOLDEN}"),
+]
+
+
+@pytest.fixture(scope="module")
+def golden():
+    from safetensors.torch import load_file
+
+    from audet.models.convert.ac2d import convert_ac2d
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        io = {k: v.clone() for k, v in load_file(str(GOLDEN / "io.safetensors")).items()}  # clone: aligned memory
+        model = convert_ac2d(GOLDEN / "net_20.pth", "BP4D", confounder_scale="code")
+        with torch.no_grad():
+            out = model(io["input"], return_full_attention=True)
+            out_no_data = model(io["input"], intervention=False)
+    finally:
+        torch.set_num_threads(threads)
+    return model, io, out, out_no_data
+
+
+def maxdiff(a, b):
+    assert a.shape == b.shape, (a.shape, b.shape)
+    return (a - b).abs().max().item()
+
+
+def test_converted_prototypes_match_checkpoint(golden):
+    model, io, _, _ = golden
+    assert model.model_name == "ac2d" and model.aus == (1, 2, 4, 6, 7, 10, 12, 14, 15, 17, 23, 24)
+    assert model.confounder_scale == "code" and bool(model.proto_valid)
+    assert torch.equal(model.proto_k, io["K_data"]) and torch.equal(model.proto_v, io["V_data"])
+    assert float(model.proto_count) == 16.0  # 1 / P_data
+    assert torch.allclose(io["V_data"], io["K_data"] / 16)  # what the authors feed as V
+
+
+def test_features_and_logits(golden):
+    _, io, out, out_no_data = golden
+    assert maxdiff(out.aux["features"], io["aus_feature"]) < ATOL
+    assert maxdiff(out.logits, io["aus_output"]) < ATOL
+    assert maxdiff(out_no_data.logits, io["aus_output_no_data"]) < ATOL
+    # the two paths really differ, so the intervention is being tested
+    assert maxdiff(io["aus_output"], io["aus_output_no_data"]) > 1e-3
+
+
+def test_attention_maps(golden):
+    _, io, out, _ = golden
+    full = out.aux["attention_full"]
+    assert full.shape == (2, 12, 4 * 484 * 484)
+    assert maxdiff(out.aux["attention"].reshape(2, 12, 484), io["aus_attention_mean"]) < ATOL
+    assert maxdiff(full[0, 0], io["aus_attention_b0_au0"]) < ATOL
+    assert maxdiff(full[1, 11], io["aus_attention_b1_au11"]) < ATOL
+    assert maxdiff(full[:, :, ::97], io["aus_attention_stride97"]) < ATOL
+
+
+def test_paper_scale_conversion_changes_only_the_confounder(golden):
+    from audet.models.convert.ac2d import convert_ac2d
+
+    _, io, out, _ = golden
+    paper = convert_ac2d(GOLDEN / "net_20.pth", "BP4D", confounder_scale="paper")
+    assert torch.equal(paper.proto_v, io["K_data"])
+    x = io["input"][:1]
+    with torch.no_grad():
+        o = paper(x)
+    assert maxdiff(o.aux["features"], io["aus_feature"][:1]) < ATOL
+    # Eq. 13 scale: logits = head(W_X f + W_Z K) instead of head(W_X f + W_Z K/16)
+    br = paper.branches[3]
+    f = io["aus_feature"][:1, 3]
+    ref = br.head(br.intervention.w_x(f) + br.intervention.w_z(io["K_data"][3:4])).squeeze(-1)
+    assert maxdiff(o.logits[:, 3], ref.detach()) < ATOL
