@@ -93,6 +93,13 @@ def _torch_load(path: str | os.PathLike):
             f"{path}: refusing to unpickle globals other than numpy arrays/scalars: {', '.join(bad)}"
         )
     allowed = [_resolve(g) for g in needed]
+    # numpy dtype instances are rebuilt through their per-dtype classes (numpy.dtypes.Float32DType
+    # ...), which the scan above does not list; they are plain data-type descriptors
+    import numpy as np
+
+    dtypes = getattr(np, "dtypes", None)
+    if dtypes is not None:
+        allowed += [getattr(dtypes, n) for n in dir(dtypes) if n.endswith("DType") and isinstance(getattr(dtypes, n), type)]
     with torch.serialization.safe_globals(allowed):
         return torch.load(path, map_location="cpu", weights_only=True)
 
@@ -294,6 +301,8 @@ def convert_ac2d(
         if V is not None and tuple(V.shape) != tuple(K.shape):
             raise ConversionError(f"V_data has shape {tuple(V.shape)}, K_data {tuple(K.shape)}")
         count = 1.0 / P if P else float("nan")
+        if math.isfinite(count) and abs(count - round(count)) < 1e-6 * max(1.0, count):
+            count = float(round(count))  # N is a number of samples; undo 1/(1/N) rounding
         if V is not None and P:
             dev = float((V - P * K).abs().max())
             report["V_minus_PK_max_abs"] = dev
