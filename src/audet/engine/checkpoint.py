@@ -340,6 +340,10 @@ def map_state_by_au(
             report["kept"].append(key)
             continue
         src, dst = old_state[key], out[key]
+        other = lambda t: tuple(t.shape[:d]) + tuple(t.shape[d + 1:])  # noqa: E731
+        if src.ndim != dst.ndim or other(src) != other(dst) or src.shape[d] != len(old_aus):
+            report["kept"].append(key)
+            continue
         for au in shared:
             dst.select(d, new_idx[au]).copy_(src.select(d, old_idx[au]))
         report["per_au"].append(key)

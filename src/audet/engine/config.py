@@ -181,6 +181,12 @@ def _check_key(dotted: str, source: str) -> None:
         return
     if dotted in _ALL_KEYS:
         return
+    parts = dotted.split(".")
+    for i in range(1, len(parts)):  # report the outermost unknown part ("modle", not "modle.name")
+        head = ".".join(parts[:i])
+        if head not in _ALL_KEYS:
+            dotted = head
+            break
     close = difflib.get_close_matches(dotted, _ALL_KEYS, n=3, cutoff=0.6)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     section = dotted.split(".")[0]

@@ -1,0 +1,99 @@
+"""``cross_validate(config)``: the subject-exclusive folds of ``dataset.json``, one table.
+
+Each fold ``k`` trains in ``<run_dir>/fold<k>`` (``data.fold=k``); a fold whose
+``results.json`` exists is not trained again, and an interrupted fold resumes from its
+``last.ckpt`` -- so ``audet cv`` can be re-run after a kill. The table has one row per fold and a
+``Mean`` row (each AU averaged over folds, Avg = mean over AUs: :func:`audet.metrics.mean_over_folds`).
+"""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Sequence
+
+from audet.engine.config import get
+from audet.engine.data import dataset_meta
+from audet.engine.fit import fit, run_dir_of
+from audet.utils.io import write_json_atomic
+
+__all__ = ["cross_validate", "num_folds_of"]
+
+
+def num_folds_of(config: dict) -> int:
+    root = get(config, "data.root")
+    meta = dataset_meta(root) if root else {}
+    folds = meta.get("folds")
+    if isinstance(folds, list) and folds:
+        return len(folds)
+    if isinstance(folds, int):
+        return folds
+    if isinstance(meta.get("num_folds"), int):
+        return int(meta["num_folds"])
+    ds = get(config, "data.dataset") or meta.get("dataset")
+    if ds:
+        from audet.data.folds import num_folds
+
+        return num_folds(ds)
+    raise ValueError(f"cannot tell the number of folds of {root}: no 'folds' in dataset.json and no data.dataset")
+
+
+def cross_validate(config: dict, *, folds: Sequence[int] | None = None, verbose: bool = True) -> dict:
+    """Train every fold (skipping finished ones) and write ``cv_report.md/.csv`` + ``cv_results.json``."""
+    import pandas as pd
+
+    from audet.engine.reports import f1_table, write_table
+    from audet.metrics import mean_over_folds
+
+    base_dir = run_dir_of(config)
+    ks = list(folds) if folds is not None else list(range(num_folds_of(config)))
+    per_fold: dict[int, dict] = {}
+    for k in ks:
+        cfg = copy.deepcopy(config)
+        cfg["data"]["fold"] = int(k)
+        cfg["data"]["train_prefix"] = None
+        cfg["data"]["test_prefix"] = None
+        cfg["output"]["dir"] = str(base_dir / f"fold{k}")
+        cfg["name"] = f"{config.get('name')}/fold{k}"
+        done = Path(cfg["output"]["dir"]) / "results.json"
+        if done.is_file() and json.loads(done.read_text()).get("test"):
+            if verbose:
+                print(f"fold {k}: finished earlier ({done}); not retrained", flush=True)
+            per_fold[k] = json.loads(done.read_text())
+            continue
+        if verbose:
+            print(f"== fold {k} ==", flush=True)
+        per_fold[k] = fit(cfg, verbose=verbose)
+
+    aus = next(iter(per_fold.values()))["aus"]
+    out: dict = {"name": config.get("name"), "folds": ks, "aus": aus, "selection": None, "per_fold": {}}
+    tables = []
+    rows = {}
+    for k in ks:
+        r = per_fold[k]
+        out["selection"] = r.get("selection")
+        best = (r.get("test") or {}).get("best")
+        if best is None:
+            continue
+        per_au = {int(a): v for a, v in best["per_au"].items()}
+        rows[f"fold {k}"] = per_au
+        out["per_fold"][str(k)] = {"f1": best["f1"], "per_au": per_au, "epoch": best.get("epoch")}
+        tables.append(f1_table({f"fold {k}": per_au}, aus))
+    if tables:
+        mean = mean_over_folds(tables)
+        mean.index = ["Mean"]
+        df = pd.concat([f1_table(rows, aus), mean])
+        df.index.name = "F1"
+        out["mean"] = {"per_au": {a: float(mean[f"AU{a}"].iloc[0]) / 100 for a in aus},
+                       "f1": float(mean["Avg"].iloc[0]) / 100}
+        sel = out.get("selection") or {}
+        notes = [f"{config['model']['name']}, recipe {config.get('recipe')}; best checkpoint of each fold selected on: "
+                 f"{sel.get('on')}"]
+        write_table(df, base_dir / "cv_report", title=f"{config.get('name')}: F1-frame, {len(tables)}-fold CV",
+                    notes=notes)
+        if verbose:
+            from audet.metrics import to_markdown
+
+            print(to_markdown(df), flush=True)
+    write_json_atomic(base_dir / "cv_results.json", out)
+    return out

@@ -1,0 +1,73 @@
+"""Config loading: packaged configs, recipes, dotted overrides, clear errors for unknown keys."""
+import pytest
+
+from audet.engine.config import ConfigError, load_config, packaged_configs, parse_overrides, resolve_config
+
+REQUIRED = ["ac2d_bp4d", "ac2d_disfa", "ac2d_gft", "ac2d_bp4dplus", "ac2d_affwild2", "ac2d_synth_quick"]
+
+
+def test_packaged_configs_load_and_build_their_model():
+    from audet.engine.task import build_model
+
+    names = packaged_configs()
+    assert set(REQUIRED) <= set(names)
+    for n in names:
+        cfg = load_config(n)
+        assert cfg["name"] == n
+        assert cfg["selection"]["on_test"] is False
+        assert cfg["recipe"] == "paper"
+
+
+def test_paper_is_default_and_code_recipe_differs():
+    paper = load_config("ac2d_bp4d")
+    code = load_config("ac2d_bp4d", ["recipe=code"])
+    assert (paper["optim"]["lr"], paper["trainer"]["gradient_clip_val"]) == (2e-3, 3.0)
+    assert (code["optim"]["lr"], code["trainer"]["gradient_clip_val"], code["seed"]) == (4e-3, 1.0, 4)
+    assert code["model"]["args"]["confounder_scale"] == "code"
+    assert code["recipe"] == "code"
+    # a command-line value beats the recipe's
+    assert load_config("ac2d_bp4d", ["recipe=code", "optim.lr=1e-3"])["optim"]["lr"] == 1e-3
+
+
+def test_disfa_extends_bp4d_and_inits_from_a_bp4d_model():
+    cfg = load_config("ac2d_disfa")
+    assert cfg["data"]["dataset"] == "DISFA" and cfg["model"]["init_from"]
+    assert cfg["optim"]["weight_decay"] == 0.05 and "code" in cfg["recipes"]
+
+
+def test_dotted_overrides_are_parsed_as_yaml():
+    o = parse_overrides(["optim.lr=1e-3", "data.root=/x/y", "trainer.devices=2", "data.aus=[1, 2]",
+                         "model.init_from=null", "selection.on_test=true"])
+    assert o == {"optim.lr": 1e-3, "data.root": "/x/y", "trainer.devices": 2, "data.aus": [1, 2],
+                 "model.init_from": None, "selection.on_test": True}
+    cfg = load_config("ac2d_bp4d", o)
+    assert cfg["optim"]["lr"] == 1e-3 and cfg["trainer"]["devices"] == 2 and cfg["data"]["aus"] == [1, 2]
+
+
+def test_unknown_key_error_names_the_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown config key 'optim\.lrr'.*did you mean optim\.lr"):
+        load_config("ac2d_bp4d", ["optim.lrr=1"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  name: resnet_tiny\ntrainer:\n  max_epoch: 3\n")
+    with pytest.raises(ConfigError, match=r"unknown config key 'trainer\.max_epoch'.*bad\.yaml.*max_epochs"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="unknown config key 'modle'"):
+        resolve_config({"modle": {"name": "x"}})
+    with pytest.raises(ConfigError, match="unknown recipe 'fast'"):
+        load_config("ac2d_bp4d", ["recipe=fast"])
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_overrides(["optim.lr"])
+
+
+def test_model_args_are_free_form_but_checked_when_built():
+    from audet.engine.task import build_model
+
+    cfg = resolve_config({"model": {"name": "resnet_tiny", "args": {"widht": 4}}})
+    with pytest.raises(ValueError, match="widht"):
+        build_model(cfg, [1, 2])
+
+
+def test_base_file_and_cli_config_file(tmp_path):
+    (tmp_path / "child.yaml").write_text("base: ac2d_gft\nname: child\noptim:\n  lr: 1.0e-4\n")
+    cfg = load_config(tmp_path / "child.yaml")
+    assert cfg["data"]["train_prefix"] == "GFT_train" and cfg["optim"]["lr"] == 1e-4 and cfg["name"] == "child"

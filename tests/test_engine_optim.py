@@ -1,0 +1,79 @@
+"""Optimiser groups, lr scaling and the warm-up + cosine schedule (hand-computed values)."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from audet.engine.optim import WarmupCosine, build_optimizer, param_groups, scaled_lr
+from audet.models import create_model
+
+
+class _WithPos(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.pos_embed = nn.Parameter(torch.zeros(1, 4, 8))
+        self.conv = nn.Conv2d(3, 8, 3)
+        self.bn = nn.BatchNorm2d(8)
+        self.ln = nn.LayerNorm(8)
+        self.fc = nn.Linear(8, 2)
+        self.scale = nn.Parameter(torch.ones(8))
+
+
+def test_no_decay_on_norms_biases_1d_and_position_embeddings():
+    groups = {g["group"]: g for g in param_groups(_WithPos(), 0.05)}
+    assert set(groups["decay"]["names"]) == {"conv.weight", "fc.weight"}
+    assert set(groups["no_decay"]["names"]) == {
+        "pos_embed", "conv.bias", "bn.weight", "bn.bias", "ln.weight", "ln.bias", "fc.bias", "scale"}
+    assert groups["decay"]["weight_decay"] == 0.05 and groups["no_decay"]["weight_decay"] == 0.0
+
+
+def test_optimizer_param_groups_of_a_registered_model():
+    model = create_model("resnet_tiny", num_aus=3, width=4)
+    opt, _ = build_optimizer(model, {"lr": 2e-3, "weight_decay": 0.05}, batch_size=32, world_size=2,
+                             accumulate=1, steps_per_epoch=10, max_epochs=2)
+    assert isinstance(opt, torch.optim.AdamW)
+    by = {g["group"]: g for g in opt.param_groups}
+    norm_ids = {id(p) for m in model.modules() if isinstance(m, nn.BatchNorm2d) for p in m.parameters()}
+    assert norm_ids and norm_ids <= {id(p) for p in by["no_decay"]["params"]}
+    assert all(p.ndim > 1 for p in by["decay"]["params"])
+    assert by["decay"]["weight_decay"] == 0.05 and by["no_decay"]["weight_decay"] == 0.0
+    n_all = sum(1 for _ in model.parameters())
+    assert len(by["decay"]["params"]) + len(by["no_decay"]["params"]) == n_all
+    # lr = 2e-3 * (32 * 2) / 256
+    assert by["decay"]["initial_lr"] == pytest.approx(5e-4)
+
+
+@pytest.mark.parametrize("bs,world,acc,expected", [(256, 1, 1, 2e-3), (32, 1, 1, 2.5e-4), (32, 4, 1, 1e-3), (16, 2, 2, 5e-4)])
+def test_lr_scales_with_global_batch(bs, world, acc, expected):
+    assert scaled_lr(2e-3, bs, world, acc) == pytest.approx(expected)
+    assert scaled_lr(2e-3, bs, world, acc, scale=False) == 2e-3
+
+
+def test_warmup_cosine_hand_computed():
+    f = WarmupCosine(warmup_steps=4, total_steps=12)
+    # warm-up: (s + 1) / 4
+    assert [f(s) for s in range(4)] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    # cosine over the 8 remaining steps: 0.5 * (1 + cos(pi * (s - 4) / 8))
+    assert f(4) == pytest.approx(1.0)
+    assert f(6) == pytest.approx(0.5 * (1 + math.cos(math.pi * 2 / 8)))  # 0.853553
+    assert f(8) == pytest.approx(0.5)
+    assert f(10) == pytest.approx(0.5 * (1 + math.cos(math.pi * 6 / 8)))  # 0.146447
+    assert f(12) == pytest.approx(0.0)
+    g = WarmupCosine(2, 10, min_ratio=0.1)
+    assert g(6) == pytest.approx(0.1 + 0.9 * 0.5)
+
+
+def test_scheduler_values_per_step():
+    model = nn.Linear(4, 2)
+    opt, sched = build_optimizer(model, {"lr": 2.56e-3, "weight_decay": 0.05, "warmup_epochs": 1},
+                                 batch_size=100, world_size=1, accumulate=1, steps_per_epoch=4, max_epochs=3)
+    base = 2.56e-3 * 100 / 256  # 1e-3
+    lrs = []
+    for _ in range(12):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    expected = [base * WarmupCosine(4, 12)(s) for s in range(12)]
+    assert lrs == pytest.approx(expected)
+    assert lrs[0] == pytest.approx(2.5e-4) and lrs[3] == pytest.approx(1e-3) and lrs[8] == pytest.approx(5e-4)

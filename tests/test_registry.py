@@ -1,0 +1,108 @@
+"""Every registered model through the engine's interface: shapes, finite losses, gradient flow,
+state hooks and checkpoint round trip. Uses each model's ``small_config`` (registry metadata)."""
+import pytest
+import torch
+
+from audet.engine.checkpoint import load_checkpoint, save_checkpoint
+from audet.engine.task import loss_context_from_labels
+from audet.models import LossContext, ModelOutput, create_model, list_models, model_info
+
+AUS = [1, 2, 4, 12]
+#: fallbacks for models registered without a ``small_config`` (prefer adding one at registration)
+FALLBACK_SMALL = {"ac2d*": {"img_size": 64, "depths": (1, 1, 2), "drop_path_rate": 0.0, "embed_dim": 16,
+                            "causal_dim": 32}}
+
+
+def small_config(name: str) -> dict:
+    import fnmatch
+
+    info = model_info(name)
+    if info.get("small_config") is not None:
+        return dict(info["small_config"])
+    for pat, cfg in FALLBACK_SMALL.items():
+        if fnmatch.fnmatch(name, pat):
+            return dict(cfg)
+    return {}
+
+
+def make_batch(model, B=3, seed=0):
+    from audet.facs import au_subcenters
+
+    g = torch.Generator().manual_seed(seed)
+    size = int(model.preprocess["crop_size"])
+    clip = model.preprocess.get("clip")
+    lead = (B,) if not clip else (B, len(clip.get("offsets", [])) or int(clip.get("length", 2)))
+    labels = (torch.rand(*lead, len(AUS), generator=g) > 0.5).float()
+    labels.reshape(-1, len(AUS))[0] = 1.0
+    labels.reshape(-1, len(AUS))[1] = 0.0
+    lm = torch.rand(*lead, 49, 2, generator=g) * size * 0.5 + size * 0.25
+    return {
+        "image": torch.randn(*lead, 3, size, size, generator=g),
+        "labels": labels,
+        "mask": torch.ones_like(labels),
+        "landmarks": lm,
+        "subcenters": torch.as_tensor(au_subcenters(lm, AUS)).float(),
+        "subject": torch.arange(B) % 2,
+        "sequence": torch.arange(B),
+        "frame": torch.arange(B),
+        "index": torch.arange(B),
+    }
+
+
+@pytest.fixture(params=list_models())
+def model_and_batch(request):
+    torch.manual_seed(0)
+    model = create_model(request.param, num_aus=len(AUS), aus=AUS, **small_config(request.param))
+    return model, make_batch(model)
+
+
+def test_registry_lists_the_baselines():
+    assert {"resnet18", "resnet_tiny"} <= set(list_models())
+    with pytest.raises(KeyError, match="did you mean resnet_tiny"):
+        create_model("resnet_tiyn", num_aus=2)
+
+
+def test_forward_loss_gradients_hooks(model_and_batch):
+    model, batch = model_and_batch
+    assert model.model_name and model.aus == tuple(AUS) and model.num_aus == len(AUS)
+    ctx = loss_context_from_labels(batch["labels"].reshape(-1, len(AUS)).numpy())
+    assert isinstance(ctx, LossContext) and ctx.au_weight.shape == (len(AUS),)
+    model.train()
+    model.on_train_epoch_start(0)
+    out = model(batch["image"])
+    assert isinstance(out, ModelOutput)
+    assert out.logits.shape == batch["labels"].shape
+    terms = model.loss_terms(out, batch, ctx)
+    assert terms and all(t.ndim == 0 and torch.isfinite(t) for t in terms.values()), terms
+    loss = sum(terms.values())
+    loss.backward()
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    with_grad = [n for n, p in params if p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0]
+    # the first layer and the last layer learn; most parameters receive gradient
+    assert params[0][0] in with_grad and params[-1][0] in with_grad
+    assert len(with_grad) >= 0.5 * len(params), sorted(set(n for n, _ in params) - set(with_grad))[:10]
+    with torch.no_grad():
+        model.on_train_batch_end(ModelOutput(out.logits.detach(), {k: v.detach() for k, v in out.aux.items()}), batch)
+    model.on_train_epoch_end(0)
+    # the hooks leave the model usable
+    with torch.no_grad():
+        assert torch.isfinite(model(batch["image"]).logits).all()
+
+
+def test_checkpoint_round_trip(model_and_batch, tmp_path):
+    model, batch = model_and_batch
+    model.train()
+    with torch.no_grad():  # move BN statistics / prototypes away from their init
+        out = model(batch["image"])
+        model.on_train_epoch_start(0)
+        model.on_train_batch_end(ModelOutput(out.logits, dict(out.aux)), batch)
+        model.on_train_epoch_end(0)
+    model.eval()
+    w, _ = save_checkpoint(model, tmp_path / "m.safetensors", epoch=1)
+    loaded = load_checkpoint(w)
+    assert type(loaded) is type(model) and loaded.model_name == model.model_name
+    assert set(loaded.state_dict()) == set(model.state_dict())
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, loaded.state_dict()[k]), k
+    with torch.no_grad():
+        assert torch.equal(model(batch["image"]).logits, loaded(batch["image"]).logits)
