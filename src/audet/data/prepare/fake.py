@@ -176,9 +176,12 @@ def _bp4d_like(root: Path, image_dir: str, subjects, tasks, n_frames, n_points, 
             "n_written": n_total - len(expected)}  # fmt: skip
 
 
-def make_bp4d(root, subjects=("F001", "F002", "M001"), tasks=("T1", "T2"), n_frames: int = 4,
+def make_bp4d(root, subjects=("F001", "F003", "F004"), tasks=("T1", "T2"), n_frames: int = 4,
               n_points: int = 68, defects: bool = False, width: int = 160, height: int = 200) -> dict:  # fmt: skip
     """A BP4D-layout release (``BP4D-training``, ``AUCoding/AU_OCC``, ``2DFeatures``).
+
+    The default subjects lie in the three official parts (one each). ``n_points`` is 68 (as the
+    synthetic generator writes) or 49 (as the real release).
 
     ``defects=True`` (needs ``n_frames >= 6``) damages frames 1-5 of the first sequence: an
     unreadable jpeg, an empty ``pred``, a NaN landmark, a row of 9s and a missing label row.
@@ -218,7 +221,7 @@ def _write_video(path: Path, frames: Sequence[np.ndarray], fps: float = 20.0) ->
     vw.release()
 
 
-def make_disfa(root, subjects=("SN001", "SN002", "SN003"), n_frames: int = 5,
+def make_disfa(root, subjects=("SN001", "SN006", "SN003"), n_frames: int = 5,
                width: int = 192, height: int = 144, defects: bool = False) -> dict:  # fmt: skip
     """A DISFA-layout release: left and right videos, 66-point ``Landmark_Points`` mats
     (1-based), ``ActionUnit_Labels/SNxxx/SNxxx_auN.txt`` intensities 0-5.
