@@ -131,9 +131,24 @@ def test_synthetic_subjects_get_auto_parts_with_notice(tmp_path, capsys):
     with pytest.raises(ValueError, match="not in the official"):
         _prep("BP4D", raw, tmp_path / "out2", folds="official")
     # --folds auto overrides official lists too
-    fake.make_bp4d(tmp_path / "raw2", tasks=("T1",), n_frames=2)
-    _prep("BP4D", tmp_path / "raw2", tmp_path / "out3", folds="auto")
+    raw2 = tmp_path / "raw2"
+    fake.make_bp4d(raw2, tasks=("T1",), n_frames=2)
+    _prep("BP4D", raw2, tmp_path / "out3", folds="auto")
     assert _info(tmp_path / "out3")["fold_assignment"] == "auto"
+    # official subject names, but a synthetic release (audet synth writes synth_meta.json)
+    (raw2 / "synth_meta.json").write_text("{}")
+    capsys.readouterr()
+    _prep("BP4D", raw2, tmp_path / "out4")
+    assert "synthetic release" in capsys.readouterr().out
+    assert _info(tmp_path / "out4")["fold_assignment"] == "auto"
+    _prep("BP4D", raw2, tmp_path / "out5", folds="official")
+    assert _info(tmp_path / "out5")["fold_assignment"] == "official"
+    # official names that would leave part 3 empty (F001, F002 in part 1, F003 in part 2)
+    raw3 = tmp_path / "raw3"
+    fake.make_bp4d(raw3, subjects=("F001", "F002", "F003"), tasks=("T1",), n_frames=2)
+    _prep("BP4D", raw3, tmp_path / "out6")
+    assert "without subjects" in capsys.readouterr().out
+    assert _info(tmp_path / "out6")["fold_assignment"] == "auto"
 
 
 def test_wrong_root_is_a_clear_error(tmp_path, capsys):

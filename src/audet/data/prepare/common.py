@@ -28,6 +28,7 @@ import os
 import re
 import sys
 import time
+import warnings
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -81,6 +82,9 @@ DETECT = "detect"
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".mov", ".wmv", ".mpg", ".mpeg", ".webm")
+
+#: Written by ``audet synth`` at the root of a synthetic release.
+SYNTH_META = "synth_meta.json"
 
 #: Test hook: seconds to sleep per frame (lets a test kill a run in the middle). Not for users.
 DELAY_ENV = "AUDET_PREPARE_TEST_DELAY"
@@ -181,7 +185,8 @@ class Release:
     def partition(self, subjects: Sequence[str], specs: Sequence[SequenceSpec],
                   opts: PrepareOptions) -> "Partition":  # fmt: skip
         """Parts, list prefixes and folds (default: 3 subject-exclusive parts)."""
-        return three_fold_partition(self.name, subjects, opts.folds, opts.seed)
+        synthetic = (Path(opts.root) / SYNTH_META).is_file()
+        return three_fold_partition(self.name, subjects, opts.folds, opts.seed, synthetic)
 
     def source_info(self, opts: PrepareOptions) -> dict:
         return {"layout": self.layout, "landmarks_one_based": self.one_based}
@@ -546,41 +551,61 @@ def _assign_parts(subjects: Sequence[str], n_parts: int, seed: int) -> list[list
     return [list(p) for p in parts]
 
 
-def three_fold_partition(dataset: str, subjects: Sequence[str], mode: str | None,
-                         seed: int) -> Partition:  # fmt: skip
-    """Subject-exclusive 3 parts: the official lists (protocol section 5) when every subject is
-    in them (``mode`` None or ``"official"``), else ``assign_parts`` (``mode`` None or ``"auto"``).
-    Prefixes: ``<D>_part{i}`` (test), ``<D>_combine_{i}_{j}`` (train), ``<D>_all`` (train)."""
+def three_fold_partition(dataset: str, subjects: Sequence[str], mode: str | None, seed: int,
+                         synthetic: bool = False) -> Partition:  # fmt: skip
+    """Subject-exclusive 3 parts and their list prefixes.
+
+    ``mode`` None (default): the official lists of protocol section 5 when every subject is in
+    them, the release is not synthetic (no ``synth_meta.json``) and no official part ends up
+    empty; otherwise :func:`audet.data.folds.assign_parts` with a printed notice. ``"official"``
+    forces the official lists (error for unlisted subjects); ``"auto"`` forces ``assign_parts``.
+    Prefixes: ``<D>_part{i}`` (test), ``<D>_combine_{i}_{j}`` (train), ``<D>_all`` (train).
+    """
     subjects = sorted(subjects)
     present = set(subjects)
     official = _official_parts(dataset)
     notice = None
     parts_list = None
     assignment = "official"
-    if mode in (None, "official") and official:
-        known = set().union(*map(set, official))
-        unknown = sorted(present - known)
-        if not unknown:
-            parts_list = [sorted(s for s in part if s in present) for part in official]
-            missing = sorted(known - present)
-            if missing:
-                notice = (f"{len(missing)} subject(s) of the official {dataset} folds are not in "
-                          f"the release: {' '.join(missing)}")  # fmt: skip
-        elif mode == "official":
+    why = "--folds auto"
+    if mode == "official":
+        if not official:
+            raise ValueError(f"--folds official: no official fold lists for {dataset}")
+        unknown = sorted(present - set().union(*map(set, official)))
+        if unknown:
             raise ValueError(
                 f"--folds official: {len(unknown)} subject(s) are not in the official {dataset} "
                 f"fold lists (protocol section 5): {' '.join(unknown[:12])}"
                 + (" ..." if len(unknown) > 12 else "") + "; use --folds auto"
             )
-    elif mode == "official":
-        raise ValueError(f"--folds official: no official fold lists for {dataset}")
-    if parts_list is None:
+    if mode is None and official:
+        unknown = sorted(present - set().union(*map(set, official)))
+        candidate = [sorted(s for s in part if s in present) for part in official]
+        if synthetic:
+            why = f"synthetic release ({SYNTH_META} in the root)"
+        elif unknown:
+            why = (f"{len(unknown)} subject(s) are not in the official {dataset} fold lists "
+                   f"(e.g. {unknown[0]})")  # fmt: skip
+        elif not all(candidate) and len(subjects) >= 3:
+            why = "the official lists would leave a part without subjects"
+        else:
+            mode = "official"
+    elif mode is None:
+        why = f"no official fold lists for {dataset}"
+    if mode == "official":
+        parts_list = [sorted(s for s in part if s in present) for part in official]
+        missing = sorted(set().union(*map(set, official)) - present)
+        if missing:
+            notice = (f"note: {len(missing)} subject(s) of the official {dataset} folds are not "
+                      f"in the release: {' '.join(missing)}")  # fmt: skip
+    else:
+        if len(subjects) < 3:
+            raise ValueError(f"{len(subjects)} subject(s): 3 subject-exclusive parts need at "
+                             f"least 3 subjects ({why})")  # fmt: skip
         parts_list = [sorted(p) for p in _assign_parts(subjects, 3, seed)]
         assignment = "auto"
-        why = ("--folds auto" if mode == "auto" else
-               f"not all subjects are in the official {dataset} fold lists (e.g. synthetic data)")  # fmt: skip
         notice = (f"notice: {why}: subjects assigned to 3 subject-exclusive parts with "
-                  f"audet.data.folds.assign_parts(seed={seed})")  # fmt: skip
+                  f"audet.data.folds.assign_parts(seed={seed}), not the official folds")  # fmt: skip
     parts = {f"part{i + 1}": p for i, p in enumerate(parts_list)}
     prefixes: dict[str, tuple[list[str], bool]] = {}
     for i in range(1, 4):
@@ -754,7 +779,11 @@ def assemble(release: Release, specs: Sequence[SequenceSpec], aus: Sequence[int]
         if not paths:
             _log(f"warning: {prefix} has no frames; its list files are not written")
             continue
-        write_list(out, prefix, paths, lm, lab, write_weights=is_train)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            write_list(out, prefix, paths, lm, lab, write_weights=is_train)
+        for w in caught:  # e.g. an AU without positives in a small training set
+            _log(f"note: {prefix}: {w.message}")
         written_prefixes[prefix] = {"parts": part_names, "frames": len(paths),
                                     "subjects": len(subjects), "train": is_train}  # fmt: skip
     # list files of this dataset left by an earlier run with other parts
