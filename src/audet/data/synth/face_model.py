@@ -27,8 +27,8 @@ from .presets import SYNTH_AUS
 #: Image-left and midline points of the neutral template (x, y), face units.
 _LEFT_TEMPLATE = {
     # jaw, from the ear (0) to the chin (8)
-    0: (-1.08, 0.02), 1: (-1.06, 0.33), 2: (-1.01, 0.63), 3: (-0.93, 0.92), 4: (-0.81, 1.18),
-    5: (-0.65, 1.41), 6: (-0.46, 1.59), 7: (-0.24, 1.71), 8: (0.0, 1.75),
+    0: (-1.07, 0.02), 1: (-1.05, 0.34), 2: (-1.0, 0.66), 3: (-0.92, 0.97), 4: (-0.8, 1.25),
+    5: (-0.64, 1.5), 6: (-0.45, 1.69), 7: (-0.23, 1.81), 8: (0.0, 1.85),
     # brow, outer (17) to inner (21)
     17: (-0.93, -0.27), 18: (-0.78, -0.39), 19: (-0.59, -0.44), 20: (-0.41, -0.42),
     21: (-0.22, -0.36),
@@ -186,7 +186,7 @@ _AU_SPECS: dict[int | str, dict[int, tuple[float, float]]] = {
          3: (-0.02, -0.02), 4: (-0.02, -0.02), 40: (0.0, -0.012), 41: (0.0, -0.015),
          31: (-0.01, -0.008)},
     # AU14 dimpler (buccinator): corners tightened inwards, a little up
-    14: {48: (0.03, -0.012), 60: (0.03, -0.012), 49: (0.012, 0.0), 59: (0.012, 0.0),
+    14: {48: (0.04, -0.015), 60: (0.04, -0.015), 49: (0.015, 0.0), 59: (0.015, 0.0),
          61: (0.01, 0.0), 67: (0.01, 0.0)},
     # AU15 lip corner depressor (triangularis): corners down
     15: {48: (-0.02, 0.08), 60: (-0.02, 0.075), 59: (-0.01, 0.035), 67: (-0.008, 0.03),
@@ -224,7 +224,7 @@ AU_DISPLACEMENTS.setflags(write=False)
 
 #: visual strength of each AU relative to the others: AU2, 7, 23, 24 are subtle (as in real data)
 SUBTLE_AUS = (2, 7, 23, 24)
-BASE_AU_GAIN = {au: (0.7 if au in SUBTLE_AUS else 1.0) for au in SYNTH_AUS}
+BASE_AU_GAIN = {au: (0.8 if au in SUBTLE_AUS else 1.0) for au in SYNTH_AUS}
 
 
 def subject_displacements(ident: Identity, subtle: float = 1.0, au_gain: float = 1.0) -> np.ndarray:
@@ -232,7 +232,7 @@ def subject_displacements(ident: Identity, subtle: float = 1.0, au_gain: float =
     d = np.array(AU_DISPLACEMENTS)
     for r, key in enumerate(DISPLACEMENT_ROWS):
         au = 26 if key == "26open" else int(key)
-        g = ident.au_gain.get(au, 1.0) * ident.expressivity * au_gain
+        g = ident.au_gain.get(au, 1.0) * ident.expressivity * au_gain * BASE_AU_GAIN[au]
         if au in SUBTLE_AUS:
             g *= subtle
         a = ident.au_asym.get(au, 0.0)

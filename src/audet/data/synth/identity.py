@@ -124,8 +124,13 @@ def _mix(table: np.ndarray, t: float) -> np.ndarray:
     return table[i] * (1 - f) + table[i + 1] * f
 
 
-def sample_identity(rng: np.random.Generator, name: str, cfg: SynthConfig | None = None) -> Identity:
-    """A random subject; ``name`` starting with F or M sets the sex."""
+def sample_identity(rng: np.random.Generator, name: str, cfg: SynthConfig | None = None,
+                    index: int | None = None) -> Identity:
+    """A random subject; ``name`` starting with F or M sets the sex.
+
+    With ``index`` (the subject's position) skin tones are spread evenly over the palette
+    (a low-discrepancy sequence plus jitter), so small sets still cover light to dark skin.
+    """
     sex = "F" if name.upper().startswith("F") else "M"
     male = sex == "M"
     n = rng.normal
@@ -134,12 +139,15 @@ def sample_identity(rng: np.random.Generator, name: str, cfg: SynthConfig | None
     def tri(lo, hi):
         return float(np.clip(n((lo + hi) / 2, (hi - lo) / 4), lo, hi))
 
-    skin_t = u(0, len(SKIN_TONES) - 1)
+    if index is None:
+        skin_t = u(0, len(SKIN_TONES) - 1)
+    else:
+        skin_t = ((index * 0.6180339887 + u(-0.12, 0.12)) % 1.0) * (len(SKIN_TONES) - 1)
     skin = _mix(SKIN_TONES, skin_t) * u(0.96, 1.04, 3)
     # lips: skin pulled towards red and darker; some female subjects wear lipstick
     lip = skin * np.array([0.82, 0.55, 0.55]) + np.array([20, 0, 5])
     if not male and rng.random() < 0.3:
-        lip = np.array([170, 40, 60]) * u(0.8, 1.1) + skin * 0.1
+        lip = np.array([150, 50, 60]) * u(0.8, 1.05) + skin * 0.2
     if rng.random() < 0.12:
         hair_t = 7.0  # grey
     else:
@@ -263,3 +271,11 @@ def sample_habits(rng: np.random.Generator, cfg: SynthConfig) -> Habits:
         resting=resting,
         favourite=str(rng.choice(emotions)),
     )
+
+
+def make_subject(seed: int, index: int, cfg: SynthConfig) -> tuple[Identity, Habits]:
+    """Identity and habits of subject ``index`` (name from :func:`subject_names`)."""
+    name = subject_names(index + 1)[index]
+    ident = sample_identity(rng_for(seed, STREAM_IDENTITY, index), name, cfg, index=index)
+    habits = sample_habits(rng_for(seed, STREAM_HABITS, index), cfg)
+    return ident, habits

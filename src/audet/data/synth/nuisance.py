@@ -226,14 +226,45 @@ def draw_occluder(img: np.ndarray, occ: Occluder, t: int, project, scale: float,
         cv2.line(img, to_fixed(base @ R.T + c), to_fixed(tip @ R.T + c), shade, 1, LINE, SHIFT)
 
 
-def degrade(img: np.ndarray, nz: SequenceNuisance, rng: np.random.Generator) -> np.ndarray:
+class CameraNoise:
+    """Sensor noise from a small per-sequence bank of noise fields, cropped at random offsets
+    for each frame (luma plus weaker chroma noise). Much faster than drawing fresh Gaussian
+    noise for every pixel of every frame, and deterministic."""
+
+    PAD = 24
+
+    def __init__(self, rng: np.random.Generator, size: int, std: float, n_fields: int = 3):
+        self.std = std
+        self.size = size
+        if std <= 0.05:
+            self.bank = None
+            return
+        P = size + self.PAD
+        luma = rng.standard_normal((n_fields, P, P, 1), dtype=np.float32)
+        chroma = rng.standard_normal((n_fields, P, P, 3), dtype=np.float32) * 0.35
+        self.bank = np.round((luma + chroma) * std).astype(np.int16)
+
+    def __call__(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if self.bank is None:
+            return img
+        k = int(rng.integers(len(self.bank)))
+        dx, dy = (int(v) for v in rng.integers(0, self.PAD, 2))
+        S = self.size
+        out = img.astype(np.int16)
+        out += self.bank[k, dy : dy + S, dx : dx + S]
+        np.clip(out, 0, 255, out=out)
+        return out.astype(np.uint8)
+
+
+def degrade(img: np.ndarray, nz: SequenceNuisance, rng: np.random.Generator,
+            noise: CameraNoise | None = None) -> np.ndarray:
     """Camera blur and sensor noise (uint8 RGB in, uint8 RGB out)."""
     if nz.blur_sigma > 0.25:
         img = cv2.GaussianBlur(img, (0, 0), nz.blur_sigma)
     if nz.noise_std > 0.05:
-        noise = rng.standard_normal(img.shape[:2] + (1,), dtype=np.float32) * nz.noise_std
-        chroma = rng.standard_normal(img.shape, dtype=np.float32) * (0.35 * nz.noise_std)
-        img = np.clip(img.astype(np.float32) + noise + chroma, 0, 255).astype(np.uint8)
+        if noise is None:
+            noise = CameraNoise(rng, img.shape[0], nz.noise_std, n_fields=1)
+        img = noise(img, rng)
     return img
 
 

@@ -9,6 +9,8 @@ import cv2
 import numpy as np
 
 from .face_model import (
+    BASE_AU_GAIN,
+    SUBTLE_AUS,
     DISPLACEMENT_ROWS,
     Projector,
     Pose,
@@ -57,7 +59,7 @@ class FaceRenderer:
     def head_outline(self, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Closed head outline (jaw landmarks + skull arc) and the depth of each point."""
         a_l, a_r = -p[0, 0], p[16, 0]
-        b = 1.45 * self.ident.face_length ** 0.5 + 0.1 * self.ident.face_width
+        b = 1.62 * self.ident.face_length ** 0.5 + 0.1 * self.ident.face_width
         th = np.linspace(2 * np.pi, np.pi, 15)[1:-1]
         ax = np.where(np.cos(th) > 0, a_r, a_l) * 1.02
         arc = np.stack([ax * np.cos(th), b * np.sin(th) + 0.02 * np.cos(th) ** 2], axis=1)
@@ -107,8 +109,8 @@ class FaceRenderer:
             if m <= 0.02:
                 continue
             g = g_all * ident.au_gain.get(au, 1.0)
-            if au in (2, 7, 23, 24):
-                g *= 0.75 * self.cfg.subtle
+            if au in SUBTLE_AUS:
+                g *= BASE_AU_GAIN[au] * self.cfg.subtle
             fn(cv, p, m * g, w)
 
         self._brows(cv, p)
@@ -119,6 +121,7 @@ class FaceRenderer:
         if ident.glasses:
             self._glasses(cv, p)
 
+        cv.flush()
         # shading: soft layer blurred, sharp layer lightly blurred, then light
         sig = max(0.8, 0.045 * pose.scale)
         soft = cv2.GaussianBlur(cv.soft, (0, 0), sig)
@@ -142,7 +145,7 @@ class FaceRenderer:
     # ------------------------------------------------------------------------------------------
     def _hair_back(self, cv: Canvas, p):
         st = self.ident.hair_style
-        if st not in ("long", "bun", "curly"):
+        if st not in ("long", "bun", "curly", "bald"):
             return
         v = self.ident.hair_volume
         a = max(-p[0, 0], p[16, 0]) + 0.12 * v
@@ -153,6 +156,15 @@ class FaceRenderer:
             cv.fill("img", curve(pts, 3, closed=True), _c(self.hair), z=-1.1)
         elif st == "bun":
             cv.blob("img", (0.0, -1.75), (0.45, 0.3), _c(self.hair), z=-1.1)
+        elif st == "bald":  # a rim of short hair at the sides and back, below the crown
+            b = 1.62 * self.ident.face_length ** 0.5 + 0.1 * self.ident.face_width
+            a0 = max(-p[0, 0], p[16, 0]) * 1.02
+            for s in (-1, 1):
+                th = np.linspace(0.0, 0.5, 6) if s > 0 else np.linspace(np.pi, np.pi - 0.5, 6)
+                outer = np.stack([(a0 + 0.04) * np.cos(th), -b * np.sin(np.abs(th - (0 if s > 0 else np.pi)))
+                                  + 0.25 * (th == th[0])], 1)  # fmt: skip
+                inner = outer[::-1] * np.array([0.85, 1.0])
+                cv.fill("img", np.concatenate([outer, inner]), _c(self.hair), z=-1.1)
         else:
             cv.blob("img", (0.0, -0.3), (a + 0.2 * v, 1.45 + 0.2 * v), _c(self.hair), z=-1.1)
 
@@ -207,7 +219,8 @@ class FaceRenderer:
                 # cover the iris outside the lids with lid skin
                 lid_up = np.concatenate([upper, (upper + (0, -0.16))[::-1]])
                 lid_lo = np.concatenate([lower, (lower + (0, 0.16))[::-1]])
-                cv.fill_many("img", [lid_up, lid_lo], skin)
+                cv.fill("img", lid_up, skin)
+                cv.fill("img", lid_lo, skin)
             cv.line("img", upper, lash, 0.026)
             cv.line("sharp", lower, 100, 0.012)
             cv.line("sharp", upper[2:-2] + (0, -0.055), 104, 0.013)  # lid crease
@@ -225,7 +238,7 @@ class FaceRenderer:
         lip = self.lip
         upper_in = curve(p[[60, 61, 62, 63, 64]], 4)  # left -> right
         lower_in = curve(p[[64, 65, 66, 67, 60]], 4)  # right -> left
-        gap = float(np.max(lower_in[::-1][:, 1] - upper_in[:, 1]))
+        gap = float(np.max(p[[67, 66, 65], 1] - p[[61, 62, 63], 1]))
         if gap > 0.012:
             cv.fill("img", np.concatenate([upper_in, lower_in[1:-1]]), (70, 24, 30))
             lo_r = lower_in[::-1]  # left -> right, same sampling as upper_in
@@ -263,12 +276,8 @@ class FaceRenderer:
         col = _c(self.hair)
         hl = -0.98 - ident.hairline
         if st == "bald":
-            for s in (-1, 1):
-                side = np.array([[s * (a - 0.12), -0.55], [s * (a + 0.06), -0.6], [s * (a + 0.07), 0.1],
-                                 [s * (a - 0.04), 0.05]])  # fmt: skip
-                cv.fill("img", curve(side, 3, closed=True), col, z=-0.85)
             return
-        top = -1.5 * ident.face_length ** 0.5 - 0.12 * v
+        top = -1.67 * ident.face_length ** 0.5 - 0.12 * v
         th = np.linspace(np.pi + 0.35, 2 * np.pi - 0.35, 13)
         outer = np.stack([(a + 0.07 * v) * np.cos(th), -top * np.sin(th)], 1)
         outer[:, 1] = np.minimum(outer[:, 1], -0.35)

@@ -37,16 +37,8 @@ from .episodes import (
     rasterize,
     simulate_episodes,
 )
-from .identity import (
-    STREAM_HABITS,
-    STREAM_IDENTITY,
-    STREAM_SEQUENCE,
-    rng_for,
-    sample_habits,
-    sample_identity,
-    subject_names,
-)
-from .nuisance import degrade, encode_jpeg, light_map, make_background, sample_nuisance, _smooth_track
+from .identity import STREAM_SEQUENCE, make_subject, rng_for, subject_names
+from .nuisance import CameraNoise, degrade, encode_jpeg, light_map, make_background, sample_nuisance, _smooth_track
 from .presets import GENERATOR_VERSION, SYNTH_AUS, SynthConfig
 from .render import FaceRenderer
 
@@ -122,10 +114,8 @@ def sequence_streams(seed: int, subject_index: int, seq_index: int) -> dict[str,
 def plan_sequence(cfg: SynthConfig, seed: int, subject_index: int, seq_index: int,
                   params: BehaviourParams) -> dict[str, Any]:
     """Everything about a sequence except the pixels: identity, episodes, labels, nuisances."""
-    names = subject_names(cfg.subjects)
-    name = names[subject_index]
-    ident = sample_identity(rng_for(seed, STREAM_IDENTITY, subject_index), name, cfg)
-    habits = sample_habits(rng_for(seed, STREAM_HABITS, subject_index), cfg)
+    ident, habits = make_subject(seed, subject_index, cfg)
+    name = ident.name
     st = sequence_streams(seed, subject_index, seq_index)
     T = cfg.frames
     episodes = simulate_episodes(st["episodes"], T, habits, seq_index, params, cfg)
@@ -157,10 +147,11 @@ def render_sequence(cfg: SynthConfig, plan: dict[str, Any], frames: list[int] | 
     light = light_map(nz, S)
     renderer = FaceRenderer(plan["ident"], cfg)
     frng = st["frames"]
+    noise = CameraNoise(frng, S, nz.noise_std)
     for k in range(cfg.frames) if frames is None else frames:
         img, lm = renderer.render(bg, plan["intensity"][k], nz.pose(k), light, float(plan["blink"][k]),
                                   tuple(plan["gaze"][k]), nz.occluders, k)  # fmt: skip
-        img = degrade(img, nz, frng)
+        img = degrade(img, nz, frng, noise)
         yield k, img, lm
 
 
@@ -297,8 +288,7 @@ def build_meta(cfg: SynthConfig, seed: int, params: BehaviourParams,
     names = subject_names(cfg.subjects)
     subjects = {}
     for si, name in enumerate(names):
-        ident = sample_identity(rng_for(seed, STREAM_IDENTITY, si), name, cfg)
-        habits = sample_habits(rng_for(seed, STREAM_HABITS, si), cfg)
+        ident, habits = make_subject(seed, si, cfg)
         subjects[name] = {"identity": ident.to_dict(), "habits": habits.to_dict()}
     pos = {a: 0 for a in SYNTH_AUS}
     known = {a: 0 for a in SYNTH_AUS}
