@@ -154,7 +154,7 @@ class AC2D(AUModel):
 
     def __init__(
         self,
-        num_aus: int = 12,
+        num_aus: int | None = None,
         aus: Sequence[int] | None = None,
         *,
         embed_dim: int = 64,
@@ -174,8 +174,8 @@ class AC2D(AUModel):
         sigma: float = 3.0,
         preprocess: dict | None = None,
     ):
-        if aus is not None and num_aus is None:
-            num_aus = len(aus)
+        if num_aus is None:
+            num_aus = len(aus) if aus is not None else 12
         pre = {"crop_size": int(img_size), **(preprocess or {})}
         super().__init__(num_aus, aus, pre)
         _check("attention_loss", attention_loss, ATTENTION_LOSSES)
