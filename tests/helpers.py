@@ -136,3 +136,79 @@ def tiny_config(root: str | Path, out: str | Path, **overrides) -> dict:
         "output": {"dir": str(out)},
     }
     return resolve_config(raw, overrides, "tiny_config")
+
+
+# --------------------------------------------------------------------------------------------
+# an in-memory datamodule with the AUDataModule interface the engine uses (engine mechanics
+# tests that must not depend on image decoding)
+# --------------------------------------------------------------------------------------------
+def tensor_datamodule(aus=(1, 2, 4), n_train=48, n_val=16, n_test=16, size=32, seed=0, noise=0.1):
+    import lightning as L
+    import torch
+    from torch.utils.data import DataLoader, Dataset
+
+    class _DS(Dataset):
+        def __init__(self, n, subjects, s):
+            g = torch.Generator().manual_seed(s)
+            A = len(aus)
+            self.y = (torch.rand(n, A, generator=g) < 0.35).float()
+            self.y[0] = 1.0
+            self.x = torch.randn(n, 3, size, size, generator=g) * 0.5
+            for j in range(A):  # AU j brightens channel j % 3 of band j
+                band = size // A
+                self.x[:, j % 3, j * band:(j + 1) * band] += self.y[:, j, None, None] * 1.5
+            self.subjects = list(subjects)
+
+        def __len__(self):
+            return len(self.y)
+
+        def __getitem__(self, i):
+            # random augmentation noise from the global RNG: resuming must reproduce it
+            x = self.x[i] + noise * torch.randn(self.x[i].shape)
+            return {"image": x, "labels": self.y[i], "mask": torch.ones_like(self.y[i]),
+                    "subject": torch.tensor(i % len(self.subjects)), "index": torch.tensor(i)}
+
+    class TensorAUData(L.LightningDataModule):
+        def __init__(self, batch_size=8):
+            super().__init__()
+            self.aus = list(aus)
+            self.batch_size = batch_size
+            self.train_dataset = _DS(n_train, ["S1", "S2", "S3"], seed)
+            self.val_dataset = _DS(n_val, ["S4"], seed + 1)
+            self.test_dataset = _DS(n_test, ["S5", "S6"], seed + 2)
+            self.test_prefix = "test"
+            self.train_subjects, self.val_subjects, self.test_subjects = ["S1", "S2", "S3"], ["S4"], ["S5", "S6"]
+
+        def setup(self, stage=None):
+            pass
+
+        def train_labels(self):
+            return self.train_dataset.y.numpy()
+
+        def train_dataloader(self):
+            return DataLoader(self.train_dataset, batch_size=self.batch_size, shuffle=True)
+
+        def val_dataloader(self):
+            return DataLoader(self.val_dataset, batch_size=self.batch_size)
+
+        def test_dataloader(self):
+            return DataLoader(self.test_dataset, batch_size=self.batch_size)
+
+    return TensorAUData()
+
+
+def tensor_config(out, **overrides) -> dict:
+    """A resolved config for ``resnet_tiny`` (width 4) on :func:`tensor_datamodule`."""
+    from audet.engine.config import resolve_config
+
+    raw = {
+        "name": "tensor",
+        "seed": 5,
+        "model": {"name": "resnet_tiny", "args": {"width": 4, "dropout": 0.2}},
+        "data": {"batch_size": 8, "num_workers": 0},
+        "optim": {"lr": 0.05, "warmup_epochs": 0.5},
+        "trainer": {"max_epochs": 2, "progress_bar": False, "log_every_n_steps": 1, "tensorboard": False,
+                    "accelerator": "cpu"},
+        "output": {"dir": str(out)},
+    }
+    return resolve_config(raw, overrides, "tensor_config")

@@ -69,6 +69,26 @@ def _progress_bar(setting: Any) -> bool:
     return sys.stderr.isatty() and not os.environ.get("CI")
 
 
+def _atomic_io():
+    from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+    from audet.utils.io import atomic_path
+
+    class AtomicCheckpointIO(TorchCheckpointIO):
+        """Lightning's checkpoint IO, written to a temporary file then ``os.replace``d: a run killed
+        while saving keeps the previous ``last.ckpt``."""
+
+        def save_checkpoint(self, checkpoint, path, storage_options=None):
+            with atomic_path(path) as tmp:
+                super().save_checkpoint(checkpoint, tmp, storage_options)
+
+    return AtomicCheckpointIO
+
+
+def AtomicCheckpointIO():  # noqa: N802 (a factory so that importing this module stays light)
+    return _atomic_io()()
+
+
 def build_trainer(config: dict, run_dir: Path, callbacks: Sequence[L.Callback] = (), *, enable_logging: bool = True) -> L.Trainer:
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
@@ -89,7 +109,9 @@ def build_trainer(config: dict, run_dir: Path, callbacks: Sequence[L.Callback] =
                                                  default_hp_metric=False))
             except ModuleNotFoundError:  # tensorboard is a dependency, but keep training without it
                 warnings.warn("tensorboard is not installed; logging to CSV only", stacklevel=2)
-    ckpt = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), save_last=True, save_top_k=0, monitor=None)
+    # the newest state as checkpoints/last.ckpt after every epoch (monitor=None + top-1 = keep the latest)
+    ckpt = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="last", monitor=None, save_top_k=1,
+                           save_last=False, enable_version_counter=False)
     cbs = [*callbacks, ckpt]
     if loggers:
         cbs.append(LearningRateMonitor(logging_interval="step"))
@@ -110,6 +132,7 @@ def build_trainer(config: dict, run_dir: Path, callbacks: Sequence[L.Callback] =
         enable_progress_bar=_progress_bar(t.get("progress_bar", "auto")),
         enable_model_summary=False,
         logger=loggers or False,
+        plugins=[AtomicCheckpointIO()],
         callbacks=cbs,
         default_root_dir=str(run_dir),
     )

@@ -1,0 +1,145 @@
+"""Training loop mechanics on an in-memory dataset: outputs, logits reproduction, selection policy,
+kill-and-resume equality, DDP on 2 CPU processes, initialisation by AU identity."""
+import csv
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from helpers import tensor_config, tensor_datamodule
+
+from audet.engine.callbacks import StopAfterSteps, StopTraining
+from audet.engine.checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
+from audet.engine.fit import fit
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
+
+
+class _Capture(L.Callback):
+    """Keeps a copy of the model state at the end of training (before test-time reloading)."""
+
+    def on_train_end(self, trainer, pl_module):
+        self.state = {k: v.detach().clone() for k, v in pl_module.model.state_dict().items()}
+        self.model = pl_module.model
+
+
+def _metrics_rows(run_dir: Path) -> list[dict]:
+    files = sorted(run_dir.glob("logs/csv/version_*/metrics.csv"))
+    assert files, "no CSV log"
+    with open(files[-1]) as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_train_two_epochs_writes_checkpoints_logs_and_reports(tmp_path):
+    cap = _Capture()
+    res = fit(tensor_config(tmp_path / "run"), datamodule=tensor_datamodule(), callbacks=[cap], verbose=False)
+    run = tmp_path / "run"
+    for name in ("best.safetensors", "best.json", "last.safetensors", "last.json", "checkpoints/last.ckpt",
+                 "config.yaml", "results.json", "report.md", "report.csv"):
+        assert (run / name).is_file(), name
+    rows = _metrics_rows(run)
+    assert any(r.get("val/f1") for r in rows) and any(r.get("train/loss_step") for r in rows)
+    assert any(r.get("train/au_step") for r in rows)  # each loss term is logged
+    assert any(v for r in rows for k, v in r.items() if k.startswith("lr-"))  # per-step learning rate
+    assert res["epochs"] == 2 and len(res["history"]) == 2
+    assert set(res["test"]) == {"best", "last"} and 0 <= res["test"]["last"]["f1"] <= 1
+    last_meta = read_checkpoint_meta(run / "last.safetensors")
+    assert last_meta["epoch"] == 1 and last_meta["aus"] == [1, 2, 4] and last_meta["config"]["name"] == "tensor"
+    assert "val/f1" in last_meta["metrics"]
+    # the loaded checkpoint reproduces the in-memory model's logits exactly
+    loaded = load_checkpoint(run / "last.safetensors")
+    cap.model.load_state_dict(cap.state)
+    cap.model.eval()
+    x = torch.randn(5, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded(x).logits, cap.model(x).logits)
+    md = (run / "report.md").read_text()
+    assert "| AU1 | AU2 | AU4 | Avg |" in md and "validation subjects" in md
+
+
+def test_selection_on_validation_by_default_and_on_test_when_asked(tmp_path):
+    res = fit(tensor_config(tmp_path / "val", **{"trainer.max_epochs": 1}), datamodule=tensor_datamodule(),
+              verbose=False)
+    assert res["selection"]["monitor"] == "val/f1" and not res["selection"]["on_test"]
+    assert res["val_subjects"] and not set(res["val_subjects"]) & set(res["test_subjects"])
+    assert "test/f1" not in res["history"][0]  # the test fold is not looked at during training
+    assert read_checkpoint_meta(tmp_path / "val/best.json")["selection"]["monitor"] == "val/f1"
+
+    res = fit(tensor_config(tmp_path / "test", **{"trainer.max_epochs": 1, "selection.on_test": True}),
+              datamodule=tensor_datamodule(), verbose=False)
+    assert res["selection"]["monitor"] == "test/f1" and res["selection"]["on_test"]
+    assert "test/f1" in res["history"][0]
+    meta = read_checkpoint_meta(tmp_path / "test/best.json")
+    assert meta["selection"]["monitor"] == "test/f1" and "test fold" in meta["selection"]["on"]
+    assert "WARNING: selected on the test fold" in (tmp_path / "test/report.md").read_text()
+
+
+def test_kill_and_resume_reaches_the_same_weights(tmp_path):
+    cfg = lambda d: tensor_config(tmp_path / d, **{"trainer.max_epochs": 3, "selection.test_after_fit": False})  # noqa: E731
+    fit(cfg("straight"), datamodule=tensor_datamodule(), verbose=False)
+    # 48 samples / batch 8 = 6 steps per epoch: crash in the middle of the second epoch
+    with pytest.raises(StopTraining):
+        fit(cfg("killed"), datamodule=tensor_datamodule(), callbacks=[StopAfterSteps(9)], verbose=False)
+    assert (tmp_path / "killed/checkpoints/last.ckpt").is_file()
+    assert read_checkpoint_meta(tmp_path / "killed/last.json")["epoch"] == 0
+    res = fit(cfg("killed"), datamodule=tensor_datamodule(), verbose=False)  # resumes automatically
+    a = load_checkpoint(tmp_path / "straight/last.safetensors").state_dict()
+    b = load_checkpoint(tmp_path / "killed/last.safetensors").state_dict()
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]
+    straight = json.loads((tmp_path / "straight/results.json").read_text())
+    assert res["selection"]["best_epoch"] == straight["selection"]["best_epoch"]
+    assert res["selection"]["best_score"] == pytest.approx(straight["selection"]["best_score"])
+    # each (re)start logs into its own CSV version
+    assert len(list((tmp_path / "killed").glob("logs/csv/version_*/metrics.csv"))) == 2
+    # --no-resume starts afresh; --resume without a checkpoint is an error
+    with pytest.raises(FileNotFoundError, match="no .*last.ckpt"):
+        fit(cfg("absent"), datamodule=tensor_datamodule(), resume=True, verbose=False)
+
+
+def test_init_from_checkpoint_maps_au_branches(tmp_path):
+    from audet.models import create_model
+
+    src = create_model("resnet_tiny", num_aus=4, aus=[1, 2, 6, 12], width=4)
+    save_checkpoint(src, tmp_path / "src.safetensors")
+    cfg = tensor_config(tmp_path / "run", **{"trainer.max_epochs": 1, "model.init_from": str(tmp_path / "src.safetensors"),
+                                             "model.args.dropout": 0.0})
+    res = fit(cfg, datamodule=tensor_datamodule(aus=(1, 2, 4)), verbose=False)
+    m = json.loads((tmp_path / "run/init_map.json").read_text())
+    assert m["mapped_aus"] == {"1": 1, "2": 2} and m["fresh_aus"] == [4] and m["dropped_aus"] == [6, 12]
+    assert res["init_from"]["source_model"] == "resnet_tiny"
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes(tmp_path):
+    script = tmp_path / "ddp_run.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys, warnings
+        warnings.filterwarnings("ignore")
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from helpers import tensor_config, tensor_datamodule
+        from audet.engine.fit import fit
+        cfg = tensor_config({str(tmp_path / "run")!r}, **{{"trainer.strategy": "ddp", "trainer.devices": 2,
+                                                         "trainer.max_epochs": 2}})
+        res = fit(cfg, datamodule=tensor_datamodule(n_test=13), verbose=True)
+        print("RANK-DONE", res["test"]["last"]["n"])
+    """))
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.count("RANK-DONE 13") == 2, proc.stdout[-2000:]  # both ranks; 13 test frames, not padded 14
+    run = tmp_path / "run"
+    meta = read_checkpoint_meta(run / "best.safetensors")
+    assert meta["config"]["trainer"]["strategy"] == "ddp"
+    res = json.loads((run / "results.json").read_text())
+    # global batch = 8 x 2 processes: 48 samples -> 3 steps per epoch
+    assert read_checkpoint_meta(run / "last.json")["global_step"] == 6
+    assert 0 <= res["test"]["best"]["f1"] <= 1 and len(res["history"]) == 2
+    load_checkpoint(run / "best.safetensors")
