@@ -59,14 +59,16 @@ def dataset_meta(root: str | Path) -> dict:
 
 def build_datamodule(config: dict, *, fold: int | None = None, preprocess: dict | None = None):
     """An :class:`audet.data.AUDataModule` from the ``data`` section (``fold`` overrides ``data.fold``)."""
-    from audet.data import AUDataModule
-
     d = config["data"]
     if not d.get("root"):
         raise ValueError("data.root is not set: give the prepared directory, e.g. `audet train CONFIG data.root=DIR`")
     root = Path(d["root"])
     if not root.is_dir():
         raise FileNotFoundError(f"data.root {root} is not a directory (prepare it with `audet prepare` or `audet synth`)")
+    try:
+        from audet.data import AUDataModule
+    except ImportError as exc:  # pragma: no cover - while audet.data is incomplete
+        raise ImportError(f"audet.data.AUDataModule is not available: {exc}") from None
     kwargs: dict[str, Any] = dict(
         aus=d.get("aus"),
         batch_size=int(d["batch_size"]),
