@@ -173,7 +173,18 @@ def fit(
     if get(config, "trainer.deterministic"):
         torch.use_deterministic_algorithms(True, warn_only=True)
 
-    inner = datamodule if datamodule is not None else build_datamodule(config, fold=fold)
+    if datamodule is None:
+        # the model's preprocessing (crop size, mean/std, clip) decides the transforms
+        from audet.engine.data import dataset_meta
+        from audet.engine.task import build_model
+
+        aus0 = get(config, "data.aus") or (dataset_meta(get(config, "data.root")).get("aus")
+                                            if get(config, "data.root") else None)
+        preprocess = dict(build_model(config, aus0).preprocess) if aus0 else None
+        inner = build_datamodule(config, fold=fold, preprocess=preprocess)
+        L.seed_everything(seed, workers=True, verbose=False)
+    else:
+        inner = datamodule
     on_test = bool(get(config, "selection.on_test"))
     data = FitData(inner, seed=seed, on_test=on_test)
     data.setup("fit")
@@ -221,7 +232,9 @@ def fit(
     }
     if init_report is not None:
         results["init_from"] = _init_summary(init_report)
-    if get(config, "selection.test_after_fit") and _has_test(inner):
+    if get(config, "selection.test_after_fit") and get(config, "data.test_root"):
+        results["test"] = _test_other_root(config, trainer, run_dir, results)
+    elif get(config, "selection.test_after_fit") and _has_test(inner):
         results["test"] = _test_best_and_last(task, trainer, data, run_dir)
     if trainer.is_global_zero:
         from audet.engine.reports import write_run_report
@@ -256,6 +269,29 @@ def _test_best_and_last(task: AUTask, trainer: L.Trainer, data: FitData, run_dir
         if res is not None:
             meta = json.loads((run_dir / f"{which}.json").read_text())
             out[which] = {**res, "epoch": meta.get("epoch")}
+    return out
+
+
+def _test_other_root(config: dict, trainer: L.Trainer, run_dir: Path, results: dict) -> dict:
+    """Cross-dataset test (e.g. BP4D -> BP4D+): ``evaluate`` best and last on data.test_root (rank 0)."""
+    from audet.engine.evaluate import evaluate
+
+    out: dict = {}
+    trainer.strategy.barrier("audet-test-other")
+    if not trainer.is_global_zero:
+        return out
+    for which in ("best", "last"):
+        path = run_dir / f"{which}.safetensors"
+        if not path.is_file():
+            continue
+        r = evaluate(path, get(config, "data.test_root"), get(config, "data.test_prefix"),
+                     batch_size=int(get(config, "data.eval_batch_size") or get(config, "data.batch_size")),
+                     num_workers=int(get(config, "data.num_workers") or 0))
+        row = r["table"].iloc[0]
+        meta = json.loads((run_dir / f"{which}.json").read_text())
+        out[which] = {"f1": float(row["Avg"]) / 100, "per_au": {a: float(row[f"AU{a}"]) / 100 for a in r["aus"]},
+                      "n": r["n"], "epoch": meta.get("epoch"), "data": r["data"], "aus": r["aus"]}
+    results["test_aus"] = out.get("best", out.get("last", {})).get("aus")
     return out
 
 

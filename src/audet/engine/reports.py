@@ -53,7 +53,7 @@ def write_run_report(run_dir: str | Path, results: Mapping) -> None:
     test = results.get("test") or {}
     if not test:
         return
-    aus = results["aus"]
+    aus = results.get("test_aus") or results["aus"]
     rows = {}
     for which in ("best", "last"):
         if which in test:
@@ -79,7 +79,7 @@ def summary_text(results: Mapping) -> str:
         from audet.metrics import to_markdown
 
         rows = {f"test ({k}, epoch {v.get('epoch')})": v["per_au"] for k, v in test.items()}
-        lines.append(to_markdown(f1_table(rows, results["aus"])).rstrip())
+        lines.append(to_markdown(f1_table(rows, results.get("test_aus") or results["aus"])).rstrip())
     return "\n".join(lines)
 
 
