@@ -37,7 +37,7 @@ _KNOBS = [
     ("rates", str, "target AU occurrence rates: BP4D (AAR Table I), DISFA, or '1=0.2,12=0.5'"),
     ("threshold", float, "label = intensity (0..5) >= threshold (DISFA uses >= 2) [2]"),
     ("tempo", float, "multiplies episode durations (onset/apex/offset) [1]"),
-    ("expression", float, "fraction of frames inside emotion-prototype events [0.55]"),
+    ("expression", float, "fraction of frames inside emotion-prototype events [0.7]"),
     ("habits", float, "scale of subject habits: extra AUs with an emotion (confounder) [1]"),
     ("au_gain", float, "visual strength of every AU, displacement and texture (difficulty) [1]"),
     ("subtle", float, "extra visual strength of the subtle AUs 2, 7, 23, 24 [1]"),
@@ -93,6 +93,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.out:
         raise ValueError("--out is required (or use --grid PNG)")
     log = None if args.quiet else print
-    generate(cfg, args.out, seed=args.seed, workers=args.workers, force=args.force,
-             progress=None if not args.quiet else False, log=log)  # fmt: skip
+    try:
+        generate(cfg, args.out, seed=args.seed, workers=args.workers, force=args.force,
+                 progress=None if not args.quiet else False, log=log)  # fmt: skip
+    except FileExistsError as exc:
+        raise ValueError(str(exc)) from None
     return 0

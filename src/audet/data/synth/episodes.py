@@ -23,7 +23,7 @@ import numpy as np
 
 from audet.facs import EMOTION_PROTOTYPES
 
-from .identity import Habits, rng_for, sample_habits
+from .identity import Habits, rng_for
 from .presets import SYNTH_AUS, TARGET_RATES, SynthConfig
 
 A = len(SYNTH_AUS)
@@ -37,6 +37,7 @@ TASK_EMOTIONS = ("happiness", "sadness", "surprise", "happiness", "fear", "disgu
 EMOTION_MIX = {"happiness": 0.38, "sadness": 0.12, "surprise": 0.10, "fear": 0.08,
                "anger": 0.16, "disgust": 0.16}  # fmt: skip
 DOMINANT_P = 0.45
+ALT_P = 0.7  # probability that each alternative of a prototype joins an event
 FAVOURITE_P = 0.15
 
 #: mean length (frames at tempo 1) of spontaneous episodes per AU; frequent AUs last longer
@@ -50,13 +51,17 @@ COUPLINGS = (
     (1, 0.0, 2, 0.35, 0.8),
     (10, 3.0, 25, 0.35, 0.8),
     (12, 3.5, 25, 0.3, 0.8),
-    (12, 3.0, 6, 0.4, 0.85),
+    (12, 2.5, 6, 0.55, 0.9),
     (9, 0.0, 4, 0.3, 0.6),
     (9, 0.0, 10, 0.4, 0.8),
     # BP4D-like smiles: AU6, AU7, AU10, AU12 and AU14 co-occur a lot
     (12, 2.5, 10, 0.45, 0.8),
     (12, 2.5, 14, 0.3, 0.8),
     (6, 0.0, 7, 0.5, 0.9),
+    # anger / pain: lowered brows with tightened lids; pressed lips with a raised chin
+    (4, 2.0, 7, 0.45, 0.9),
+    (24, 0.0, 17, 0.45, 0.9),
+    (17, 2.0, 24, 0.25, 0.8),
 )
 
 
@@ -87,7 +92,7 @@ class Episode:
 
 
 def _smooth(t: np.ndarray) -> np.ndarray:
-    t = np.clip(t, 0.0, 1.0)
+    """Smoothstep on t in [0, 1] (callers pass values inside (0, 1))."""
     return t * t * (3.0 - 2.0 * t)
 
 
@@ -99,8 +104,8 @@ def _make_episode(rng, au, start, length, peak, source) -> Episode:
     n_off = max(1, int(round(length * f_off)))
     n_ap = max(1, length - n_on - n_off)
     s = int(start)
-    return Episode(int(au), s, s + n_on, s + n_on + n_ap, s + n_on + n_ap + n_off,
-                   float(np.clip(peak, 0.3, 5.0)), source)  # fmt: skip
+    peak = min(5.0, max(0.3, float(peak)))
+    return Episode(int(au), s, s + n_on, s + n_on + n_ap, s + n_on + n_ap + n_off, peak, source)
 
 
 @dataclass
@@ -163,7 +168,7 @@ def simulate_episodes(
             else:
                 emo = emos[int(rng.choice(len(emos), p=mix))]
             alts = EMOTION_PROTOTYPES[emo]
-            chosen = [a for a in alts if rng.random() < 0.55]
+            chosen = [a for a in alts if rng.random() < ALT_P]
             if not chosen:
                 chosen = [alts[int(rng.integers(len(alts)))]]
             aus = sorted({au for alt in chosen for au in alt})
@@ -268,7 +273,7 @@ def _on_fraction_stats(au: int, cfg: SynthConfig) -> tuple[float, float]:
     rng = rng_for(7, au, 99)
     mean_len = SPONT_LENGTH[au] * cfg.tempo
     on = tot = 0.0
-    n = 600
+    n = 400
     for _ in range(n):
         length = float(np.exp(rng.normal(np.log(mean_len) - 0.1, 0.45)))
         ep = _make_episode(rng, au, 0, length, _peak_single(rng), "single")
@@ -285,16 +290,20 @@ def _gap_for(q: float, e_on: float, e_len: float) -> float:
 
 
 @functools.lru_cache(maxsize=16)
-def _calibrate_cached(key: tuple) -> BehaviourParams:
+def _calibrate_cached(key: tuple, seed: int) -> BehaviourParams:
+    from .identity import make_subject
+
     cfg = SynthConfig(**dict(key)).validate()
     target = cfg.target_rates()
     stats = {au: _on_fraction_stats(au, cfg) for au in SYNTH_AUS}
-    # simulation budget: enough frames for stable rates, small enough to take < 1 s
-    n_frames = max(cfg.frames, 60)
-    n_seq = int(np.clip(15000 // n_frames, 30, 300))
-    n_subj = max(8, min(60, n_seq // 2))
-    rng_h = rng_for(12345, 0)
-    habits = [sample_habits(rng_h, cfg) for _ in range(n_subj)]
+    # The simulation uses the habits of the actual subjects (the main source of variance
+    # between data sets) with independent episode streams, replicated up to ~10k frames.
+    # Sequences start mid-behaviour (episodes are simulated from well before frame 0), so
+    # rates do not depend on the sequence length and a fixed length is used.
+    n_frames = 120
+    habits = [make_subject(seed, i, cfg)[1] for i in range(cfg.subjects)]
+    pairs = [(i, q) for i in range(cfg.subjects) for q in range(cfg.sequences)]
+    reps = max(1, int(np.ceil(10000 / (len(pairs) * n_frames))))
     own = {au: 0.0 for au in SYNTH_AUS}
     tgt = np.array([target[au] for au in SYNTH_AUS])
 
@@ -304,20 +313,20 @@ def _calibrate_cached(key: tuple) -> BehaviourParams:
         tot = np.zeros(A)
         other = np.zeros(A)
         count = 0
-        for s in range(n_seq):
-            rng = rng_for(12345, 1, s)
-            h = habits[s % n_subj]
-            eps = simulate_episodes(rng, n_frames, h, s % max(1, cfg.sequences), params, cfg)
-            lab_all = labels_from_intensity(rasterize(eps, n_frames, h), cfg.threshold)
-            lab_other = labels_from_intensity(rasterize(eps, n_frames, h, own_only=False),
-                                              cfg.threshold)
-            tot += lab_all.sum(0)
-            other += lab_other.sum(0)
-            count += n_frames
+        for r in range(reps):
+            for i, q in pairs:
+                rng = rng_for(12345, r, i, q)
+                eps = simulate_episodes(rng, n_frames, habits[i], q, params, cfg)
+                lab_all = labels_from_intensity(rasterize(eps, n_frames, habits[i]), cfg.threshold)
+                lab_other = labels_from_intensity(rasterize(eps, n_frames, habits[i], own_only=False),
+                                                  cfg.threshold)  # fmt: skip
+                tot += lab_all.sum(0)
+                other += lab_other.sum(0)
+                count += n_frames
         return tot / count, other / count, gaps
 
     rates, other, gaps = run(own)
-    for _ in range(3):
+    for _ in range(2):
         c = np.clip(other, 0, 0.99)
         new = {}
         for i, au in enumerate(SYNTH_AUS):
@@ -333,13 +342,14 @@ def _calibrate_cached(key: tuple) -> BehaviourParams:
 
 
 def _behaviour_key(cfg: SynthConfig) -> tuple:
-    keep = ("rates", "threshold", "tempo", "expression", "habits", "frames", "sequences")
+    keep = ("rates", "threshold", "tempo", "expression", "habits", "subjects", "sequences")
     return tuple((k, getattr(cfg, k)) for k in keep)
 
 
-def calibrate(cfg: SynthConfig) -> BehaviourParams:
+def calibrate(cfg: SynthConfig, seed: int = 0) -> BehaviourParams:
     """Rates of the spontaneous process so that overall label rates approach the targets.
 
-    Deterministic (fixed calibration seed) and cached per behaviour-relevant config.
+    Simulates label timelines of the data set's own subjects (their habits depend on ``seed``)
+    with a fixed calibration stream; deterministic and cached per behaviour-relevant config.
     """
-    return _calibrate_cached(_behaviour_key(cfg))
+    return _calibrate_cached(_behaviour_key(cfg), int(seed))

@@ -47,7 +47,7 @@ class SynthConfig:
     rates: str = "BP4D"  # "BP4D", "DISFA" or "1=0.2,2=0.15,..." (unlisted AUs keep BP4D's)
     threshold: float = 2.0  # label = intensity (0..5) >= threshold, like DISFA's >= 2
     tempo: float = 1.0  # episode durations are multiplied by this
-    expression: float = 0.55  # fraction of frames inside emotion-prototype events
+    expression: float = 0.7  # fraction of frames inside emotion-prototype events
     habits: float = 1.0  # probability scale of subject-specific extra AUs with an emotion
     au_gain: float = 1.0  # visual strength of every AU (displacement and texture)
     subtle: float = 1.0  # extra visual strength multiplier for the subtle AUs 2, 7, 23, 24

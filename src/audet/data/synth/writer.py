@@ -236,7 +236,7 @@ def generate(
     out = Path(out)
     _prepare_out(out, force)
     t0 = time.perf_counter()
-    params = calibrate(cfg)
+    params = calibrate(cfg, seed)
     t_cal = time.perf_counter() - t0
     jobs = [(cfg.to_dict(), int(seed), si, qi, str(out), params)
             for si in range(cfg.subjects) for qi in range(cfg.sequences)]  # fmt: skip
