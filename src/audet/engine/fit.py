@@ -153,6 +153,20 @@ def _should_resume(config: dict, resume: bool | None, last: Path) -> Path | None
     return None
 
 
+_QUIET = (
+    r".*isinstance\(treespec, LeafSpec\)",  # torch/lightning pytree deprecation
+    r".*Using `DistributedSampler` with the dataloaders. During `trainer.test\(\)`",  # we de-duplicate
+    r".*The number of training batches .* is smaller than the logging interval",
+    r".*torch.distributed.nn.functional.all_gather is deprecated",
+    r".*does not have many workers which may be a bottleneck",
+)
+
+
+def _quiet_warnings() -> None:
+    for pattern in _QUIET:
+        warnings.filterwarnings("ignore", message=pattern)
+
+
 def fit(
     config: dict,
     *,
@@ -167,6 +181,7 @@ def fit(
     ``resume``: ``None`` follows ``output.resume`` (``auto``: continue from
     ``checkpoints/last.ckpt`` when present), ``True`` requires it, ``False`` starts afresh.
     """
+    _quiet_warnings()
     run_dir = run_dir_of(config)
     seed = int(config.get("seed") or 0)
     L.seed_everything(seed, workers=True, verbose=False)
