@@ -165,7 +165,10 @@ def tensor_datamodule(aus=(1, 2, 4), n_train=48, n_val=16, n_test=16, size=32, s
         def __getitem__(self, i):
             # random augmentation noise from the global RNG: resuming must reproduce it
             x = self.x[i] + noise * torch.randn(self.x[i].shape)
-            return {"image": x, "labels": self.y[i], "mask": torch.ones_like(self.y[i]),
+            A = len(aus)
+            sub = torch.tensor([[[0.3, 0.2], [0.7, 0.2]]]).repeat(A, 1, 1) * size  # (A, 2, 2) sub-centres
+            sub[:, :, 1] += torch.arange(A)[:, None] * (size * 0.6 / A)
+            return {"image": x, "labels": self.y[i], "mask": torch.ones_like(self.y[i]), "subcenters": sub,
                     "subject": torch.tensor(i % len(self.subjects)), "index": torch.tensor(i)}
 
     class TensorAUData(L.LightningDataModule):

@@ -143,3 +143,26 @@ def test_ddp_two_cpu_processes(tmp_path):
     assert read_checkpoint_meta(run / "last.json")["global_step"] == 6
     assert 0 <= res["test"]["best"]["f1"] <= 1 and len(res["history"]) == 2
     load_checkpoint(run / "best.safetensors")
+
+
+def test_epoch_end_prototype_pass_for_models_that_ask(tmp_path, monkeypatch):
+    """AC2D's C^e(s) variant asks (needs_prototype_pass) for a data pass before on_train_epoch_end;
+    the engine runs it generically, and the prototypes (buffers) are in the checkpoint."""
+    import audet.models.ac2d as ac2d
+
+    calls = []
+    orig = ac2d.AC2D.update_prototypes
+
+    def spy(self, feats):
+        out = orig(self, feats)
+        calls.append(int(self.proto_count))
+        return out
+
+    monkeypatch.setattr(ac2d.AC2D, "update_prototypes", spy)
+    cfg = tensor_config(tmp_path / "run", **{
+        "model.name": "ac2d_avces", "trainer.max_epochs": 2, "selection.test_after_fit": False,
+        "model.args": {"img_size": 32, "depths": [1, 1, 2], "embed_dim": 16, "causal_dim": 16, "drop_path_rate": 0.0}})
+    fit(cfg, datamodule=tensor_datamodule(size=32), verbose=False)
+    assert calls == [48, 48]  # one pass over the 48 training samples per epoch
+    m = load_checkpoint(tmp_path / "run/last.safetensors")
+    assert bool(m.proto_valid) and float(m.proto_count) == 48
