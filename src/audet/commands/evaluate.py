@@ -37,8 +37,9 @@ def run(args) -> int:
 
         meta = dataset_meta(args.data)
         folds = meta.get("folds") or []
-        if folds and isinstance(folds[0], dict) and folds[0].get("test_prefix"):
-            prefix = folds[0]["test_prefix"]
+        if folds and isinstance(folds[0], dict) and (folds[0].get("test") or folds[0].get("test_prefix")):
+            prefix = folds[0].get("test") or folds[0]["test_prefix"]
+            print(f"--prefix not given: using the test prefix of fold 0, {prefix}")
         else:
             raise ValueError("--prefix is required (dataset.json names no test prefix)")
     ckpt = Path(args.checkpoint)
