@@ -133,7 +133,18 @@ class FitData(L.LightningDataModule):
     @property
     def has_val(self) -> bool:
         ds = self._val_dataset()
-        return ds is not None and len(ds) > 0
+        if ds is None:  # no attribute we know: ask the loader
+            try:
+                loader = self.inner.val_dataloader()
+            except Exception:  # noqa: BLE001 - no validation split
+                return False
+            if isinstance(loader, (list, tuple)):
+                loader = loader[0] if loader else None
+            ds = getattr(loader, "dataset", None)
+        try:
+            return ds is not None and len(ds) > 0
+        except TypeError:
+            return True
 
     @property
     def val_names(self) -> list[str]:
@@ -143,7 +154,7 @@ class FitData(L.LightningDataModule):
         return names
 
     def _val_dataset(self):
-        for name in ("val_dataset", "val_set", "val"):
+        for name in ("val_dataset", "val_set", "val_ds", "val"):
             ds = getattr(self.inner, name, None)
             if ds is not None and not callable(ds):
                 return ds
