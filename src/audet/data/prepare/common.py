@@ -7,12 +7,13 @@ sequence (in a worker process). Everything else happens here:
 
 1. every sequence is processed by :func:`process_sequence` in a ``multiprocessing`` pool (or in
    process for ``workers=1``): frames are checked (labels, landmarks, image), landmarks converted
-   to 49 points, faces aligned (protocol section 2), crops written atomically to
+   to 49 points, faces aligned (protocol section 2), crops written to
    ``OUT/images/<DATASET>/<subject>/<sequence...>/<frame>.<ext>``;
 2. after the last frame of a sequence, a small manifest ``OUT/.prepare/<DATASET>/<key>.npz``
    (paths, aligned landmarks, labels, skipped frames with reasons, a settings/input fingerprint)
-   is written atomically. A re-run skips sequences whose manifest is there and current, so an
-   interrupted run resumes where it stopped;
+   is written atomically: it is the commit point of the sequence. A re-run skips sequences whose
+   manifest is there and current, so an interrupted run resumes where it stopped; a sequence
+   without a manifest is redone and its (possibly partial) crops overwritten;
 3. list files, ``dataset.json`` and ``prepare_summary.json`` are assembled from the manifests
    only, in sorted order, so an interrupted-and-resumed run writes the same bytes as an
    uninterrupted one (and the number of workers does not matter).
@@ -457,7 +458,9 @@ def process_sequence(spec: SequenceSpec, release: Release, opts: PrepareOptions,
             skip_reasons.append("duplicate_frame")
             continue
         seen.add(name)
-        write_bytes_atomic(img_dir / name, _encode(warped, opts))
+        # A plain write is enough: the manifest (written atomically after the last frame) is
+        # the commit point, and a sequence without one is redone, overwriting partial files.
+        (img_dir / name).write_bytes(_encode(warped, opts))
         paths.append(f"{rel_dir}/{name}")
         lms.append(lm_al)
         labels.append(np.asarray(item.labels, dtype=np.int8))
@@ -678,20 +681,31 @@ def run_prepare(opts: PrepareOptions) -> dict:
          + (f" ({done_before} already done, resuming)" if done_before else "")
          + f"; {opts.workers} worker(s)")  # fmt: skip
 
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), _cpu_seconds()
     written_now = 0
     if pending:
         written_now = _run_jobs(release, pending, aus, opts)
-    elapsed = time.perf_counter() - t0
+    elapsed, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0
 
     summary = assemble(release, specs, aus, partition, opts)
     _print_summary(summary)
     if pending:
         rate = written_now / elapsed if elapsed > 0 else float("nan")
         _log(f"processed {len(pending)} sequence(s), {written_now} frames in {elapsed:.1f} s "
-             f"({rate:.1f} frames/s)")  # fmt: skip
+             f"({rate:.1f} frames/s; {cpu:.1f} CPU-s)")  # fmt: skip
     _log(f"wrote {out / 'dataset.json'} and {out / 'prepare_summary.json'}")
     return summary
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and its finished children (the pool workers)."""
+    try:
+        import resource
+
+        a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
+    except (ImportError, OSError):  # pragma: no cover - not Unix
+        return float("nan")
 
 
 def _run_jobs(release: Release, pending: list[SequenceSpec], aus: tuple[int, ...],
@@ -714,9 +728,16 @@ def _run_jobs(release: Release, pending: list[SequenceSpec], aus: tuple[int, ...
 
     try:
         if opts.workers == 1 or len(pending) == 1:
+            import cv2
+
             _STATE["opts"] = opts
-            for spec in pending:
-                _done(process_sequence(spec, release, opts, aus))
+            threads = cv2.getNumThreads()
+            cv2.setNumThreads(1)  # OpenCV's own threads cost more CPU than they save here
+            try:
+                for spec in pending:
+                    _done(process_sequence(spec, release, opts, aus))
+            finally:
+                cv2.setNumThreads(threads)
         else:
             methods = mp.get_all_start_methods()
             ctx = mp.get_context("fork" if "fork" in methods else "spawn")
