@@ -1,0 +1,47 @@
+"""Integration: ``audet synth --preset test`` -> ``audet prepare BP4D`` -> ``read_list``."""
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+
+synth_cmd = pytest.importorskip("audet.commands.synth")
+
+from audet.commands import prepare as prepare_cmd  # noqa: E402
+from audet.data.listfile import read_list  # noqa: E402
+
+
+def _run(mod, argv):
+    p = argparse.ArgumentParser()
+    mod.add_arguments(p)
+    return mod.run(p.parse_args(argv))
+
+
+def test_synth_test_preset_prepares_and_reads_back(tmp_path, capsys):
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    assert _run(synth_cmd, ["--preset", "test", "--out", str(raw)]) in (0, None)
+    assert _run(prepare_cmd, ["BP4D", "--root", str(raw), "--out", str(out), "--workers", "2",
+                              "--no-progress"]) == 0  # fmt: skip
+    assert "synthetic release" in capsys.readouterr().out  # folds from assign_parts, with a notice
+
+    info = json.loads((out / "dataset.json").read_text())
+    summary = json.loads((out / "prepare_summary.json").read_text())
+    meta = json.loads((raw / "synth_meta.json").read_text())
+    n_raw = sum(1 for _ in (raw / "BP4D-training").rglob("*.jpg"))
+    assert summary["frames_written"] + summary["frames_skipped"] == n_raw
+    assert summary["frames_written"] >= 0.9 * n_raw
+    assert info["fold_assignment"] == "auto" and len(info["folds"]) == 3
+    assert sorted(s for p in info["parts"].values() for s in p) == sorted(
+        {p.parent.name for p in (raw / "BP4D-training").glob("*/*")})
+    assert meta  # the generator's ground truth is there
+
+    for fold in info["folds"]:
+        train = read_list(out, fold["train"], aus=info["aus"])
+        test = read_list(out, fold["test"], aus=info["aus"])
+        assert {i.subject for i in train.info}.isdisjoint({i.subject for i in test.info})
+        assert train.au_weight is not None and test.au_weight is None
+    lf = read_list(out, "BP4D_all", aus=info["aus"])
+    assert len(lf) == summary["frames_written"]
+    assert np.isfinite(lf.landmarks).all() and (lf.landmarks > 0).all() and (lf.landmarks < 200).all()
