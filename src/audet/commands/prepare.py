@@ -36,7 +36,8 @@ examples:
   audet prepare BP4D --root /data/BP4D --out prepared/bp4d --workers 2
   audet prepare DISFA --root /data/DISFA --out prepared/disfa
   audet prepare GFT --root /data/GFT --out prepared/gft --split gft_split.json
-  audet prepare Aff-Wild2 --root /data/affwild2 --out prepared/affwild2 --detector dlib
+  audet prepare Aff-Wild2 --root /data/affwild2 --out prepared/affwild2 --detector NAME
+      (NAME: a detector registered in audet.data.prepare.landmarks; "fake" is for tests only)
 """
 
 
@@ -49,8 +50,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="worker processes (default 1)")  # fmt: skip
     p.add_argument("--folds", choices=("official", "auto"), default=None,
                    help="parts: official lists of protocol section 5, or deterministic "
-                        "assign_parts(seed). Default: official when every subject is listed, "
-                        "else auto (with a notice). GFT: auto = seeded 78/18-style split")  # fmt: skip
+                        "assign_parts(seed). Default: official when every subject is listed "
+                        "and the release is not synthetic, else auto (with a notice). "
+                        "GFT: auto = seeded split with the official 78/18 proportions")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="seed of --folds auto (default 0)")
     p.add_argument("--aus", type=int, nargs="+", metavar="AU",
                    help="AU numbers and label-column order (default: the dataset's AU set)")  # fmt: skip
