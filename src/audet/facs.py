@@ -17,10 +17,20 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-try:  # torch is a hard dependency of the package, but keep this module importable without it
-    import torch
-except ImportError:  # pragma: no cover
-    torch = None
+import sys
+
+
+class _LazyTorch:
+    """Stands in for the torch module until first use, so importing audet.facs (and building
+    the CLI parser, which imports it) does not pay torch's ~1 s import time."""
+
+    def __getattr__(self, name):
+        import torch as _torch
+
+        return getattr(_torch, name)
+
+
+torch = _LazyTorch()
 
 __all__ = [
     "AUInfo",
@@ -153,7 +163,9 @@ SUPPORTED_AUS: tuple[int, ...] = tuple(SUBCENTER_RULES)
 
 
 def _is_torch(x) -> bool:
-    return torch is not None and isinstance(x, torch.Tensor)
+    # a tensor can only exist once torch has been imported
+    mod = sys.modules.get("torch")
+    return mod is not None and isinstance(x, mod.Tensor)
 
 
 def _check_points(landmarks, n: int | tuple[int, ...], what: str = "landmarks") -> None:

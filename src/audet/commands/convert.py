@@ -17,9 +17,8 @@ examples:
 
 
 def add_arguments(p) -> None:
-    from audet.models.convert import CONVERTERS
-
-    p.add_argument("method", choices=sorted(CONVERTERS), help="which original implementation")
+    # No import of audet.models here: building the parser must stay fast (it loads timm).
+    p.add_argument("method", help="which original implementation (ac2d)")
     p.add_argument("src", help="the original checkpoint file")
     p.add_argument("--out", required=True, help="output path without suffix (writes .safetensors and .json)")
     p.add_argument("--aus", default=None, help="dataset name (BP4D, DISFA, ...) or AU numbers '1,2,4' in branch order")
@@ -39,6 +38,9 @@ def run(args) -> int:
 
     from audet.models.convert import CONVERTERS
     from audet.models.convert.ac2d import save_converted
+
+    if args.method not in CONVERTERS:
+        raise ValueError(f"no converter for {args.method!r}; available: {', '.join(sorted(CONVERTERS))}")
 
     if not Path(args.src).is_file():
         raise FileNotFoundError(f"{args.src}: no such file")
