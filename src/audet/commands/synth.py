@@ -40,6 +40,7 @@ _KNOBS = [
     ("expression", float, "fraction of frames inside emotion-prototype events [0.7]"),
     ("habits", float, "scale of subject habits: extra AUs with an emotion (confounder) [1]"),
     ("au_gain", float, "visual strength of every AU, displacement and texture (difficulty) [1]"),
+    ("au_gains", str, "per-AU visual strength, e.g. '6=0.8,23=1.3' (calibration) [all 1]"),
     ("subtle", float, "extra visual strength of the subtle AUs 2, 7, 23, 24 [1]"),
     ("missing_labels", float, "fraction of label cells written as 9 (unknown), in runs [0.005]"),
     ("yaw", float, "max |yaw| in degrees, 2D foreshortening with per-point depth [18]"),

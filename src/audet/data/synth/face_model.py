@@ -147,6 +147,9 @@ def neutral_shape(ident: Identity) -> np.ndarray:
     p[low, 1] *= ident.face_length
     if ident.shape_noise:
         p += np.asarray(ident.shape_noise, dtype=np.float64).reshape(68, 2) * (0.5 + ident.asymmetry)
+    # lips closed at rest: the inner lower lip touches the inner upper lip
+    for up, lo in ((61, 67), (62, 66), (63, 65)):
+        p[lo, 1] = p[up, 1] + 0.006
     return p
 
 
@@ -165,19 +168,19 @@ _AU_SPECS: dict[int | str, dict[int, tuple[float, float]]] = {
     4: {21: (0.05, 0.085), 20: (0.03, 0.08), 19: (0.015, 0.06), 18: (0.005, 0.04),
         17: (0.0, 0.02), 37: (0.0, 0.015), 38: (0.0, 0.02)},
     # AU6 cheek raiser (orbicularis oculi, orbital): lower lid pushed up, cheek raised
-    6: {40: (0.0, -0.035), 41: (0.0, -0.04), 36: (0.005, -0.012), 37: (0.0, 0.008),
+    6: {40: (0.0, -0.02), 41: (0.0, -0.024), 36: (0.005, -0.01), 37: (0.0, 0.006),
         38: (0.0, 0.006), 1: (-0.005, -0.015), 2: (-0.01, -0.02), 3: (-0.01, -0.01)},
     # AU7 lid tightener (orbicularis oculi, palpebral): lower lid up and straight (subtle)
-    7: {40: (0.0, -0.035), 41: (0.0, -0.035), 37: (0.0, 0.012), 38: (0.0, 0.014),
-        39: (0.003, 0.0), 36: (-0.003, 0.0)},
+    7: {40: (0.0, -0.065), 41: (0.0, -0.06), 37: (0.0, 0.024), 38: (0.0, 0.026),
+        39: (0.005, 0.0), 36: (-0.005, 0.0)},
     # AU9 nose wrinkler: nose wings and upper lip up, inner brows pulled down
     9: {31: (-0.03, -0.06), 32: (-0.005, -0.05), 33: (0.0, -0.045), 30: (0.0, -0.015),
         29: (0.0, -0.01), 21: (0.012, 0.045), 20: (0.005, 0.025), 50: (0.0, -0.035),
         51: (0.0, -0.035), 49: (0.0, -0.025), 48: (0.0, -0.01), 61: (0.0, -0.02),
         62: (0.0, -0.02), 40: (0.0, -0.015), 41: (0.0, -0.015)},
     # AU10 upper lip raiser: upper lip centre up (more than the inner lip), nose wings up a bit
-    10: {50: (0.0, -0.075), 51: (0.0, -0.07), 49: (-0.005, -0.06), 48: (0.0, -0.015),
-         61: (0.0, -0.035), 62: (0.0, -0.035), 60: (0.0, -0.01), 31: (-0.01, -0.025),
+    10: {50: (0.0, -0.095), 51: (0.0, -0.085), 49: (-0.005, -0.075), 48: (0.0, -0.02),
+         61: (0.0, -0.04), 62: (0.0, -0.04), 60: (0.0, -0.01), 31: (-0.012, -0.035),
          32: (0.0, -0.012), 67: (0.0, -0.015), 66: (0.0, -0.015), 58: (0.0, -0.01),
          57: (0.0, -0.01)},
     # AU12 lip corner puller (zygomaticus major): corners up and out, cheeks widen
@@ -196,16 +199,16 @@ _AU_SPECS: dict[int | str, dict[int, tuple[float, float]]] = {
          67: (0.0, -0.02), 62: (0.0, -0.012), 61: (0.0, -0.01), 51: (0.0, -0.01),
          8: (0.0, -0.035), 7: (0.0, -0.03), 6: (0.0, -0.015)},
     # AU23 lip tightener: red of the lips narrows, mouth a little narrower (subtle)
-    23: {48: (0.035, 0.0), 60: (0.03, 0.0), 49: (0.02, 0.02), 50: (0.01, 0.028),
-         51: (0.0, 0.028), 59: (0.02, -0.028), 58: (0.01, -0.035), 57: (0.0, -0.035),
+    23: {48: (0.055, 0.0), 60: (0.05, 0.0), 49: (0.03, 0.03), 50: (0.012, 0.042),
+         51: (0.0, 0.042), 59: (0.03, -0.04), 58: (0.012, -0.05), 57: (0.0, -0.05),
          61: (0.01, 0.004), 67: (0.01, -0.004)},
     # AU24 lip presser: lips pressed together, thinner (subtle)
-    24: {49: (0.0, 0.02), 50: (0.0, 0.032), 51: (0.0, 0.035), 59: (0.0, -0.025),
-         58: (0.0, -0.04), 57: (0.0, -0.045), 48: (0.012, 0.0), 60: (0.008, 0.0),
+    24: {49: (0.0, 0.025), 50: (0.0, 0.04), 51: (0.0, 0.045), 59: (0.0, -0.03),
+         58: (0.0, -0.05), 57: (0.0, -0.055), 48: (0.015, 0.0), 60: (0.01, 0.0),
          61: (0.0, 0.005), 62: (0.0, 0.005), 67: (0.0, -0.004), 66: (0.0, -0.004)},
     # AU25 lips part: inner lips separate
-    25: {66: (0.0, 0.075), 67: (0.0, 0.065), 57: (0.0, 0.05), 58: (0.0, 0.045),
-         59: (0.0, 0.025), 61: (0.0, -0.015), 62: (0.0, -0.018), 60: (0.003, 0.006),
+    25: {66: (0.0, 0.095), 67: (0.0, 0.082), 57: (0.0, 0.065), 58: (0.0, 0.058),
+         59: (0.0, 0.032), 61: (0.0, -0.018), 62: (0.0, -0.022), 60: (0.003, 0.006),
          48: (0.0, 0.005)},
     # AU26 jaw drop: the jaw and chin go down, the lower lip follows partly
     26: {8: (0.0, 0.22), 7: (0.01, 0.21), 6: (0.02, 0.17), 5: (0.02, 0.12), 4: (0.01, 0.07),
@@ -218,21 +221,27 @@ _AU_SPECS: dict[int | str, dict[int, tuple[float, float]]] = {
 
 #: rows of :data:`AU_DISPLACEMENTS`: the 15 AUs then the AU26 opening component
 DISPLACEMENT_ROWS: tuple = tuple(SYNTH_AUS) + ("26open",)
+#: overall scale of the table above (tuned so that a linear pixel classifier on 48x48 aligned
+#: crops finds every AU, but far from perfectly; see docs/synth.md "Sanity check")
+DISPLACEMENT_SCALE = 1.4
 #: (16, 68, 2) displacement of every landmark at full strength
-AU_DISPLACEMENTS = np.stack([_mirror_spec(_AU_SPECS[k]) for k in DISPLACEMENT_ROWS])
+AU_DISPLACEMENTS = DISPLACEMENT_SCALE * np.stack([_mirror_spec(_AU_SPECS[k]) for k in DISPLACEMENT_ROWS])
 AU_DISPLACEMENTS.setflags(write=False)
 
 #: visual strength of each AU relative to the others: AU2, 7, 23, 24 are subtle (as in real data)
 SUBTLE_AUS = (2, 7, 23, 24)
 BASE_AU_GAIN = {au: (0.8 if au in SUBTLE_AUS else 1.0) for au in SYNTH_AUS}
+BASE_AU_GAIN[7] = 0.9  # AU7 must stay distinguishable from AU6, which also lifts the lower lid
 
 
-def subject_displacements(ident: Identity, subtle: float = 1.0, au_gain: float = 1.0) -> np.ndarray:
+def subject_displacements(ident: Identity, subtle: float = 1.0, au_gain: float = 1.0,
+                          au_gains: dict[int, float] | None = None) -> np.ndarray:
     """(16, 68, 2) displacements for one subject: per-AU gain and left/right asymmetry applied."""
     d = np.array(AU_DISPLACEMENTS)
     for r, key in enumerate(DISPLACEMENT_ROWS):
         au = 26 if key == "26open" else int(key)
         g = ident.au_gain.get(au, 1.0) * ident.expressivity * au_gain * BASE_AU_GAIN[au]
+        g *= (au_gains or {}).get(au, 1.0)
         if au in SUBTLE_AUS:
             g *= subtle
         a = ident.au_asym.get(au, 0.0)
@@ -244,9 +253,12 @@ def subject_displacements(ident: Identity, subtle: float = 1.0, au_gain: float =
 def magnitudes(intensity: np.ndarray) -> np.ndarray:
     """(T, 15) intensities 0..5 -> (T, 16) weights of :data:`DISPLACEMENT_ROWS`.
 
-    The response saturates softly; AU26 opens the mouth only as far as the lips are parted.
+    The response saturates softly (``x (2 - x)`` of x = intensity / 5: a trace, intensity 1, shows
+    36% of the full change; the label threshold 2 shows 64%); AU26 opens the mouth only as far as
+    the lips are parted.
     """
     it = np.clip(np.asarray(intensity, dtype=np.float64), 0.0, 5.0) / 5.0
+    it = it * (2.0 - it)
     m = np.empty(it.shape[:-1] + (len(DISPLACEMENT_ROWS),), dtype=np.float64)
     m[..., :-1] = it
     i25 = SYNTH_AUS.index(25)

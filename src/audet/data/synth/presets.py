@@ -50,6 +50,7 @@ class SynthConfig:
     expression: float = 0.7  # fraction of frames inside emotion-prototype events
     habits: float = 1.0  # probability scale of subject-specific extra AUs with an emotion
     au_gain: float = 1.0  # visual strength of every AU (displacement and texture)
+    au_gains: str = ""  # per-AU visual strength multipliers, e.g. "6=0.8,23=1.3"
     subtle: float = 1.0  # extra visual strength multiplier for the subtle AUs 2, 7, 23, 24
     missing_labels: float = 0.005  # fraction of label cells written as 9 (unknown), in runs
     # ---- nuisances
@@ -81,6 +82,23 @@ class SynthConfig:
         """Per-AU target occurrence rates parsed from :attr:`rates`."""
         return parse_rates(self.rates)
 
+    def au_gain_map(self) -> dict[int, float]:
+        """Per-AU visual strength multipliers parsed from :attr:`au_gains` (default 1)."""
+        out = {au: 1.0 for au in SYNTH_AUS}
+        for item in str(self.au_gains).split(","):
+            item = item.strip()
+            if not item:
+                continue
+            try:
+                au_s, g_s = item.split("=")
+                au, g = int(au_s.strip().upper().lstrip("AU")), float(g_s)
+            except ValueError:
+                raise ValueError(f"bad --au-gains item {item!r}; use e.g. '6=0.8,23=1.3'") from None
+            if au not in out or not 0 <= g <= 5:
+                raise ValueError(f"--au-gains: need a generated AU and 0 <= gain <= 5, got {item!r}")
+            out[au] = g
+        return out
+
     def validate(self) -> "SynthConfig":
         if self.subjects < 1 or self.sequences < 1 or self.frames < 1:
             raise ValueError("subjects, sequences and frames must be >= 1")
@@ -106,6 +124,7 @@ class SynthConfig:
         if self.yaw > 45 or self.pitch > 30:
             raise ValueError("yaw must be <= 45 and pitch <= 30 degrees (2D approximation)")
         self.target_rates()
+        self.au_gain_map()
         return self
 
 

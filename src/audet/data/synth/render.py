@@ -37,7 +37,8 @@ class FaceRenderer:
         self.ident = ident
         self.cfg = cfg
         self.neutral = neutral_shape(ident)
-        self.disp = subject_displacements(ident, cfg.subtle, cfg.au_gain)
+        self.au_gains = cfg.au_gain_map()
+        self.disp = subject_displacements(ident, cfg.subtle, cfg.au_gain, self.au_gains)
         self.skin = np.asarray(ident.skin, dtype=np.float64)
         self.hair = np.asarray(ident.hair, dtype=np.float64)
         self.lip = np.asarray(ident.lip, dtype=np.float64)
@@ -108,7 +109,7 @@ class FaceRenderer:
             m = mags[_I[au]]
             if m <= 0.02:
                 continue
-            g = g_all * ident.au_gain.get(au, 1.0)
+            g = g_all * ident.au_gain.get(au, 1.0) * self.au_gains[au]
             if au in SUBTLE_AUS:
                 g *= BASE_AU_GAIN[au] * self.cfg.subtle
             fn(cv, p, m * g, w)
@@ -239,7 +240,7 @@ class FaceRenderer:
         upper_in = curve(p[[60, 61, 62, 63, 64]], 4)  # left -> right
         lower_in = curve(p[[64, 65, 66, 67, 60]], 4)  # right -> left
         gap = float(np.max(p[[67, 66, 65], 1] - p[[61, 62, 63], 1]))
-        if gap > 0.012:
+        if gap > 0.02:
             cv.fill("img", np.concatenate([upper_in, lower_in[1:-1]]), (70, 24, 30))
             lo_r = lower_in[::-1]  # left -> right, same sampling as upper_in
             n = len(upper_in)
@@ -264,7 +265,7 @@ class FaceRenderer:
         lo_out = curve(np.concatenate([p[54:60], p[48:49]]), 4)
         cv.fill("img", np.concatenate([up_out, upper_in[::-1][1:-1]]), _c(lip, 0.88))
         cv.fill("img", np.concatenate([lo_out, lower_in[::-1][1:-1]]), _c(lip))
-        cv.line("sharp", upper_in, 70 if gap <= 0.012 else 100, 0.016)
+        cv.line("sharp", upper_in, 70 if gap <= 0.02 else 100, 0.016)
         cv.line("sharp", up_out, 112, 0.012)
         cv.blob("soft", p[57] + (0, -0.045), (0.12, 0.03), 146)  # lower-lip highlight
 

@@ -287,21 +287,23 @@ def au6(cv: Canvas, p, m, w):
         o = p[outer] + np.array([s * 0.05, 0.0])
         for k, ang in enumerate((-0.45, 0.0, 0.45)):
             d = np.array([s * np.cos(ang), np.sin(ang)]) * (0.12 + 0.03 * (k == 1))
-            cv.furrow(np.stack([o, o + 0.5 * d + (0, 0.01), o + d]), 55 * m * w, 0.013, None)
+            cv.furrow(np.stack([o, o + 0.5 * d + (0, 0.01), o + d]), 28 * m * w, 0.012, None)
         lid = p[list(low)]
         fur = np.stack([lid[0] + (s * 0.05, 0.1), 0.5 * (lid[0] + lid[1]) + (0, 0.13), lid[1] + (-s * 0.03, 0.1)])
-        cv.furrow(curve(fur, 3), 55 * m * w, 0.016, (0, 0.02), soft=0.5)
-        cv.blob("soft", (s * 0.56, 0.42 - 0.1 * m), (0.25, 0.15), 128 + 24 * m)  # raised cheek
-        cv.blob("soft", (s * 0.62, 0.78), (0.22, 0.12), 128 - 22 * m)  # shadow below it
+        cv.line("soft", curve(fur, 3), 128 - 22 * m * w, 0.05)  # infraorbital furrow (soft)
+        cv.blob("soft", (s * 0.56, 0.42 - 0.08 * m), (0.25, 0.15), 128 + 12 * m)  # raised cheek
+        cv.blob("soft", (s * 0.62, 0.78), (0.22, 0.12), 128 - 10 * m)  # shadow below it
 
 
 def au7(cv: Canvas, p, m, w):
     """Lid tightener: tense, bulging lower lid (subtle)."""
     for low in ((41, 40), (46, 47)):
         lid = p[list(low)]
-        pts = np.stack([lid[0] + (0, 0.035), lid[1] + (0, 0.035)])
-        cv.furrow(pts, 40 * m * w, 0.012, (0, 0.014), soft=0.3)
-        cv.blob("soft", 0.5 * (lid[0] + lid[1]) + (0, 0.02), (0.1, 0.025), 128 + 14 * m)
+        pts = np.stack([lid[0] + (0, 0.03), lid[1] + (0, 0.03)])
+        cv.furrow(pts, 75 * m * w, 0.016, (0, 0.018), soft=0.5)
+        cv.line("sharp", lid, 128 - 70 * m, 0.016)  # tense, straight lower lid margin
+        cv.blob("soft", 0.5 * (lid[0] + lid[1]) + (0, 0.025), (0.12, 0.03), 128 + 22 * m)
+        cv.blob("soft", 0.5 * (lid[0] + lid[1]) + (0, -0.01), (0.14, 0.05), 128 - 16 * m)
 
 
 def au9(cv: Canvas, p, m, w):
@@ -320,8 +322,9 @@ def au9(cv: Canvas, p, m, w):
 def au10(cv: Canvas, p, m, w):
     """Upper lip raiser: deep upper nasolabial furrow, infraorbital triangle pushed up."""
     for s in (-1, 1):
-        cv.furrow(nasolabial(p, s, 0.2)[:8], 70 * m * w, 0.02, (s * -0.02, 0), soft=0.5)
-        cv.blob("soft", (s * 0.38, 0.72), (0.14, 0.1), 128 + 16 * m)
+        cv.furrow(nasolabial(p, s, 0.2)[:8], 80 * m * w, 0.022, (s * -0.022, 0), soft=0.6)
+        cv.blob("soft", (s * 0.38, 0.72), (0.14, 0.1), 128 + 20 * m)
+    cv.blob("soft", p[51] + (0, -0.07), (0.14, 0.05), 128 - 18 * m)  # philtrum shortened
 
 
 def au12(cv: Canvas, p, m, w):
@@ -329,7 +332,7 @@ def au12(cv: Canvas, p, m, w):
     for s in (-1, 1):
         cv.furrow(nasolabial(p, s, 1.0), 65 * m * w, 0.02, (s * -0.022, 0), soft=0.55)
         corner = p[48] if s < 0 else p[54]
-        cv.blob("soft", corner + (s * 0.17, -0.2), (0.17, 0.12), 128 + 22 * m)
+        cv.blob("soft", corner + (s * 0.2, -0.22), (0.22, 0.16), 128 + 12 * m)
 
 
 def au14(cv: Canvas, p, m, w):
@@ -369,8 +372,9 @@ def au23(cv: Canvas, p, m, w):
     """Lip tightener: narrowed, rolled lip margins (subtle)."""
     up = curve(p[48:55], 3)
     lo = curve(np.concatenate([p[54:60], p[48:49]]), 3)
-    cv.line("sharp", up, 128 - 45 * m, 0.014)
-    cv.line("sharp", lo, 128 - 45 * m, 0.014)
+    cv.line("sharp", up, 128 - 55 * m, 0.018)
+    cv.line("sharp", lo, 128 - 55 * m, 0.018)
+    cv.blob("soft", 0.5 * (p[51] + p[57]), (0.24, 0.07), 128 - 16 * m)  # rolled-in, darker lips
     for s in (-1, 1):
         cv.furrow(np.array([[s * 0.12, p[51, 1] - 0.07], [s * 0.1, p[51, 1] - 0.02]]), 35 * m * w, 0.01, None)
 
