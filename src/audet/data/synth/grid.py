@@ -131,6 +131,6 @@ def save_grid(path: str | os.PathLike, seed: int = 0, size: int = 160) -> Path:
     grid = make_grid(seed, size)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR)):
+    if not cv2.imwrite(str(path), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9]):
         raise OSError(f"could not write {path}")
     return path
