@@ -78,7 +78,7 @@ def cross_validate(config: dict, *, folds: Sequence[int] | None = None, verbose:
         per_au = {int(a): v for a, v in best["per_au"].items()}
         rows[f"fold {k}"] = per_au
         out["per_fold"][str(k)] = {"f1": best["f1"], "per_au": per_au, "epoch": best.get("epoch")}
-        tables.append(f1_table({f"fold {k}": per_au}, aus))
+        tables.append(f1_table({"F1": per_au}, aus))  # same row name in every fold for the mean
     if tables:
         mean = mean_over_folds(tables)
         mean.index = ["Mean"]
