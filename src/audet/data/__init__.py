@@ -1,29 +1,55 @@
-"""Data: list files, folds, datasets (frames and clips), joint transforms, the DataModule,
-dataset preparation (:mod:`audet.data.prepare`) and the synthetic benchmark (:mod:`audet.data.synth`).
+"""Data: list files, folds, datasets, transforms, the Lightning DataModule.
 
-Heavy pieces (torch, Lightning) load on first use, so ``import audet.data.listfile`` stays light.
+Public names are imported lazily so that ``import audet.data.prepare`` (or ``listfile``) does not
+pull in torch/Lightning:
+
+- :mod:`audet.data.listfile` -- ``read_list``, ``write_list``, ``compute_weights``, ``ListFiles``,
+  ``ListFileError``, ``parse_path``
+- :mod:`audet.data.folds` -- ``FOLDS``, ``CONVENTIONS``, ``fold_prefixes``, ``assign_parts``,
+  ``split_validation``
+- :mod:`audet.data.dataset` -- ``AUDataset``
+- :mod:`audet.data.transforms` -- ``TrainTransform``, ``EvalTransform``
+- :mod:`audet.data.datamodule` -- ``AUDataModule``
+- :mod:`audet.data.images` -- ``read_image``, ``ImageReadError``, ``make_toy_prepared``
+
+See docs/data.md.
 """
 from __future__ import annotations
 
 import importlib
 
-_LAZY = {
-    "AUDataset": "audet.data.dataset",
-    "AUDataModule": "audet.data.datamodule",
-    "TrainTransform": "audet.data.transforms",
-    "EvalTransform": "audet.data.transforms",
-    "ListFiles": "audet.data.listfile",
-    "ListFileError": "audet.data.listfile",
-    "read_list": "audet.data.listfile",
-    "write_list": "audet.data.listfile",
-    "FOLDS": "audet.data.folds",
-    "split_validation": "audet.data.folds",
+_EXPORTS = {
+    "ListFiles": "listfile",
+    "ListFileError": "listfile",
+    "PathInfo": "listfile",
+    "parse_path": "listfile",
+    "read_list": "listfile",
+    "write_list": "listfile",
+    "compute_weights": "listfile",
+    "FOLDS": "folds",
+    "CONVENTIONS": "folds",
+    "fold_prefixes": "folds",
+    "assign_parts": "folds",
+    "split_validation": "folds",
+    "AUDataset": "dataset",
+    "TrainTransform": "transforms",
+    "EvalTransform": "transforms",
+    "AUDataModule": "datamodule",
+    "read_image": "images",
+    "ImageReadError": "images",
+    "make_toy_prepared": "images",
 }
 
-__all__ = sorted(_LAZY)
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"audet.data.{_EXPORTS[name]}"), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'audet.data' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))
