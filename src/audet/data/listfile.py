@@ -289,14 +289,16 @@ def read_list(
 
     counts = {files[k].name: len(v) for k, v in lines.items()}
     if len(set(counts.values())) > 1:
-        n_max = max(counts.values())
-        short = min(counts, key=counts.get)
-        longest = max(counts, key=counts.get)
+        # name the file that disagrees with the others (two agree), else the shortest one
+        freq = {c: list(counts.values()).count(c) for c in counts.values()}
+        odd = min(counts, key=lambda n: (freq[counts[n]], counts[n]))
+        ref = max(c for n, c in counts.items() if n != odd and freq[c] == max(freq.values()))
         detail = ", ".join(f"{n} has {c} lines" for n, c in counts.items())
-        raise ListFileError(
-            f"{short} line {counts[short] + 1}: missing (line counts differ: {detail}; "
-            f"{longest} has {n_max})"
-        )
+        if counts[odd] > ref:
+            where = f"{odd} line {ref + 1}: extra line"
+        else:
+            where = f"{odd} line {counts[odd] + 1}: missing"
+        raise ListFileError(f"{where} (line counts differ: {detail})")
     if counts[files["path"].name] == 0:
         raise ListFileError(f"{files['path'].name}: empty file (no frames)")
 
