@@ -1,12 +1,19 @@
 """``AUDataModule``: train / validation / test loaders of one fold of a prepared dataset.
 
-The validation split is carved from the TRAINING subjects (whole subjects,
-:func:`audet.data.folds.split_validation`), so model selection never looks at the test fold
-(protocol section 6). ``val_fraction=0`` disables it; ``val_subjects=[...]`` fixes it.
+- train: the training prefix minus the validation subjects, :class:`TrainTransform`;
+- val: held-out TRAINING subjects (whole subjects, :func:`audet.data.folds.split_validation`),
+  :class:`EvalTransform`, so model selection never looks at the test fold (protocol section 6).
+  ``val_fraction=0`` disables it; ``val_subjects=[...]`` fixes it;
+- test: the test prefix, :class:`EvalTransform`.
+
+Clips: ``clip`` applies to all three. For runs (``{"length": t}``) the validation and test
+datasets always use ``windows="disjoint"`` with padding, so every frame is scored exactly once.
 
 Image decoding errors (a missing or corrupt file) stop the loader with an
-:class:`~audet.data.images.ImageReadError` naming the file: prepared datasets are validated when
-they are written, so such an error means the folder changed since.
+:class:`~audet.data.images.ImageReadError` naming the file (raised in the worker and re-raised
+by the DataLoader in the main process). The list files are validated when the datasets are built
+(:class:`~audet.data.listfile.ListFileError`), including that every image exists, so such an
+error during training means a file changed or is corrupt on disk.
 """
 from __future__ import annotations
 
@@ -16,9 +23,10 @@ from typing import Sequence
 
 import lightning as L
 import numpy as np
+import torch
 from torch.utils.data import DataLoader
 
-from audet.data.dataset import AUDataset
+from audet.data.dataset import AUDataset, data_aus
 from audet.data.folds import split_validation
 from audet.data.images import worker_init
 from audet.data.listfile import read_list
@@ -28,11 +36,31 @@ __all__ = ["AUDataModule"]
 
 
 class AUDataModule(L.LightningDataModule):
+    """Loaders of one train/test prefix pair of a prepared directory.
+
+    Args:
+        root: prepared directory (``dataset.json``, ``list/``, ``images/``).
+        train_prefix, test_prefix: list prefixes (either may be None for test-only / train-only use).
+        aus: AU numbers (subset/order of the data's AUs); default all of ``dataset.json``'s.
+        batch_size: training batch size; ``eval_batch_size`` (default the same) for val/test.
+        num_workers: DataLoader workers (persistent when > 0; one OpenCV/torch thread each).
+        clip: clip spec of :class:`AUDataset` (None = frames).
+        val_fraction: share of training SUBJECTS held out for validation (0 = no validation set).
+        val_subjects: explicit validation subjects (overrides ``val_fraction``).
+        seed: seeds the validation split and the training shuffle order.
+        crop: crop size (overrides ``preprocess["crop_size"]``; default 176).
+        preprocess: a model's preprocessing dict (``crop_size``, ``mean``, ``std``).
+        augment: extra :class:`TrainTransform` arguments (``flip_p``, ``brightness``, ``contrast``).
+        image_root: images folder if not ``root/images``.
+        pin_memory, drop_last: passed to the training DataLoader (``pin_memory`` to all).
+    """
+
     def __init__(self, root, train_prefix: str | None = None, test_prefix: str | None = None, *,
                  aus: Sequence[int] | None = None, batch_size: int = 32, eval_batch_size: int | None = None,
                  num_workers: int = 2, clip: dict | None = None, val_fraction: float = 0.15,
-                 val_subjects: Sequence[str] | None = None, seed: int = 0, preprocess: dict | None = None,
-                 augment: dict | None = None, image_root=None):
+                 val_subjects: Sequence[str] | None = None, seed: int = 0, crop: int | None = None,
+                 preprocess: dict | None = None, augment: dict | None = None, image_root=None,
+                 pin_memory: bool = False, drop_last: bool = False):
         super().__init__()
         self.root = Path(root)
         self.train_prefix, self.test_prefix = train_prefix, test_prefix
@@ -40,46 +68,55 @@ class AUDataModule(L.LightningDataModule):
         self.batch_size = int(batch_size)
         self.eval_batch_size = int(eval_batch_size or batch_size)
         self.num_workers = int(num_workers)
-        self.clip = clip
+        self.clip = dict(clip) if clip else None
         self.val_fraction = float(val_fraction or 0.0)
-        self.fixed_val = None if val_subjects is None else sorted(val_subjects)
+        self.fixed_val = None if val_subjects is None else sorted(str(s) for s in val_subjects)
         self.seed = int(seed)
-        pre = preprocess or {}
+        pre = dict(preprocess or {})
+        if crop is not None:
+            pre["crop_size"] = int(crop)
+        if pre.get("clip") and self.clip is None:
+            self.clip = dict(pre["clip"])
         self.train_transform = TrainTransform.from_preprocess(pre, **(augment or {}))
         self.eval_transform = EvalTransform.from_preprocess(pre)
         self.image_root = image_root
-        self.train_dataset = self.val_dataset = self.test_dataset = None
+        self.pin_memory = bool(pin_memory)
+        self.drop_last = bool(drop_last)
+        self.train_dataset: AUDataset | None = None
+        self.val_dataset: AUDataset | None = None
+        self.test_dataset: AUDataset | None = None
         self.train_subjects: list[str] = []
         self.val_subjects: list[str] = []
 
     @classmethod
-    def from_fold(cls, root, fold: int, **kwargs) -> "AUDataModule":
-        """Fold ``fold`` (0-based) of ``root/dataset.json``'s ``folds`` list."""
+    def from_fold(cls, root, fold_index: int, **kwargs) -> "AUDataModule":
+        """Fold ``fold_index`` (0-based) of ``root/dataset.json``'s ``folds`` list; ``aus`` default
+        from ``dataset.json``."""
         meta_path = Path(root) / "dataset.json"
         if not meta_path.is_file():
             raise FileNotFoundError(f"{meta_path} not found: is {root} a prepared dataset (`audet prepare`)?")
         folds = json.loads(meta_path.read_text()).get("folds") or []
-        if not 0 <= fold < len(folds):
-            raise ValueError(f"{root} has {len(folds)} fold(s) (0..{len(folds) - 1}); fold {fold} does not exist")
-        return cls(root, folds[fold]["train"], folds[fold]["test"], **kwargs)
+        if not 0 <= int(fold_index) < len(folds):
+            raise ValueError(f"{root} has {len(folds)} fold(s) (0..{len(folds) - 1}); fold {fold_index} does not exist")
+        f = folds[int(fold_index)]
+        return cls(root, f["train"], f["test"], **kwargs)
 
     @property
     def aus(self) -> list[int]:
-        if self._aus is None:
-            ds = self.train_dataset or self.test_dataset
-            if ds is None:
-                from audet.data.dataset import data_aus
-
-                got = data_aus(self.root)
-                if got is None:
-                    raise ValueError(f"{self.root}: the AU list is unknown before setup(); pass aus=")
-                return got
+        if self._aus is not None:
+            return list(self._aus)
+        ds = self.train_dataset or self.test_dataset
+        if ds is not None:
             return list(ds.aus)
-        return list(self._aus)
+        got = data_aus(self.root)
+        if got is None:
+            raise ValueError(f"{self.root}: the AU list is unknown before setup(); pass aus=")
+        return got
 
-    def _dataset(self, prefix, transform, subjects=None, lists=None) -> AUDataset:
-        return AUDataset(self.root, prefix, aus=self._aus, transform=transform, clip=self.clip, subjects=subjects,
-                         image_root=self.image_root, lists=lists)
+    def _eval_clip(self) -> dict | None:
+        if self.clip and "length" in self.clip:
+            return {**self.clip, "windows": "disjoint", "pad": True}
+        return self.clip
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit", "validate") and self.train_dataset is None:
@@ -91,16 +128,21 @@ class AUDataModule(L.LightningDataModule):
                 unknown = set(self.fixed_val) - set(subjects)
                 if unknown:
                     raise ValueError(f"val_subjects {sorted(unknown)} are not training subjects of {self.train_prefix}")
+                if set(self.fixed_val) == set(subjects):
+                    raise ValueError(f"val_subjects would leave no training subject in {self.train_prefix}")
                 train, val = [s for s in subjects if s not in self.fixed_val], list(self.fixed_val)
             elif self.val_fraction > 0:
                 train, val = split_validation(subjects, self.val_fraction, self.seed)
             else:
                 train, val = subjects, []
             self.train_subjects, self.val_subjects = train, val
-            self.train_dataset = self._dataset(self.train_prefix, self.train_transform, train, lists)
-            self.val_dataset = self._dataset(self.train_prefix, self.eval_transform, val, lists) if val else None
+            self.train_dataset = AUDataset(self.root, self.train_prefix, aus=self._aus, transform=self.train_transform,
+                                           clip=self.clip, subjects=train, lists=lists)
+            self.val_dataset = (AUDataset(self.root, self.train_prefix, aus=self._aus, transform=self.eval_transform,
+                                          clip=self._eval_clip(), subjects=val, lists=lists) if val else None)
         if stage in (None, "test", "predict") and self.test_dataset is None and self.test_prefix:
-            self.test_dataset = self._dataset(self.test_prefix, self.eval_transform)
+            self.test_dataset = AUDataset(self.root, self.test_prefix, aus=self._aus, transform=self.eval_transform,
+                                          clip=self._eval_clip(), image_root=self.image_root)
 
     @property
     def test_subjects(self) -> list[str]:
@@ -109,27 +151,36 @@ class AUDataModule(L.LightningDataModule):
         return [] if self.test_dataset is None else list(self.test_dataset.subjects)
 
     def train_labels(self) -> np.ndarray:
-        """Training labels (N, A) int8 with 9 = missing, for the loss weights (AC2D Eq. 14)."""
+        """Labels of the training frames (validation subjects excluded), ``(N, A)`` int8 with
+        9 = missing: the input of the AU loss weights (AC2D Eq. 14; mask = labels != 9)."""
         if self.train_dataset is None:
             self.setup("fit")
         return self.train_dataset.labels
 
-    def _loader(self, ds, shuffle: bool, batch_size: int) -> DataLoader:
-        return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                          worker_init_fn=worker_init, persistent_workers=self.num_workers > 0, drop_last=False)
+    def _loader(self, ds, train: bool) -> DataLoader:
+        kw = {}
+        if train:
+            kw["generator"] = torch.Generator().manual_seed(self.seed)
+        return DataLoader(ds, batch_size=self.batch_size if train else self.eval_batch_size, shuffle=train,
+                          num_workers=self.num_workers, worker_init_fn=worker_init,
+                          persistent_workers=self.num_workers > 0, pin_memory=self.pin_memory,
+                          drop_last=self.drop_last if train else False, **kw)
 
     def train_dataloader(self) -> DataLoader:
         if self.train_dataset is None:
             self.setup("fit")
-        return self._loader(self.train_dataset, True, self.batch_size)
+        return self._loader(self.train_dataset, True)
 
     def val_dataloader(self):
         if self.train_dataset is None:
             self.setup("fit")
-        return [] if self.val_dataset is None else self._loader(self.val_dataset, False, self.eval_batch_size)
+        return [] if self.val_dataset is None else self._loader(self.val_dataset, False)
 
     def test_dataloader(self) -> DataLoader:
         self.setup("test")
         if self.test_dataset is None:
             raise ValueError("no test_prefix given")
-        return self._loader(self.test_dataset, False, self.eval_batch_size)
+        return self._loader(self.test_dataset, False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.test_dataloader()

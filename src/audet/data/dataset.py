@@ -2,26 +2,36 @@
 
 One sample (the DataLoader stacks them)::
 
-    image       float32 (3, H, W), or (T, 3, H, W) for clips
-    labels      float32 (A,) 0/1 (missing labels are 0 here and masked), (T, A) for runs
-    mask        float32 (A,) 1 where the label is known, 0 where the list file says 9
-    landmarks   float32 (49, 2) in the returned image's pixels (after crop/flip), (T, 49, 2) for clips
-    subcenters  float32 (A, 2, 2) audet.facs.au_subcenters of those landmarks, (T, A, 2, 2) for clips
-    subject, sequence, frame, index   int64 (indices into dataset.subjects / dataset.sequences,
-                the frame number and the list row of the (centre) frame)
+    image       float32 (3, H, W); (T, 3, H, W) for clips
+    labels      float32 (A,) 0/1 (missing labels are 0 here and masked); (T, A) for clips
+    mask        float32 (A,) 1 where the label is known, 0 where the list file says 9; (T, A)
+    landmarks   float32 (49, 2) in the returned image's pixels (after crop/flip); (T, 49, 2)
+    subcenters  float32 (A, 2, 2) = audet.facs.au_subcenters(landmarks, aus); (T, A, 2, 2)
+    subject, sequence   int64 indices into dataset.subjects / dataset.sequences
+    frame, index        int64 frame number and list-file row of the (centre) frame
+    clips only: frames, indices  int64 (T,) frame numbers and list rows of every clip frame;
+                centre           int64 position of the centre frame in the clip
 
-Clip sampling (``clip=``) for the temporal models:
+Clip sampling (``clip=``) for temporal models; every frame of a clip comes from ONE sequence and
+gets the SAME crop/flip/jitter:
 
-- ``{"offsets": [-T, 0, T]}``: frames t-T, t, t+T of the same sequence, by frame NUMBER (AUNet's
-  neighbour frames t-10, t+10). A neighbour missing from the list is replaced by the nearest
-  listed frame of the sequence on that side (at the sequence ends, by the end frame). One sample
-  per list row; labels, mask, landmarks and sub-centres are those of the offset-0 frame, and
-  ``clip_landmarks`` (T, 49, 2) holds every frame's landmarks.
-- ``{"length": t, "stride": s, "windows": "sliding"|"disjoint"}``: runs of t consecutive listed
-  frames of one sequence (every s-th listed frame). ``sliding`` (default) starts a run at every
-  listed frame that has a full run after it; ``disjoint`` tiles each sequence with
-  non-overlapping runs (the tail shorter than t is dropped). Labels, mask, landmarks and
-  sub-centres are per frame: (T, ...).
+- ``{"offsets": [-T, 0, T]}`` -- frames t-T, t, t+T by frame NUMBER (AUNet's neighbours t-10,
+  t+10). One sample per list row t (``len(dataset) == number of frames``). A neighbour that is not
+  in the list (sequence ends, gaps) is replaced by the listed frame of that sequence whose number
+  is nearest to the wanted one (ties: the one closer to t); at the ends this clamps to the first /
+  last frame. The offsets must include 0 (the centre). Per-frame labels etc. are returned,
+  ``(T, ...)``; with ``"targets": "centre"`` labels, mask, landmarks and sub-centres are those of
+  the centre frame only (``(A,)`` ...), and ``clip_landmarks`` ``(T, 49, 2)`` holds all frames'.
+- ``{"length": t, "stride": s, "windows": "sliding" | "disjoint"}`` -- runs of t listed frames of
+  one sequence taken every s-th listed frame (s = 1: consecutive frames of the list, ordered by
+  frame number; gaps in the numbering are not filled). ``sliding`` (default): a run starts at
+  every listed frame, runs overlap, and runs that would pass the sequence end are dropped.
+  ``disjoint`` (alias ``non-overlapping``): the runs tile each sequence so that every listed frame
+  is in exactly one run (with s > 1 the runs interleave: s runs per block of t*s frames). With
+  ``"pad": True`` (default) a sequence end that leaves a run short (any sequence shorter than a
+  run; the tail in ``disjoint`` mode) still yields a run, padded by repeating its last real frame
+  with ``mask`` 0 at the padded positions, so every frame is seen and losses/F1 ignore the
+  repeats. ``"pad": False`` drops such runs.
 
 A missing or corrupt image raises :class:`audet.data.images.ImageReadError` naming the path.
 """
@@ -40,13 +50,17 @@ from audet.data.listfile import ListFiles, read_list
 from audet.data.transforms import EvalTransform
 from audet.facs import DATASET_AUS, au_subcenters
 
-__all__ = ["AUDataset", "data_aus"]
+__all__ = ["AUDataset", "data_aus", "parse_clip"]
+
+_WINDOWS = {"sliding": "sliding", "disjoint": "disjoint", "non-overlapping": "disjoint", "nonoverlapping": "disjoint"}
 
 
 def data_aus(root, num_aus: int | None = None, dataset: str | None = None) -> list[int] | None:
-    """The AU numbers of a prepared directory's label columns (``dataset.json`` ``aus``), or of a
-    known dataset name; None when unknown."""
+    """The AU numbers of the label columns: ``root/dataset.json``'s ``aus``, else the AU set of a
+    known dataset name (``DATASET_AUS``) if it has ``num_aus`` AUs; None when unknown."""
     meta_path = Path(root) / "dataset.json"
+    if not meta_path.is_file():
+        meta_path = Path(root).parent / "dataset.json"  # a plain OUT/list directory
     if meta_path.is_file():
         meta = json.loads(meta_path.read_text())
         if meta.get("aus"):
@@ -59,6 +73,36 @@ def data_aus(root, num_aus: int | None = None, dataset: str | None = None) -> li
     return None
 
 
+def parse_clip(clip: dict | None) -> dict | None:
+    """Validate a clip spec and fill in its defaults (see the module docstring)."""
+    if not clip:
+        return None
+    c = dict(clip)
+    if "offsets" in c and "length" in c:
+        raise ValueError(f"clip spec {clip}: give 'offsets' or 'length', not both")
+    if "offsets" in c:
+        offsets = [int(o) for o in c["offsets"]]
+        if not offsets or 0 not in offsets:
+            raise ValueError(f"clip offsets {offsets} must include 0 (the centre frame)")
+        targets = c.get("targets", "all")
+        if targets not in ("all", "centre", "center"):
+            raise ValueError(f"clip targets must be 'all' or 'centre', got {targets!r}")
+        unknown = set(c) - {"offsets", "targets"}
+        if unknown:
+            raise ValueError(f"clip spec {clip}: unknown keys {sorted(unknown)}")
+        return {"offsets": offsets, "targets": "centre" if targets == "center" else targets}
+    if "length" in c:
+        t, s = int(c["length"]), int(c.get("stride", 1))
+        windows = _WINDOWS.get(str(c.get("windows", "sliding")).lower())
+        if t < 1 or s < 1 or windows is None:
+            raise ValueError(f"bad clip spec {clip}: length >= 1, stride >= 1, windows 'sliding' or 'disjoint'")
+        unknown = set(c) - {"length", "stride", "windows", "pad"}
+        if unknown:
+            raise ValueError(f"clip spec {clip}: unknown keys {sorted(unknown)}")
+        return {"length": t, "stride": s, "windows": windows, "pad": bool(c.get("pad", True))}
+    raise ValueError(f"clip spec {clip} needs 'offsets' or 'length'")
+
+
 class AUDataset(Dataset):
     """Frames (or clips) of one list-file prefix of a prepared dataset.
 
@@ -66,12 +110,23 @@ class AUDataset(Dataset):
         root: prepared directory (``root/list``, ``root/images``, ``root/dataset.json``) or a plain
             list directory (then give ``image_root``).
         prefix: list prefix, e.g. ``BP4D_combine_1_2``.
-        aus: AU numbers to return, in this order (a subset of the data's AUs, e.g. for
-            cross-dataset evaluation); default all columns.
-        transform: ``TrainTransform``/``EvalTransform`` (default: ``EvalTransform()``, centre crop 176).
-        clip: None (single frames) or a clip spec (see module doc).
-        subjects: keep only frames of these subjects (validation / training split).
-        check_images: check every image exists when reading the lists (fast; clear error early).
+        aus: AU numbers to return, in this order. When the data's AU list is known (``dataset.json``
+            or a dataset name of ``DATASET_AUS`` with the right count) this may be a subset or a
+            reordering (cross-dataset evaluation); otherwise it must name every label column.
+        transform: ``TrainTransform``/``EvalTransform`` or any callable
+            ``(frames (T,H,W,3) uint8, landmarks (T,49,2)) -> (tensor (T,3,h,w), landmarks)``;
+            default ``EvalTransform()`` (centre crop 176, normalised 0.5/0.5).
+        clip: None (single frames) or a clip spec (module docstring).
+        subjects: keep only frames of these subjects (e.g. the validation split).
+        image_root: folder the list paths are relative to (default ``root/images``).
+        check_images: check that every image exists when reading the lists.
+        lists: already-read :class:`ListFiles` of ``prefix`` (skips reading; the DataModule
+            reads a training prefix once for its train and validation datasets).
+
+    Attributes:
+        aus, subjects, sequences (name lists the sample indices refer to), labels (``(N, A)`` int8,
+        9 = missing, of the kept frames, for loss weights), rows (list-file row of each kept frame),
+        frames (frame numbers), paths.
     """
 
     def __init__(self, root, prefix: str, *, aus: Sequence[int] | None = None, transform=None, clip: dict | None = None,
@@ -80,133 +135,176 @@ class AUDataset(Dataset):
         self.root = Path(root)
         self.prefix = prefix
         lf = lists if lists is not None else read_list(root, prefix, image_root=image_root, check_images=check_images)
+        if image_root is not None:
+            lf.image_root = Path(image_root)
         if lf.image_root is None:
             raise ValueError(f"{root}: no image folder found for prefix {prefix!r}; pass image_root=")
-        self.image_root = lf.image_root
-        have = data_aus(root, lf.num_aus, lf.info[0].dataset if len(lf) else None)
-        if have is not None and len(have) != lf.num_aus:
-            raise ValueError(f"{root}/dataset.json lists {len(have)} AUs but {prefix} has {lf.num_aus} label columns")
-        if aus is None:
-            self.aus = have or list(range(1, lf.num_aus + 1))
-            cols = list(range(lf.num_aus))
-        else:
-            aus = [int(a) for a in aus]
-            if have is None:
-                if len(aus) != lf.num_aus:
-                    raise ValueError(f"{prefix} has {lf.num_aus} label columns but {len(aus)} AUs were asked and the "
-                                     f"data's AU list is unknown (no dataset.json)")
-                have = aus
-            missing = [a for a in aus if a not in have]
-            if missing:
-                raise ValueError(f"{prefix} has no labels for AU{', AU'.join(map(str, missing))} (it has AUs {have})")
-            self.aus = aus
-            cols = [have.index(a) for a in aus]
+        self.image_root = Path(lf.image_root)
         info = lf.info
-        rows = np.arange(len(lf))
+        self.aus, cols = self._resolve_aus(root, aus, lf, info[0].dataset if len(lf) else None)
+
+        rows = np.arange(len(lf), dtype=np.int64)
         if subjects is not None:
-            keep = set(subjects)
+            keep = {str(s) for s in subjects}
+            unknown = keep - {p.subject for p in info}
+            if unknown:
+                raise ValueError(f"{prefix} has no frames of subjects {sorted(unknown)}")
             rows = np.asarray([i for i in rows if info[i].subject in keep], dtype=np.int64)
         self.rows = rows
-        self.paths = [lf.paths[i] for i in rows]
-        self.landmarks_all = lf.landmarks[rows]
-        self.labels = lf.labels[rows][:, cols]  # int8, 9 = missing
-        self._info = [info[i] for i in rows]
-        self.subjects = sorted({p.subject for p in self._info})
-        self.sequences = sorted({p.sequence for p in self._info})
+        # numpy string arrays, not lists of Python objects: DataLoader workers share them without
+        # copy-on-write page duplication
+        self.paths = np.asarray([lf.paths[i] for i in rows], dtype=str)
+        self.landmarks_all = np.ascontiguousarray(lf.landmarks[rows], dtype=np.float32)
+        self.labels = np.ascontiguousarray(lf.labels[rows][:, cols])  # int8, 9 = missing
+        kept = [info[i] for i in rows]
+        self.subjects = sorted({p.subject for p in kept})
+        self.sequences = sorted({p.sequence for p in kept})
         sidx = {s: i for i, s in enumerate(self.subjects)}
         qidx = {s: i for i, s in enumerate(self.sequences)}
-        self.subject_ids = np.asarray([sidx[p.subject] for p in self._info], dtype=np.int64)
-        self.sequence_ids = np.asarray([qidx[p.sequence] for p in self._info], dtype=np.int64)
-        self.frames = np.asarray([p.frame for p in self._info], dtype=np.int64)
+        self.subject_ids = np.asarray([sidx[p.subject] for p in kept], dtype=np.int64)
+        self.sequence_ids = np.asarray([qidx[p.sequence] for p in kept], dtype=np.int64)
+        self.frames = np.asarray([p.frame for p in kept], dtype=np.int64)
         self.transform = transform if transform is not None else EvalTransform()
-        self.clip = dict(clip) if clip else None
-        self.items = self._build_items()
+        self.clip = parse_clip(clip)
+        self.items, self.valid, self.centre = self._build_items()
 
-    # ------------------------------------------------------------------ clips
-    def _by_sequence(self) -> dict[int, np.ndarray]:
-        """Local row indices of each sequence, sorted by frame number."""
-        out: dict[int, np.ndarray] = {}
-        for q in np.unique(self.sequence_ids):
-            idx = np.flatnonzero(self.sequence_ids == q)
-            out[int(q)] = idx[np.argsort(self.frames[idx], kind="stable")]
+    # ------------------------------------------------------------------ set-up
+    @staticmethod
+    def _resolve_aus(root, aus, lf: ListFiles, dataset: str | None) -> tuple[list[int], list[int]]:
+        have = data_aus(root, lf.num_aus, dataset)
+        if have is not None and len(have) != lf.num_aus:
+            raise ValueError(f"dataset.json lists {len(have)} AUs but {lf.prefix} has {lf.num_aus} label columns")
+        if aus is None:
+            if have is None:
+                raise ValueError(f"{lf.prefix}: the AU numbers of its {lf.num_aus} label columns are unknown "
+                                 f"(no dataset.json 'aus', no matching dataset name); pass aus=")
+            return list(have), list(range(lf.num_aus))
+        aus = [int(a) for a in aus]
+        if have is None:
+            if len(aus) != lf.num_aus:
+                raise ValueError(f"{lf.prefix} has {lf.num_aus} label columns but {len(aus)} AUs were given and the "
+                                 f"data's AU list is unknown (no dataset.json)")
+            return aus, list(range(lf.num_aus))
+        missing = [a for a in aus if a not in have]
+        if missing:
+            raise ValueError(f"{lf.prefix} has no labels for AU{', AU'.join(map(str, missing))} (it has AUs {have})")
+        return aus, [have.index(a) for a in aus]
+
+    def _by_sequence(self) -> list[np.ndarray]:
+        """Local row indices of each sequence, sorted by frame number (duplicates are an error)."""
+        out = []
+        order = np.lexsort((self.frames, self.sequence_ids))
+        bounds = np.flatnonzero(np.diff(self.sequence_ids[order])) + 1
+        for idx in np.split(order, bounds):
+            if len(idx) == 0:
+                continue
+            fr = self.frames[idx]
+            dup = np.flatnonzero(np.diff(fr) == 0)
+            if dup.size:
+                a, b = idx[dup[0]], idx[dup[0] + 1]
+                raise ValueError(f"{self.prefix}: frame number {fr[dup[0]]} appears twice in sequence "
+                                 f"{self.sequences[self.sequence_ids[a]]!r}: {self.paths[a]} and {self.paths[b]}")
+            out.append(idx)
         return out
 
-    def _build_items(self) -> list[np.ndarray]:
+    def _build_items(self):
         n = len(self.paths)
-        if self.clip is None:
-            return [np.asarray([i]) for i in range(n)]
-        if "offsets" in self.clip:
-            offsets = [int(o) for o in self.clip["offsets"]]
-            if 0 not in offsets:
-                raise ValueError(f"clip offsets {offsets} must include 0 (the labelled frame)")
-            self._centre = offsets.index(0)
-            items: list[np.ndarray] = [None] * n  # type: ignore[list-item]
-            for idx in self._by_sequence().values():
+        c = self.clip
+        if c is None:
+            return np.arange(n, dtype=np.int64)[:, None], np.ones((n, 1), bool), 0
+        if "offsets" in c:
+            offs = np.asarray(c["offsets"], dtype=np.int64)
+            items = np.empty((n, len(offs)), dtype=np.int64)
+            for idx in self._by_sequence():
                 fr = self.frames[idx]
-                for k, i in enumerate(idx):
-                    sel = []
-                    for o in offsets:
-                        target = fr[k] + o
-                        j = int(np.searchsorted(fr, target))
-                        if j < len(fr) and fr[j] == target:
-                            sel.append(idx[j])
-                        elif o < 0:  # nearest listed frame at or after the wanted one (towards t)
-                            sel.append(idx[min(j, k)])
-                        else:  # nearest listed frame before the wanted one (towards t)
-                            sel.append(idx[max(j - 1, k)])
-                    items[i] = np.asarray(sel)
-            return items
-        if "length" in self.clip:
-            t = int(self.clip["length"])
-            s = int(self.clip.get("stride", 1))
-            mode = self.clip.get("windows", "sliding")
-            if t < 1 or s < 1 or mode not in ("sliding", "disjoint"):
-                raise ValueError(f"bad clip spec {self.clip}: length >= 1, stride >= 1, windows sliding|disjoint")
-            span = (t - 1) * s + 1
-            items = []
-            for idx in self._by_sequence().values():
-                step = 1 if mode == "sliding" else span
-                for start in range(0, len(idx) - span + 1, step):
-                    items.append(idx[start : start + span : s])
-            self._centre = None
-            return items
-        raise ValueError(f"clip spec {self.clip} needs 'offsets' or 'length'")
+                target = fr[:, None] + offs[None, :]  # (n_seq, T)
+                j = np.searchsorted(fr, target)  # first listed frame >= target
+                lo = idx[np.clip(j - 1, 0, len(fr) - 1)]
+                hi = idx[np.clip(j, 0, len(fr) - 1)]
+                d_lo = np.abs(self.frames[lo] - target)
+                d_hi = np.abs(self.frames[hi] - target)
+                # nearest; on a tie the one closer to the centre frame t
+                pick_hi = (d_hi < d_lo) | ((d_hi == d_lo) & (offs[None, :] < 0))
+                items[idx] = np.where(pick_hi, hi, lo)
+            return items, np.ones(items.shape, bool), int(c["offsets"].index(0))
+        t, s, pad = c["length"], c["stride"], c["pad"]
+        span = (t - 1) * s + 1
+        runs, valid = [], []
+
+        def add(seq_idx: np.ndarray, positions: np.ndarray) -> None:
+            ok = positions < len(seq_idx)
+            if not ok.all() and not pad:
+                return
+            last = positions[ok][-1]
+            runs.append(seq_idx[np.where(ok, positions, last)])
+            valid.append(ok)
+
+        for idx in self._by_sequence():
+            L = len(idx)
+            if c["windows"] == "sliding":
+                starts = range(0, max(L - span + 1, 1))
+                for a in starts:
+                    add(idx, a + s * np.arange(t))
+            else:
+                block = t * s
+                for b in range(0, L, block):
+                    for phase in range(s):
+                        pos = b + phase + s * np.arange(t)
+                        if pos[0] < L:
+                            add(idx, pos)
+        if not runs:
+            return np.zeros((0, t), np.int64), np.zeros((0, t), bool), t // 2
+        return np.stack(runs).astype(np.int64), np.stack(valid), t // 2
 
     # ------------------------------------------------------------------ access
     def __len__(self) -> int:
         return len(self.items)
 
+    @property
+    def num_aus(self) -> int:
+        return len(self.aus)
+
+    @property
+    def label_mask(self) -> np.ndarray:
+        """float32 ``(N, A)``: 1 where :attr:`labels` is known."""
+        return (self.labels != 9).astype(np.float32)
+
     def image_path(self, i: int) -> Path:
-        return self.image_root / self.paths[i]
+        """Absolute path of local row ``i``."""
+        return self.image_root / str(self.paths[i])
 
     def __getitem__(self, index: int) -> dict:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} samples")
         sel = self.items[index]
         frames = np.stack([read_image(self.image_path(int(i))) for i in sel])
         image, lm = self.transform(frames, self.landmarks_all[sel])
-        labels = self.labels[sel]
-        mask = (labels != 9).astype(np.float32)
-        labels = np.where(labels == 1, 1.0, 0.0).astype(np.float32)
+        lm = np.asarray(lm, dtype=np.float32)
+        raw = self.labels[sel]
+        mask = (raw != 9) & self.valid[index][:, None]
+        labels = (raw == 1).astype(np.float32)
+        mask = mask.astype(np.float32)
         sub = au_subcenters(lm, self.aus).astype(np.float32)
-        centre = sel[self._centre] if self.clip is not None and self._centre is not None else sel[len(sel) // 2]
-        c = 0 if self.clip is None else (self._centre if self._centre is not None else None)
+        k = self.centre
+        centre = sel[k]
         sample = {
             "subject": torch.tensor(self.subject_ids[centre]),
             "sequence": torch.tensor(self.sequence_ids[centre]),
             "frame": torch.tensor(self.frames[centre]),
-            "index": torch.tensor(int(self.rows[centre])),
+            "index": torch.tensor(self.rows[centre]),
         }
-        if c is not None:  # single frame, or an offsets clip labelled at its centre
-            sample.update(
-                image=image[0] if self.clip is None else image,
-                labels=torch.from_numpy(labels[c]),
-                mask=torch.from_numpy(mask[c]),
-                landmarks=torch.from_numpy(lm[c]),
-                subcenters=torch.from_numpy(sub[c]),
-            )
-            if self.clip is not None:
-                sample["clip_landmarks"] = torch.from_numpy(lm)
-        else:  # runs: per-frame everything
-            sample.update(image=image, labels=torch.from_numpy(labels), mask=torch.from_numpy(mask),
+        if self.clip is None:
+            sample.update(image=image[0], labels=torch.from_numpy(labels[0]), mask=torch.from_numpy(mask[0]),
+                          landmarks=torch.from_numpy(lm[0]), subcenters=torch.from_numpy(sub[0]))
+            return sample
+        sample.update(frames=torch.from_numpy(self.frames[sel]), indices=torch.from_numpy(self.rows[sel]),
+                      centre=torch.tensor(k, dtype=torch.int64), image=image)
+        if self.clip.get("targets") == "centre":
+            sample.update(labels=torch.from_numpy(labels[k]), mask=torch.from_numpy(mask[k]),
+                          landmarks=torch.from_numpy(lm[k]), subcenters=torch.from_numpy(sub[k]),
+                          clip_landmarks=torch.from_numpy(lm))
+        else:
+            sample.update(labels=torch.from_numpy(labels), mask=torch.from_numpy(mask),
                           landmarks=torch.from_numpy(lm), subcenters=torch.from_numpy(sub))
         return sample
 

@@ -4,19 +4,29 @@ One random draw per sample is applied identically to all of its frames, and land
 the pixels exactly (protocol section 2, last line; AC2D section 4.1.2):
 
 - random ``crop`` x ``crop`` crop of the aligned 200x200 face (test: centre crop), landmarks
-  shifted by the crop offset;
+  shifted by the crop offset (x -= left, y -= top);
 - horizontal flip with probability ``flip_p``: pixels mirrored, landmark x -> crop - 1 - x and the
-  49 points permuted with :data:`audet.facs.MIRROR_49` so left stays left (sub-centres recomputed
-  from the transformed landmarks then stay on the right muscles);
+  49 points permuted with :data:`audet.facs.MIRROR_49` so that index i keeps its anatomical
+  meaning (the dataset recomputes sub-centres from the transformed landmarks, so they stay on
+  the right muscles);
 - colour jitter as torchvision's ``ColorJitter(brightness=.5)`` followed by
   ``ColorJitter(contrast=.5)`` (the authors' order): brightness scales the pixels by
   b ~ U[0.5, 1.5]; contrast blends each frame with the mean of its greyscale version,
-  c ~ U[0.5, 1.5]; values clipped to [0, 1] after each step;
+  c ~ U[0.5, 1.5]; values clipped to [0, 1] after each step. The factors b and c are shared by
+  all frames of a clip; the greyscale mean is per frame (as torchvision computes it per image).
+  Arithmetic is float32 throughout (torchvision's tensor path), so results differ from its PIL
+  path (which rounds to uint8 after each step) by at most 1/255 per step;
 - ``ToTensor`` + ``Normalize(mean, std)`` (0.5/0.5 by default: values in [-1, 1]).
 
-Randomness comes from a numpy Generator seeded from torch's global RNG, so seeding torch
-(Lightning's ``seed_everything``, the DataLoader's per-worker seeds) makes augmentation
-reproducible without extra plumbing.
+Randomness: each call draws a fresh numpy Generator seeded from torch's global RNG. DataLoader
+workers get distinct, reproducible torch seeds (``base_seed + worker_id``, with the base seed
+drawn from the loader's generator), and in the main process ``torch.manual_seed`` /
+Lightning's ``seed_everything`` decides, so augmentation is reproducible without extra plumbing.
+Pass ``rng=`` to fix the draw explicitly (tests).
+
+Input: ``frames`` uint8 ``(T, H, W, 3)`` RGB and ``landmarks`` ``(T, 49, 2)``; output: a float32
+tensor ``(T, 3, c, c)`` and float32 landmarks ``(T, 49, 2)``. A single ``(H, W, 3)`` image with
+``(49, 2)`` landmarks is accepted too and gives ``(3, c, c)`` and ``(49, 2)``.
 """
 from __future__ import annotations
 
@@ -25,11 +35,12 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from audet.facs import flip_landmarks
+from audet.facs import MIRROR_49
 
-__all__ = ["TrainTransform", "EvalTransform", "to_tensor", "crop_frames"]
+__all__ = ["TrainTransform", "EvalTransform", "to_tensor", "crop_frames", "flip_frames"]
 
-_GREY = np.asarray([0.299, 0.587, 0.114], dtype=np.float32)
+#: ITU-R 601-2 luma weights, as torchvision's rgb_to_grayscale.
+_GREY = np.asarray([0.2989, 0.587, 0.114], dtype=np.float32)
 
 
 def _rng() -> np.random.Generator:
@@ -38,19 +49,42 @@ def _rng() -> np.random.Generator:
 
 def crop_frames(frames: np.ndarray, landmarks: np.ndarray, top: int, left: int, size: int):
     """Crop ``(T, H, W, C)`` frames at (top, left) and shift ``(T, 49, 2)`` landmarks to match."""
-    T, H, W = frames.shape[:3]
+    H, W = frames.shape[1:3]
     if size > H or size > W:
         raise ValueError(f"cannot crop {size}x{size} from {W}x{H} images")
+    if not (0 <= top <= H - size and 0 <= left <= W - size):
+        raise ValueError(f"crop at (top={top}, left={left}) of size {size} leaves the {W}x{H} image")
     out = frames[:, top : top + size, left : left + size]
     lm = landmarks - np.asarray([left, top], dtype=landmarks.dtype)
     return out, lm
 
 
+def flip_frames(frames: np.ndarray, landmarks: np.ndarray):
+    """Mirror ``(T, H, W, C)`` frames left-right; landmarks x -> W - 1 - x, permuted by MIRROR_49."""
+    W = frames.shape[2]
+    lm = landmarks[..., MIRROR_49, :].copy()
+    lm[..., 0] = (W - 1) - lm[..., 0]
+    return frames[:, :, ::-1], lm
+
+
 def to_tensor(frames: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """``(T, H, W, 3)`` uint8 or float in [0, 1] -> normalised float32 ``(T, 3, H, W)``."""
-    x = frames.astype(np.float32) / 255.0 if frames.dtype == np.uint8 else frames.astype(np.float32)
-    x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    x = frames.astype(np.float32) * np.float32(1 / 255.0) if frames.dtype == np.uint8 else frames.astype(np.float32, copy=False)
+    x = (x - np.asarray(mean, np.float32)) * (1.0 / np.asarray(std, np.float32))
     return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+
+
+def _as_clip(frames, landmarks):
+    frames = np.asarray(frames)
+    lm = np.asarray(landmarks, dtype=np.float32)
+    single = frames.ndim == 3
+    if single:
+        frames, lm = frames[None], lm[None]
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"frames must be (T, H, W, 3) or (H, W, 3), got {frames.shape}")
+    if lm.shape != (frames.shape[0], 49, 2):
+        raise ValueError(f"landmarks must be ({frames.shape[0]}, 49, 2) for {frames.shape[0]} frame(s), got {lm.shape}")
+    return frames, lm, single
 
 
 class _Base:
@@ -61,9 +95,11 @@ class _Base:
 
     @classmethod
     def from_preprocess(cls, preprocess: dict, **kwargs):
-        """Build from a model's ``preprocess`` dict (crop_size, mean, std)."""
-        return cls(crop=preprocess.get("crop_size", 176), mean=preprocess.get("mean", (0.5,) * 3),
-                   std=preprocess.get("std", (0.5,) * 3), **kwargs)
+        """Build from a model's ``preprocess`` dict (``crop_size``, ``mean``, ``std``)."""
+        kw = dict(crop=preprocess.get("crop_size", 176), mean=preprocess.get("mean", (0.5,) * 3),
+                  std=preprocess.get("std", (0.5,) * 3))
+        kw.update(kwargs)
+        return cls(**kw)
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
@@ -71,54 +107,74 @@ class _Base:
 
 
 class EvalTransform(_Base):
-    """Centre crop (torchvision ``CenterCrop`` rounding) + normalisation; deterministic."""
+    """Centre crop (torchvision ``CenterCrop`` rounding: 12 px from 200 to 176) + normalisation.
+
+    ``crop=None`` keeps the full image.
+    """
 
     def __call__(self, frames: np.ndarray, landmarks: np.ndarray):
-        """frames ``(T, H, W, 3)`` uint8, landmarks ``(T, 49, 2)`` -> (tensor ``(T,3,c,c)``, landmarks)."""
-        lm = np.asarray(landmarks, dtype=np.float32)
+        frames, lm, single = _as_clip(frames, landmarks)
         if self.crop is not None:
             H, W = frames.shape[1:3]
             top, left = int(round((H - self.crop) / 2.0)), int(round((W - self.crop) / 2.0))
             frames, lm = crop_frames(frames, lm, top, left, self.crop)
-        return to_tensor(frames, self.mean, self.std), lm
+        x = to_tensor(frames, self.mean, self.std)
+        return (x[0], lm[0]) if single else (x, lm)
 
 
 class TrainTransform(_Base):
-    """Random crop, flip and colour jitter, drawn once per sample and applied to every frame."""
+    """Random crop, horizontal flip and colour jitter, drawn once per sample, applied to every frame."""
 
     def __init__(self, crop: int | None = 176, flip_p: float = 0.5, brightness: float = 0.5, contrast: float = 0.5,
                  mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)):
         super().__init__(crop, mean, std)
+        if not 0.0 <= flip_p <= 1.0:
+            raise ValueError(f"flip_p must be in [0, 1], got {flip_p}")
+        if brightness < 0 or contrast < 0:
+            raise ValueError("brightness and contrast must be >= 0")
         self.flip_p = float(flip_p)
         self.brightness = float(brightness)
         self.contrast = float(contrast)
 
     def draw(self, height: int, width: int, rng: np.random.Generator | None = None) -> dict:
-        """The random parameters of one sample (exposed for tests and clip consistency)."""
-        rng = rng or _rng()
+        """The random parameters of one sample: ``top``, ``left``, ``flip``, ``brightness``, ``contrast``."""
+        rng = rng if rng is not None else _rng()
         p: dict = {"top": 0, "left": 0}
         if self.crop is not None:
+            if self.crop > height or self.crop > width:
+                raise ValueError(f"cannot crop {self.crop}x{self.crop} from {width}x{height} images")
             p["top"] = int(rng.integers(0, height - self.crop + 1))
             p["left"] = int(rng.integers(0, width - self.crop + 1))
         p["flip"] = bool(rng.random() < self.flip_p)
-        p["brightness"] = float(rng.uniform(max(0.0, 1 - self.brightness), 1 + self.brightness)) if self.brightness else 1.0
-        p["contrast"] = float(rng.uniform(max(0.0, 1 - self.contrast), 1 + self.contrast)) if self.contrast else 1.0
+        b, c = self.brightness, self.contrast
+        p["brightness"] = float(rng.uniform(max(0.0, 1 - b), 1 + b)) if b else 1.0
+        p["contrast"] = float(rng.uniform(max(0.0, 1 - c), 1 + c)) if c else 1.0
         return p
 
     def apply(self, frames: np.ndarray, landmarks: np.ndarray, p: dict):
-        lm = np.asarray(landmarks, dtype=np.float32)
+        """Apply drawn parameters ``p`` to ``(T, H, W, 3)`` frames and ``(T, 49, 2)`` landmarks."""
+        frames, lm, single = _as_clip(frames, landmarks)
         if self.crop is not None:
             frames, lm = crop_frames(frames, lm, p["top"], p["left"], self.crop)
         if p["flip"]:
-            frames = frames[:, :, ::-1]
-            lm = flip_landmarks(lm, frames.shape[2]).astype(np.float32)
-        x = frames.astype(np.float32) / 255.0
-        if p["brightness"] != 1.0:
-            x = np.clip(x * p["brightness"], 0.0, 1.0)
-        if p["contrast"] != 1.0:
-            grey_mean = (x @ _GREY).mean(axis=(1, 2)).reshape(-1, 1, 1, 1)  # per frame
-            x = np.clip(grey_mean + p["contrast"] * (x - grey_mean), 0.0, 1.0)
-        return to_tensor(x, self.mean, self.std), lm
+            frames, lm = flip_frames(frames, lm)
+        if p["brightness"] == 1.0 and p["contrast"] == 1.0:
+            x = to_tensor(frames, self.mean, self.std)
+        else:
+            x = frames.astype(np.float32)
+            x *= np.float32(p["brightness"] / 255.0)
+            if p["brightness"] > 1.0:
+                np.minimum(x, 1.0, out=x)
+            if p["contrast"] != 1.0:
+                c = np.float32(p["contrast"])
+                grey_mean = (x @ _GREY).mean(axis=(1, 2)).reshape(-1, 1, 1, 1)  # per frame
+                x *= c
+                x += (1 - c) * grey_mean
+                np.clip(x, 0.0, 1.0, out=x)
+            x = to_tensor(x, self.mean, self.std)
+        return (x[0], lm[0]) if single else (x, lm)
 
-    def __call__(self, frames: np.ndarray, landmarks: np.ndarray):
-        return self.apply(frames, landmarks, self.draw(frames.shape[1], frames.shape[2]))
+    def __call__(self, frames: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator | None = None):
+        f = np.asarray(frames)
+        h, w = (f.shape[0], f.shape[1]) if f.ndim == 3 else (f.shape[1], f.shape[2])
+        return self.apply(frames, landmarks, self.draw(h, w, rng))
