@@ -4,7 +4,8 @@ Builds a toy prepared directory of 200x200 JPEG faces (``audet.data.images.make_
 in a temporary folder) or reads ``--root``, then iterates ``AUDataset`` + ``TrainTransform``
 (random crop 176, flip, colour jitter, normalisation, sub-centres) through a shuffled
 ``torch.utils.data.DataLoader`` (batch 32, default collate) with 0, 1 and 2 workers, for single
-frames and for 3-frame offset clips. After one warm-up epoch (worker start-up, page cache) it
+frames and for 3-frame offset clips, with torch's ``default_collate`` and with
+``audet.data.images.collate`` (numpy stacking in the main process). After one warm-up epoch (worker start-up, page cache) it
 times whole epochs until ``--seconds`` have passed and prints a table; ``frames/s`` counts every
 decoded frame (3 per clip sample). A per-stage breakdown of one sample (single process) follows.
 
@@ -39,18 +40,20 @@ def default_prefix(root: Path) -> str:
 
 
 def measure(root: Path, prefix: str, workers: int, clip: dict | None, batch_size: int, seconds: float,
-            seed: int = 0) -> dict:
+            seed: int = 0, collate: str = "default") -> dict:
     import torch
     from torch.utils.data import DataLoader
 
     from audet.data.dataset import AUDataset
+    from audet.data.images import collate as audet_collate
     from audet.data.images import worker_init
     from audet.data.transforms import TrainTransform
 
+    collate_fn = {"default": None, "audet": audet_collate}[collate]
     torch.manual_seed(seed)
     ds = AUDataset(root, prefix, transform=TrainTransform(), clip=clip)
     loader = DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=workers, worker_init_fn=worker_init,
-                        persistent_workers=workers > 0, drop_last=False)
+                        persistent_workers=workers > 0, drop_last=False, collate_fn=collate_fn)
     t0 = time.perf_counter()
     it = iter(loader)
     first = next(it)
@@ -72,6 +75,7 @@ def measure(root: Path, prefix: str, workers: int, clip: dict | None, batch_size
     return {
         "mode": "frames" if clip is None else f"clip {clip}",
         "workers": workers,
+        "collate": collate,
         "samples_per_s": samples / elapsed,
         "frames_per_s": frames / elapsed,
         "ms_per_batch": 1000 * elapsed / batches,
@@ -130,6 +134,10 @@ def main() -> None:
     ap.add_argument("--offsets", type=int, nargs="+", default=[-2, 0, 2], help="clip offsets (default -2 0 2)")
     ap.add_argument("--seconds", type=float, default=4.0, help="minimum timed seconds per row (default 4)")
     ap.add_argument("--no-clips", action="store_true")
+    ap.add_argument("--collate", nargs="+", choices=["default", "audet"], default=["default", "audet"],
+                    help="collate_fn: torch's default_collate and/or audet.data.images.collate (numpy stacking "
+                         "in the main process); 'audet' rows are run for 0 workers only (in workers it IS "
+                         "default_collate)")
     ap.add_argument("--main-threads", type=int,
                     help="torch.set_num_threads in the main process (it collates when workers=0; default: torch's)")
     ap.add_argument("--json", type=Path, help="also write the rows as JSON")
@@ -153,15 +161,19 @@ def main() -> None:
               f"load average {os.getloadavg()[0]:.2f}")
         modes = [None] if args.no_clips else [None, {"offsets": list(args.offsets)}]
         rows = []
-        print("| input | workers | samples/s | frames/s | ms/batch | first batch (s) |")
-        print("|---|---|---|---|---|---|")
+        print("| input | workers | collate | samples/s | frames/s | ms/batch | first batch (s) |")
+        print("|---|---|---|---|---|---|---|")
         for clip in modes:
             for w in args.workers:
-                r = measure(root, prefix, w, clip, args.batch_size, args.seconds)
-                rows.append(r)
-                label = "single frames" if clip is None else f"{len(clip['offsets'])}-frame clips {clip['offsets']}"
-                print(f"| {label} | {w} | {r['samples_per_s']:.0f} | {r['frames_per_s']:.0f} | "
-                      f"{r['ms_per_batch']:.1f} | {r['first_batch_s']:.2f} |", flush=True)
+                for col in args.collate:
+                    if col == "audet" and w > 0 and "default" in args.collate:
+                        continue
+                    r = measure(root, prefix, w, clip, args.batch_size, args.seconds, collate=col)
+                    rows.append(r)
+                    label = ("single frames" if clip is None
+                             else f"{len(clip['offsets'])}-frame clips {clip['offsets']}")
+                    print(f"| {label} | {w} | {col} | {r['samples_per_s']:.0f} | {r['frames_per_s']:.0f} | "
+                          f"{r['ms_per_batch']:.1f} | {r['first_batch_s']:.2f} |", flush=True)
         print(f"\n{rows[0]['dataset_len']} samples per epoch, batch {rows[0]['batch_shape']}, "
               f"load average now {os.getloadavg()[0]:.2f}")
         print("\nper single-frame sample, main process, 1 thread:")

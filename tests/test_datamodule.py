@@ -10,6 +10,7 @@ import torch
 from helpers import make_prepared
 
 from audet.data.datamodule import AUDataModule
+from audet.data.images import collate
 from audet.data.listfile import read_list
 
 AUS = (1, 2, 4, 6)
@@ -119,14 +120,27 @@ def test_dataloader_clips_stack(root):
     assert batch["image"].shape == (4, 3, 3, 176, 176) and batch["labels"].shape == (4, 3, 4)
 
 
+@pytest.mark.parametrize("clip", [None, {"offsets": [-1, 0, 1]}])
+def test_collate_equals_default_collate(root, clip):
+    dm = _dm(root, clip=clip)
+    dm.setup("fit")
+    samples = [dm.val_dataset[i] for i in range(3)]
+    want = torch.utils.data.default_collate(samples)
+    got = collate(samples)
+    assert set(got) == set(want)
+    for key in want:
+        assert got[key].dtype == want[key].dtype and torch.equal(got[key], want[key]), key
+
+
 @pytest.mark.slow
 def test_two_workers_give_the_same_samples(root):
     ref = _dm(root, eval_batch_size=5)
     par = _dm(root, eval_batch_size=5, num_workers=2)
     a = list(ref.test_dataloader())
     b = list(par.test_dataloader())
-    assert len(a) == len(b) == 2  # 9 test frames in batches of 5
-    for x, y in zip(a, b):
+    c = list(torch.utils.data.DataLoader(par.test_dataset, batch_size=5, num_workers=2, collate_fn=collate))
+    assert len(a) == len(b) == len(c) == 2  # 9 test frames in batches of 5
+    for x, y in [*zip(a, b), *zip(a, c)]:
         assert torch.equal(x["index"], y["index"])
         assert torch.equal(x["labels"], y["labels"]) and torch.equal(x["mask"], y["mask"])
         assert torch.equal(x["image"], y["image"])  # eval transform: deterministic
