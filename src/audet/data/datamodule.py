@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 
 from audet.data.dataset import AUDataset, data_aus
 from audet.data.folds import split_validation
-from audet.data.images import worker_init
+from audet.data.images import collate, worker_init
 from audet.data.listfile import read_list
 from audet.data.transforms import EvalTransform, TrainTransform
 
@@ -162,7 +162,7 @@ class AUDataModule(L.LightningDataModule):
         if train:
             kw["generator"] = torch.Generator().manual_seed(self.seed)
         return DataLoader(ds, batch_size=self.batch_size if train else self.eval_batch_size, shuffle=train,
-                          num_workers=self.num_workers, worker_init_fn=worker_init,
+                          num_workers=self.num_workers, worker_init_fn=worker_init, collate_fn=collate,
                           persistent_workers=self.num_workers > 0, pin_memory=self.pin_memory,
                           drop_last=self.drop_last if train else False, **kw)
 
