@@ -1,0 +1,107 @@
+"""Train several registered models with the same config and budget, then compare them on the
+test fold: per-AU F1-frame table, and a paired block-bootstrap CI (whole sequences resampled)
+for the difference of each model's mean F1 to the first (reference) model.
+
+Used for the AC2D ablation on the synthetic benchmark (AC2D Table 7: B-Net < A^v-Net < AC2D)
+and for the calibration of the synthetic data (a plain ResNet against the per-AU prior):
+
+    audet synth --preset default --out runs/synth_default/raw
+    audet prepare BP4D --root runs/synth_default/raw --out runs/synth_default/prepared
+    python benchmarks/compare_models.py --data runs/synth_default/prepared --out runs/ablation \\
+        --config ac2d_synth_quick --models ac2d_bnet ac2d_av ac2d -- trainer.max_epochs=4
+
+Every run is resumable (a finished model is not retrained). The prior row predicts every AU
+present in every frame (F1 = 2p/(1+p) for occurrence rate p of the test fold).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", required=True, help="prepared directory")
+    ap.add_argument("--out", required=True, help="output folder (one run per model)")
+    ap.add_argument("--config", default="ac2d_synth_quick")
+    ap.add_argument("--models", nargs="+", required=True, help="registered names; the first is the reference")
+    ap.add_argument("--fold", type=int, default=0)
+    ap.add_argument("--n-boot", type=int, default=1000)
+    ap.add_argument("overrides", nargs="*", help="config overrides for every run (after --)")
+    args = ap.parse_args(argv)
+
+    import torch
+    from torch.utils.data import DataLoader
+
+    from audet.engine.checkpoint import load_checkpoint
+    from audet.engine.config import load_config
+    from audet.engine.evaluate import _eval_dataset, predict
+    from audet.engine.fit import fit
+    from audet.metrics import au_report, f1_frame, paired_bootstrap_f1_diff, to_markdown
+
+    data = Path(args.data)
+    meta = json.loads((data / "dataset.json").read_text())
+    test_prefix = meta["folds"][args.fold]["test"]
+    out = Path(args.out)
+    probs, minutes = {}, {}
+    labels = mask = groups = None
+    for name in args.models:
+        run = out / name
+        cfg = load_config(args.config, [f"model.name={name}", f"data.root={data}", f"data.dataset={meta['dataset']}",
+                                         f"data.fold={args.fold}", *args.overrides])
+        cfg["output"]["dir"] = str(run)
+        t = time.perf_counter()
+        if not (run / "results.json").is_file():
+            print(f"== training {name} ==", flush=True)
+            fit(cfg, verbose=False)
+        minutes[name] = json.loads((run / "results.json").read_text()).get("train_minutes") or (time.perf_counter() - t) / 60
+        model = load_checkpoint(run / "best.safetensors")
+        aus = list(model.aus)
+        ds = _eval_dataset(data, test_prefix, aus, model.preprocess)
+        p, y, m = predict(model, DataLoader(ds, batch_size=64, num_workers=2), list(range(len(aus))))
+        probs[name] = p
+        labels, mask, groups = y, m, ds.sequence_ids
+        torch.set_num_threads(torch.get_num_threads())
+
+    lab = np.where(mask > 0, labels, 9)
+    rows = []
+    prior = 2 * (lab == 1).sum(0) / np.maximum((lab == 1).sum(0) + (lab != 9).sum(0), 1)  # 2p/(1+p)
+    table = au_report(lab, np.ones_like(labels), aus)
+    table.index = ["prior (all positive)"]
+    rows.append(table)
+    for name in args.models:
+        t = au_report(lab, probs[name], aus)
+        t.index = [name]
+        rows.append(t)
+    import pandas as pd
+
+    df = pd.concat(rows)
+    df.index.name = "F1"
+    ref = args.models[0]
+    lines = [f"# {meta['dataset']} ({data.name}), test prefix {test_prefix}: F1-frame (%)\n", to_markdown(df), ""]
+    lines.append(f"Paired block bootstrap over {len(np.unique(groups))} test sequences ({args.n_boot} resamples), "
+                 f"difference of mean F1 to {ref}:\n")
+    lines.append("| model | mean F1 | diff to ref | 95% CI | P(diff <= 0) |")
+    lines.append("|---|---:|---:|---:|---:|")
+    for name in args.models[1:]:
+        b = paired_bootstrap_f1_diff(lab, probs[name], probs[ref], n_boot=args.n_boot, seed=0, groups=groups)
+        lines.append(f"| {name} | {100 * b.f1_a:.1f} | {100 * b.diff:+.1f} | [{100 * b.low:+.1f}, {100 * b.high:+.1f}] "
+                     f"| {b.p_value:.3f} |")
+    lines.append("")
+    lines.append(f"Config {args.config} + {' '.join(args.overrides) or '(no overrides)'}; "
+                 f"best checkpoint selected on held-out training subjects.")
+    text = "\n".join(lines)
+    print(text)
+    (out / "comparison.md").write_text(text + "\n")
+    df.to_csv(out / "comparison.csv", float_format="%.1f")
+    assert np.allclose(f1_frame(lab, np.ones_like(labels)), prior)  # the prior row is what it says
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
