@@ -35,8 +35,9 @@ def read_image(path) -> np.ndarray:
 def worker_init(worker_id: int = 0) -> None:
     """DataLoader ``worker_init_fn``: one thread per worker for OpenCV and torch.
 
-    Random augmentation needs no seeding here: the transforms seed themselves from
-    ``torch.initial_seed()``, which the DataLoader sets differently (and reproducibly) per worker.
+    Random augmentation needs no seeding here: the transforms draw their per-sample seed from
+    torch's global RNG, which the DataLoader seeds differently (and reproducibly) in each worker
+    (``base_seed + worker_id``).
     """
     cv2.setNumThreads(0)
     try:
