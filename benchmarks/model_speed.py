@@ -51,7 +51,7 @@ def main() -> None:
     from audet.models import create_model
 
     model = create_model(args.model, num_aus=args.num_aus)
-    flops = count_flops(model, (3, args.size, args.size))["flops"]
+    flops = count_flops(model, args.size)["flops"]
     peak = measure_matmul_peak()
     print(f"model {args.model}  A={args.num_aus}  input {args.size}x{args.size}  threads {args.threads}")
     print(f"forward FLOPs/img {flops / 1e9:.2f} G ({flops / 2e9:.2f} GMAC); matmul peak {peak:.0f} GFLOP/s")
