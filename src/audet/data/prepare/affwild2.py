@@ -28,6 +28,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from audet.data.prepare.common import (
+    binary_label_row,
     DETECT,
     VIDEO_EXTENSIONS,
     FrameItem,
@@ -66,18 +67,7 @@ def read_annotation(path: str | os.PathLike, aus: Sequence[int]) -> list[np.ndar
     idx = [col.get(a) for a in aus]
     rows = []
     for ln in lines[1:]:
-        vals = ln.split(",")
-        row = np.full(len(aus), 9, dtype=np.int8)
-        for i, j in enumerate(idx):
-            if j is None or j >= len(vals):
-                continue
-            try:
-                v = float(vals[j])
-            except ValueError:
-                continue
-            if v in (0.0, 1.0):
-                row[i] = int(v)
-        rows.append(row)
+        rows.append(binary_label_row(ln.split(","), idx, len(aus)))
     return rows
 
 

@@ -27,6 +27,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from audet.data.prepare.common import (
+    binary_label_row,
     DETECT,
     FrameItem,
     LayoutError,
@@ -68,17 +69,7 @@ def read_au_occ(path: str | os.PathLike, aus: Sequence[int]) -> tuple[dict[int, 
             frame = int(float(r[0]))
         except ValueError:
             continue  # a repeated header or a comment line
-        lab = np.full(len(aus), 9, dtype=np.int8)
-        for i, j in enumerate(cols):
-            if j is None or j >= len(r):
-                continue
-            try:
-                v = float(r[j])
-            except ValueError:
-                continue
-            if v in (0.0, 1.0):
-                lab[i] = int(v)
-        out[frame] = lab
+        out[frame] = binary_label_row(r, cols, len(aus))
     return out, absent
 
 

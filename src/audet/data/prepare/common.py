@@ -317,6 +317,23 @@ def find_dir(root: Path, *candidates: str) -> Path | None:
     return None
 
 
+def binary_label_row(cells: Sequence[str], columns: Sequence[int | None], n: int) -> np.ndarray:
+    """Cells of one label row -> ``(n,)`` int8: 0/1 where ``cells[columns[i]]`` reads as 0 or 1,
+    9 (missing) for an absent column, an empty or non-numeric cell, or any other value (e.g. the
+    9 of BP4D or the -1 of Aff-Wild2)."""
+    row = np.full(n, 9, dtype=np.int8)
+    for i, j in enumerate(columns):
+        if j is None or j >= len(cells):
+            continue
+        try:
+            v = float(cells[j])
+        except ValueError:
+            continue
+        if v in (0.0, 1.0):
+            row[i] = int(v)
+    return row
+
+
 def au_from_header(text: str) -> int | None:
     """``"AU01"``, ``"au12"``, ``"12"``, ``" AU 4 "`` -> AU number; anything else -> None."""
     m = re.fullmatch(r"\s*(?:au)?\s*0*(\d+)\s*", str(text), flags=re.IGNORECASE)
