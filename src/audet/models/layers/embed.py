@@ -31,7 +31,16 @@ class PixelAttention(nn.Module):
         return x * torch.sigmoid(self.conv(x))
 
 
-class ConvStem(nn.Module):
+class _TokenEmbed(nn.Module):
+    """``proj`` (set by the subclass) -> PA -> flatten to tokens -> LayerNorm; returns (tokens, H, W)."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+        x = self.pa(self.proj(x))
+        H, W = x.shape[-2:]
+        return self.norm(x.flatten(2).transpose(1, 2)), H, W
+
+
+class ConvStem(_TokenEmbed):
     """Stem of Fig. 2: conv3x3 (s1) - BN - ReLU - conv3x3 (s2) - BN - ReLU - conv1x1, then PA and LN.
 
     ``proj`` keeps the sequential indices 0..6 (conv, bn, relu, conv, bn, relu, conv); the two 3x3
@@ -53,13 +62,8 @@ class ConvStem(nn.Module):
         self.pa = PixelAttention(dim)
         self.norm = nn.LayerNorm(dim, eps=LN_EPS)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
-        x = self.pa(self.proj(x))
-        H, W = x.shape[-2:]
-        return self.norm(x.flatten(2).transpose(1, 2)), H, W
 
-
-class PatchEmbed(nn.Module):
+class PatchEmbed(_TokenEmbed):
     """Patch embedding between stages: conv3x3 stride 2 (with bias) -> PA -> flatten -> LN."""
 
     def __init__(self, in_dim: int = 64, dim: int = 64, stride: int = 2):
@@ -67,11 +71,6 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(in_dim, dim, 3, stride=stride, padding=1, bias=True)
         self.pa = PixelAttention(dim)
         self.norm = nn.LayerNorm(dim, eps=LN_EPS)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
-        x = self.pa(self.proj(x))
-        H, W = x.shape[-2:]
-        return self.norm(x.flatten(2).transpose(1, 2)), H, W
 
 
 def tokens_to_map(x: torch.Tensor, H: int, W: int) -> torch.Tensor:
