@@ -15,9 +15,13 @@ Aff-Wild2      :mod:`audet.data.prepare.affwild2`                   ``Aff-Wild2_
                                                                     ``Aff-Wild2_val``
 =============  ===================================================  ==========================
 
-:func:`prepare_dataset` is the Python entry point; :mod:`audet.data.prepare.common` holds the
-parallel, resumable runner; :mod:`audet.data.prepare.landmarks` the detector interface for
-releases without landmarks; :mod:`audet.data.prepare.fake` tiny fake releases for tests.
+:func:`prepare_dataset` is the Python entry point; :mod:`audet.data.prepare.runner` holds the
+parallel, resumable runner (with :mod:`~audet.data.prepare.types`,
+:mod:`~audet.data.prepare.readers`, :mod:`~audet.data.prepare.worker`,
+:mod:`~audet.data.prepare.partition` and :mod:`~audet.data.prepare.assemble`;
+:mod:`audet.data.prepare.common` re-exports their names); :mod:`audet.data.prepare.landmarks` the
+detector interface for releases without landmarks; :mod:`audet.data.prepare.fake` tiny fake
+releases for tests.
 """
 from __future__ import annotations
 
@@ -53,10 +57,11 @@ def get_release(name: str):
 def prepare_dataset(dataset: str, root, out, **kwargs) -> dict:
     """Prepare ``dataset`` from the raw release at ``root`` into ``out``; returns the summary.
 
-    Keyword arguments are the fields of :class:`audet.data.prepare.common.PrepareOptions`
+    Keyword arguments are the fields of :class:`audet.data.prepare.types.PrepareOptions`
     (``workers``, ``folds``, ``seed``, ``aus``, ``image_format``, ``split_file``, ``detector``,
     ``force``, ``progress``, ...).
     """
-    from audet.data.prepare.common import PrepareOptions, run_prepare
+    from audet.data.prepare.runner import run_prepare
+    from audet.data.prepare.types import PrepareOptions
 
     return run_prepare(PrepareOptions(dataset=dataset, root=str(root), out=str(out), **kwargs))

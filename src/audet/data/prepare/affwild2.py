@@ -27,22 +27,24 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from audet.data.prepare.common import (
-    binary_label_row,
-    DETECT,
-    VIDEO_EXTENSIONS,
-    FrameItem,
-    LayoutError,
-    Partition,
-    PrepareOptions,
-    Release,
-    SequenceSpec,
+from audet.data.prepare.partition import Partition
+from audet.data.prepare.readers import (
     au_from_header,
+    binary_label_row,
     file_signature,
     find_dir,
     iter_video_frames,
     list_frames,
     read_image,
+)
+from audet.data.prepare.types import (
+    DETECT,
+    VIDEO_EXTENSIONS,
+    FrameItem,
+    LayoutError,
+    PrepareOptions,
+    Release,
+    SequenceSpec,
 )
 
 __all__ = ["AffWild2Release", "read_annotation"]

@@ -26,19 +26,21 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from audet.data.prepare.common import (
+from audet.data.prepare.readers import (
+    au_from_header,
     binary_label_row,
+    file_signature,
+    find_dir,
+    list_frames,
+    read_image,
+)
+from audet.data.prepare.types import (
     DETECT,
     FrameItem,
     LayoutError,
     PrepareOptions,
     Release,
     SequenceSpec,
-    au_from_header,
-    file_signature,
-    find_dir,
-    list_frames,
-    read_image,
 )
 
 __all__ = ["BP4DRelease", "read_au_occ", "read_fit_mat"]

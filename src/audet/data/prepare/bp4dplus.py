@@ -20,15 +20,9 @@ import zipfile
 from pathlib import Path
 
 from audet.data.prepare.bp4d import BP4DRelease
-from audet.data.prepare.common import (
-    IMAGE_EXTENSIONS,
-    Partition,
-    PrepareOptions,
-    SequenceSpec,
-    decode_image,
-    find_dir,
-    frame_number,
-)
+from audet.data.prepare.partition import Partition
+from audet.data.prepare.readers import decode_image, find_dir, frame_number
+from audet.data.prepare.types import IMAGE_EXTENSIONS, PrepareOptions, SequenceSpec
 
 __all__ = ["BP4DPlusRelease"]
 

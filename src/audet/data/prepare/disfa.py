@@ -28,19 +28,21 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from audet.data.prepare.common import (
-    VIDEO_EXTENSIONS,
-    FrameItem,
-    LayoutError,
-    PrepareOptions,
-    Release,
-    SequenceSpec,
+from audet.data.prepare.readers import (
     file_signature,
     find_dir,
     frame_number,
     iter_video_frames,
     list_frames,
     read_image,
+)
+from audet.data.prepare.types import (
+    VIDEO_EXTENSIONS,
+    FrameItem,
+    LayoutError,
+    PrepareOptions,
+    Release,
+    SequenceSpec,
 )
 
 __all__ = ["DISFARelease", "read_intensities", "read_pts_mat", "binarise"]

@@ -28,19 +28,21 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from audet.data.prepare.bp4d import read_au_occ
-from audet.data.prepare.common import (
-    VIDEO_EXTENSIONS,
-    FrameItem,
-    LayoutError,
-    Partition,
-    PrepareOptions,
-    Release,
-    SequenceSpec,
+from audet.data.prepare.partition import Partition
+from audet.data.prepare.readers import (
     file_signature,
     find_dir,
     iter_video_frames,
     list_frames,
     read_image,
+)
+from audet.data.prepare.types import (
+    VIDEO_EXTENSIONS,
+    FrameItem,
+    LayoutError,
+    PrepareOptions,
+    Release,
+    SequenceSpec,
 )
 
 __all__ = ["GFTRelease", "read_landmark_csv", "read_split_file", "OFFICIAL_TEST_FRACTION"]
