@@ -58,14 +58,16 @@ def test_wrong_checkpoints_give_clear_errors(tmp_path):
     meta = json.loads(j.read_text())
     meta["model_config"]["width"] = 8
     j.write_text(json.dumps(meta))
-    with pytest.raises(CheckpointError, match=r"does not fit model 'resnet_tiny'.*shape mismatch: .*checkpoint \(4"):
+    with pytest.raises(CheckpointError, match=r"does not fit model 'resnet_tiny'.*wrong shapes: "
+                       r"trunk\.stem\.0\.weight: checkpoint \(4, 3, 3, 3\) vs model \(8, 3, 3, 3\)"):
         load_checkpoint(w)
     # another model's weights under this name: missing/unexpected keys are listed
     meta["model_config"]["width"] = 4
     meta["model"] = "resnet18"
     meta["model_config"] = {"num_aus": 3, "aus": [1, 2, 4]}
     j.write_text(json.dumps(meta))
-    with pytest.raises(CheckpointError, match="missing from the checkpoint: .*not in the model: "):
+    with pytest.raises(CheckpointError, match=r"missing from the checkpoint: trunk\.net\.conv1\.weight, .*"
+                       r"unexpected in the checkpoint: trunk\.stages\."):
         load_checkpoint(w)
     meta["model"] = "no_such_model"
     j.write_text(json.dumps(meta))
@@ -134,3 +136,15 @@ def test_init_rejects_another_architecture(tmp_path):
     other = create_model("resnet_tiny", num_aus=2, aus=[1, 2], width=8)
     with pytest.raises(CheckpointError, match="cannot initialise model 'resnet_tiny'.*init_strict_trunk"):
         init_from_checkpoint(other, w)
+
+
+def test_describe_mismatch_names_keys_and_shapes():
+    from audet.utils.state import describe_mismatch
+
+    model = {"a.weight": (8, 3), "a.bias": (8,), "b.weight": torch.zeros(2, 2)}
+    assert describe_mismatch(model, {k: torch.zeros(v) if isinstance(v, tuple) else v for k, v in model.items()}) == ""
+    msg = describe_mismatch(model, {"a.weight": torch.zeros(4, 3), "b.weight": (2, 2), "z": (1,)})
+    assert msg == ("missing from the checkpoint: a.bias; unexpected in the checkpoint: z; "
+                   "wrong shapes: a.weight: checkpoint (4, 3) vs model (8, 3)")
+    many = describe_mismatch({f"k{i}": (1,) for i in range(9)}, {}, limit=3)
+    assert many == "missing from the checkpoint: k0, k1, k2, ... (9 in all)"

@@ -114,7 +114,7 @@ def test_wrong_shape_is_named(authors12):
     ck, _ = authors12
     sd = dict(ck["model"])
     sd["aus_stage3_interm.4.attn.kv.weight"] = torch.zeros(64, 64)
-    with pytest.raises(ConversionError, match=r"aus_stage3_interm\.4\.attn\.kv\.weight: checkpoint \(64, 64\) vs expected \(128, 64\)"):
+    with pytest.raises(ConversionError, match=r"aus_stage3_interm\.4\.attn\.kv\.weight: checkpoint \(64, 64\) vs model \(128, 64\)"):
         convert_ac2d({"model": sd})
 
 
@@ -127,8 +127,9 @@ def test_missing_and_unexpected_keys_are_named(authors12):
     with pytest.raises(ConversionError) as e:
         convert_ac2d({"model": sd})
     msg = str(e.value)
-    assert "missing keys: " in msg and "aus_head.3.bias" in msg and "stage2.4.attn.sr_norm.weight" in msg
-    assert "unexpected keys: aus_extra.0.weight" in msg
+    assert "missing from the checkpoint: " in msg
+    assert "aus_head.3.bias" in msg and "stage2.4.attn.sr_norm.weight" in msg
+    assert "unexpected in the checkpoint: aus_extra.0.weight" in msg
 
 
 def test_wrong_au_list_and_wrong_model(authors12):

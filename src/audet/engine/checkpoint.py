@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from audet.utils.io import write_bytes_atomic, write_json_atomic
+from audet.utils.state import describe_mismatch
 
 __all__ = [
     "CheckpointError",
@@ -159,31 +160,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{weights_path}: not a readable safetensors file ({exc})") from None
 
 
-def _describe_mismatch(model: nn.Module, state: Mapping[str, torch.Tensor]) -> str:
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = sorted(
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in set(own) & set(state)
-        if tuple(own[k].shape) != tuple(state[k].shape)
-    )
-
-    def few(xs: list[str]) -> str:
-        return ", ".join(xs[:6]) + (f", ... ({len(xs)} in all)" if len(xs) > 6 else "")
-
-    parts = []
-    if missing:
-        parts.append(f"missing from the checkpoint: {few(missing)}")
-    if unexpected:
-        parts.append(f"not in the model: {few(unexpected)}")
-    if shapes:
-        parts.append(f"shape mismatch: {few(shapes)}")
-    return "; ".join(parts)
-
-
 def load_state_strict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
-    problem = _describe_mismatch(model, state)
+    problem = describe_mismatch(model.state_dict(), state)
     if problem:
         name = getattr(model, "model_name", type(model).__name__)
         raise CheckpointError(f"{source} does not fit model {name!r}: {problem}")

@@ -45,6 +45,8 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from audet.utils.state import describe_mismatch
+
 __all__ = [
     "ConversionError",
     "audet_to_authors_name",
@@ -214,24 +216,11 @@ def convert_state_dict(sd: Mapping[str, torch.Tensor], model) -> dict[str, torch
     """
     name_map = authors_name_map(model)
     own = model.state_dict()
-    missing = [k for k in name_map if k not in sd]
-    unexpected = [k for k in sd if k not in name_map]
-    shapes = [
-        f"{k}: checkpoint {tuple(sd[k].shape)} vs expected {tuple(own[ours].shape)}"
-        for k, ours in name_map.items()
-        if k in sd and tuple(sd[k].shape) != tuple(own[ours].shape)
-    ]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"missing keys: {_few(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys: {_few(unexpected)}")
-        if shapes:
-            parts.append(f"wrong shapes: {_few(shapes, 4)}")
+    problem = describe_mismatch({theirs: own[ours].shape for theirs, ours in name_map.items()}, sd)
+    if problem:
         raise ConversionError(
             f"checkpoint does not fit {getattr(model, 'model_name', '') or 'AC2D'} with {model.num_aus} AUs: "
-            + "; ".join(parts)
+            + problem
         )
     out = {ours: sd[theirs].detach().clone().to(own[ours].dtype) for theirs, ours in name_map.items()}
     for k, v in own.items():  # our own extra buffers (prototypes) keep their values
