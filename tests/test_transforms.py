@@ -262,3 +262,40 @@ def test_augmentation_is_seeded_by_torch():
         torch.manual_seed(s)
         outs.add(float(t(img, lm)[0].sum()))
     assert len(outs) > 1
+
+
+# ------------------------------------------------------------------ resize (opt-in)
+
+
+def test_resize_keeps_landmarks_on_their_pixels():
+    """A 4x4 block at each of three points of a 200 image becomes a 2x2 block at the scaled point
+    after resize 100 (INTER_AREA averages exact 2x2 cells), and the landmarks land on it."""
+    lm = np.zeros((49, 2), np.float32) + 100.5
+    img = np.full((SIZE, SIZE, 3), 100, np.uint8)
+    for i, (x, y) in enumerate([(40, 60), (120, 80), (160, 164)]):
+        img[y:y + 4, x:x + 4] = (200, 10 + 50 * i, 30)
+        lm[i] = (x + 1.5, y + 1.5)  # centre of the 4x4 block
+    x, out = EvalTransform(crop=None, resize=100)(img, lm)
+    assert x.shape == (3, 100, 100)
+    pix = _to_uint8(x)
+    for i, (bx, by) in enumerate([(40, 60), (120, 80), (160, 164)]):
+        cx, cy = out[i]
+        # block pixels bx..bx+3 become bx/2..bx/2+1, whose centre is bx/2 + 0.5
+        assert (cx, cy) == (pytest.approx(bx / 2 + 0.5), pytest.approx(by / 2 + 0.5))
+        # the centre of the 2x2 block sits between pixels: all four neighbours carry the colour
+        for dx in (-0.5, 0.5):
+            for dy in (-0.5, 0.5):
+                assert _pixel(pix, (cx + dx, cy + dy)) == (200, 10 + 50 * i, 30)
+
+
+def test_resize_then_random_crop_draws_inside_the_resized_image():
+    t = TrainTransform(crop=104, resize=120, flip_p=0.0, brightness=0, contrast=0)
+    lm = _face_landmarks(1)
+    img = _marked_image(lm)
+    for seed in range(20):
+        x, out = t(img, lm, rng=np.random.default_rng(seed))
+        assert x.shape == (3, 104, 104)
+        p = t.draw(120, 120, np.random.default_rng(seed))
+        np.testing.assert_allclose(out, (lm + 0.5) * 0.6 - 0.5 - [p["left"], p["top"]], atol=1e-5)
+    with pytest.raises(ValueError, match="larger than resize"):
+        TrainTransform(crop=176, resize=120)

@@ -26,14 +26,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for choosing the example channels")
 
 
-def load_aligned(path: str, crop: int):
-    """Read an aligned face as RGB uint8 and centre-crop it to ``crop``; a clear error if unreadable."""
+def load_aligned(path: str, crop: int, resize: int | None = None):
+    """Read an aligned face as RGB uint8, resize it to ``resize`` (the model's ``preprocess["resize"]``,
+    if any) and centre-crop it to ``crop``; a clear error if unreadable."""
     import cv2
 
     img = cv2.imread(path, cv2.IMREAD_COLOR)
     if img is None:
         raise ValueError(f"{path}: not a readable image")
     img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    if resize:
+        interp = cv2.INTER_AREA if resize < min(img.shape[:2]) else cv2.INTER_LINEAR
+        img = cv2.resize(img, (int(resize), int(resize)), interpolation=interp)
     h, w = img.shape[:2]
     if h < crop or w < crop:
         raise ValueError(f"{path}: image is {w}x{h}, smaller than the model's {crop}x{crop} input")
@@ -51,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_checkpoint(args.checkpoint)
     pre = model.preprocess
     crop = int(pre.get("crop_size", 176))
-    faces = [load_aligned(p, crop) for p in args.images]
+    faces = [load_aligned(p, crop, pre.get("resize")) for p in args.images]
     mean = torch.tensor(pre.get("mean", (0.5,) * 3)).view(1, 3, 1, 1)
     std = torch.tensor(pre.get("std", (0.5,) * 3)).view(1, 3, 1, 1)
     x = torch.from_numpy(np.stack(faces)).permute(0, 3, 1, 2).float().div(255).sub(mean).div(std)

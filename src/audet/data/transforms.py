@@ -3,6 +3,9 @@
 One random draw per sample is applied identically to all of its frames, and landmarks follow
 the pixels exactly (protocol section 2, last line; AC2D section 4.1.2):
 
+- optional ``resize`` (not in any paper; default off): the aligned face is first resized to
+  ``resize`` x ``resize`` (OpenCV ``INTER_AREA``) and the landmarks scaled with it, pixel
+  centres kept (x' = (x + 0.5) s - 0.5), for cheaper runs at a smaller input (e.g. 120 -> crop 104);
 - random ``crop`` x ``crop`` crop of the aligned 200x200 face (test: centre crop), landmarks
   shifted by the crop offset (x -= left, y -= top);
 - horizontal flip with probability ``flip_p``: pixels mirrored, landmark x -> crop - 1 - x and the
@@ -37,7 +40,7 @@ import torch
 
 from audet.facs import MIRROR_49
 
-__all__ = ["TrainTransform", "EvalTransform", "to_tensor", "crop_frames", "flip_frames"]
+__all__ = ["TrainTransform", "EvalTransform", "to_tensor", "crop_frames", "flip_frames", "resize_frames"]
 
 #: ITU-R 601-2 luma weights, as torchvision's rgb_to_grayscale.
 _GREY = np.asarray([0.2989, 0.587, 0.114], dtype=np.float32)
@@ -57,6 +60,21 @@ def crop_frames(frames: np.ndarray, landmarks: np.ndarray, top: int, left: int, 
     out = frames[:, top : top + size, left : left + size]
     lm = landmarks - np.asarray([left, top], dtype=landmarks.dtype)
     return out, lm
+
+
+def resize_frames(frames: np.ndarray, landmarks: np.ndarray, size: int):
+    """Resize ``(T, H, W, C)`` frames to ``size`` x ``size`` (INTER_AREA when shrinking, linear when
+    enlarging) and scale ``(T, 49, 2)`` landmarks so that they stay on the same pixels."""
+    import cv2
+
+    T, H, W = frames.shape[:3]
+    if (H, W) == (size, size):
+        return frames, landmarks
+    interp = cv2.INTER_AREA if size < min(H, W) else cv2.INTER_LINEAR
+    src = frames if frames.dtype in (np.uint8, np.float32) else frames.astype(np.float32)
+    out = np.stack([cv2.resize(np.ascontiguousarray(f), (size, size), interpolation=interp) for f in src])
+    scale = np.asarray([size / W, size / H], dtype=landmarks.dtype)
+    return out, (landmarks + 0.5) * scale - 0.5
 
 
 def flip_frames(frames: np.ndarray, landmarks: np.ndarray):
@@ -88,18 +106,26 @@ def _as_clip(frames, landmarks):
 
 
 class _Base:
-    def __init__(self, crop: int | None = 176, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)):
+    def __init__(self, crop: int | None = 176, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), resize: int | None = None):
         self.crop = None if crop is None else int(crop)
+        self.resize = None if resize is None else int(resize)
+        if self.resize is not None and self.resize < 1:
+            raise ValueError(f"resize must be a positive side length, got {resize}")
+        if self.resize is not None and self.crop is not None and self.crop > self.resize:
+            raise ValueError(f"crop {self.crop} is larger than resize {self.resize}")
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
 
     @classmethod
     def from_preprocess(cls, preprocess: dict, **kwargs):
-        """Build from a model's ``preprocess`` dict (``crop_size``, ``mean``, ``std``)."""
+        """Build from a model's ``preprocess`` dict (``crop_size``, ``mean``, ``std``, ``resize``)."""
         kw = dict(crop=preprocess.get("crop_size", 176), mean=preprocess.get("mean", (0.5,) * 3),
-                  std=preprocess.get("std", (0.5,) * 3))
+                  std=preprocess.get("std", (0.5,) * 3), resize=preprocess.get("resize"))
         kw.update(kwargs)
         return cls(**kw)
+
+    def _resized(self, frames: np.ndarray, lm: np.ndarray):
+        return (frames, lm) if self.resize is None else resize_frames(frames, lm, self.resize)
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
@@ -114,6 +140,7 @@ class EvalTransform(_Base):
 
     def __call__(self, frames: np.ndarray, landmarks: np.ndarray):
         frames, lm, single = _as_clip(frames, landmarks)
+        frames, lm = self._resized(frames, lm)
         if self.crop is not None:
             H, W = frames.shape[1:3]
             top, left = int(round((H - self.crop) / 2.0)), int(round((W - self.crop) / 2.0))
@@ -126,8 +153,8 @@ class TrainTransform(_Base):
     """Random crop, horizontal flip and colour jitter, drawn once per sample, applied to every frame."""
 
     def __init__(self, crop: int | None = 176, flip_p: float = 0.5, brightness: float = 0.5, contrast: float = 0.5,
-                 mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)):
-        super().__init__(crop, mean, std)
+                 mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), resize: int | None = None):
+        super().__init__(crop, mean, std, resize)
         if not 0.0 <= flip_p <= 1.0:
             raise ValueError(f"flip_p must be in [0, 1], got {flip_p}")
         if brightness < 0 or contrast < 0:
@@ -152,8 +179,10 @@ class TrainTransform(_Base):
         return p
 
     def apply(self, frames: np.ndarray, landmarks: np.ndarray, p: dict):
-        """Apply drawn parameters ``p`` to ``(T, H, W, 3)`` frames and ``(T, 49, 2)`` landmarks."""
+        """Apply drawn parameters ``p`` to ``(T, H, W, 3)`` frames and ``(T, 49, 2)`` landmarks
+        (``p`` is drawn for the resized size when ``resize`` is set)."""
         frames, lm, single = _as_clip(frames, landmarks)
+        frames, lm = self._resized(frames, lm)
         if self.crop is not None:
             frames, lm = crop_frames(frames, lm, p["top"], p["left"], self.crop)
         if p["flip"]:
@@ -177,4 +206,6 @@ class TrainTransform(_Base):
     def __call__(self, frames: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator | None = None):
         f = np.asarray(frames)
         h, w = (f.shape[0], f.shape[1]) if f.ndim == 3 else (f.shape[1], f.shape[2])
+        if self.resize is not None:
+            h = w = self.resize
         return self.apply(frames, landmarks, self.draw(h, w, rng))
