@@ -148,3 +148,14 @@ def test_describe_mismatch_names_keys_and_shapes():
                    "wrong shapes: a.weight: checkpoint (4, 3) vs model (8, 3)")
     many = describe_mismatch({f"k{i}": (1,) for i in range(9)}, {}, limit=3)
     assert many == "missing from the checkpoint: k0, k1, k2, ... (9 in all)"
+
+
+def test_recorded_preprocessing_is_restored(tmp_path):
+    """A checkpoint trained with an opt-in resize must be evaluated with it: the JSON's
+    preprocess wins over the model's defaults."""
+    m = _tiny([1, 2])
+    m.preprocess = {**m.preprocess, "resize": 120, "crop_size": 104}
+    w, _ = save_checkpoint(m, tmp_path / "m.safetensors")
+    loaded = load_checkpoint(w)
+    assert loaded.preprocess["resize"] == 120 and loaded.preprocess["crop_size"] == 104
+    assert create_model("resnet_tiny", num_aus=2, width=4).preprocess.get("resize") is None

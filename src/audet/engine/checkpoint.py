@@ -194,6 +194,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(f"{path}: {exc.args[0] if exc.args else exc}") from None
     except TypeError as exc:
         raise CheckpointError(f"{path}: cannot rebuild {name!r} from its recorded config {kwargs}: {exc}") from None
+    if isinstance(meta.get("preprocess"), dict):  # recorded preprocessing wins (e.g. an opt-in resize)
+        model.preprocess = {**getattr(model, "preprocess", {}), **meta["preprocess"]}
     state = read_state_dict(path)
     load_state_strict(model, state, str(checkpoint_paths(path)[0]))
     model.to(map_location)
