@@ -10,7 +10,9 @@ and for the calibration of the synthetic data (a plain ResNet against the per-AU
     python benchmarks/compare_models.py --data runs/synth_default/prepared --out runs/ablation \\
         --config ac2d_synth_quick --models ac2d_bnet ac2d_av ac2d -- trainer.max_epochs=4
 
-Every run is resumable (a finished model is not retrained). The prior row predicts every AU
+Every run is resumable (a finished model is not retrained). To train the models side by side,
+start one process per model (``--models NAME``, ``OMP_NUM_THREADS=1``) with the same ``--out`` and
+overrides, then run once more with all the names: finished runs are only evaluated. The prior row predicts every AU
 present in every frame (F1 = 2p/(1+p) for occurrence rate p of the test fold).
 """
 from __future__ import annotations
