@@ -26,6 +26,52 @@ from pathlib import Path
 import numpy as np
 
 
+def training_curves(run: Path):
+    """Per-epoch ``val/f1`` and the ``train/*_epoch`` losses of one run (all CSV-log versions,
+    so resumed runs are joined; the newest value of an epoch wins), or None without logs."""
+    import pandas as pd
+
+    files = sorted((run / "logs" / "csv").glob("version_*/metrics.csv"), key=lambda f: int(f.parent.name.split("_")[1]))
+    if not files:
+        return None
+    d = pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
+    cols = [c for c in d.columns if c == "val/f1" or (c.startswith("train/") and c.endswith("_epoch"))]
+    rows = d.dropna(subset=["epoch"])[["epoch", *cols]]
+    rows = rows.assign(epoch=rows["epoch"].astype(int))
+    last = rows.groupby("epoch").agg(lambda x: x.dropna().iloc[-1] if x.notna().any() else float("nan"))
+    return last.dropna(how="all")
+
+
+def write_curves(out: Path, names) -> None:
+    """``curves.csv`` (epoch x model: val F1 and training losses) and ``curves.png``."""
+    import pandas as pd
+
+    parts = {n: c for n in names if (c := training_curves(out / n)) is not None}
+    if not parts:
+        return
+    df = pd.concat(parts, axis=1)
+    df.to_csv(out / "curves.csv", float_format="%.4f")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for n, c in parts.items():
+        if "val/f1" in c:
+            axes[0].plot(c.index + 1, 100 * c["val/f1"], marker="o", ms=3, label=n)
+        if "train/au_epoch" in c:
+            axes[1].plot(c.index + 1, c["train/au_epoch"], marker="o", ms=3, label=n)
+    axes[0].set(xlabel="epoch", ylabel="validation F1 (%)", title="held-out training subjects")
+    axes[1].set(xlabel="epoch", ylabel="AU loss (Eq. 14)", title="training")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "curves.png", dpi=110)
+    plt.close(fig)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", required=True, help="prepared directory")
@@ -97,6 +143,7 @@ def main(argv=None) -> int:
     text = "\n".join(lines)
     print(text)
     (out / "comparison.md").write_text(text + "\n")
+    write_curves(out, args.models)
     df.to_csv(out / "comparison.csv", float_format="%.1f")
     return 0
 
