@@ -80,6 +80,9 @@ def main(argv=None) -> int:
     ap.add_argument("--models", nargs="+", required=True, help="registered names; the first is the reference")
     ap.add_argument("--fold", type=int, default=0)
     ap.add_argument("--n-boot", type=int, default=1000)
+    ap.add_argument("--checkpoint", choices=("best", "last"), default="best",
+                    help="score each run's best (validation) or last (end of schedule) checkpoint; "
+                         "'last' writes comparison_last.md/.csv")
     ap.add_argument("overrides", nargs="*", help="config overrides for every run (after --)")
     args = ap.parse_args(argv)
 
@@ -107,7 +110,7 @@ def main(argv=None) -> int:
             print(f"== training {name} ==", flush=True)
             fit(cfg, verbose=False)
         minutes[name] = json.loads((run / "results.json").read_text()).get("train_minutes") or (time.perf_counter() - t) / 60
-        model = load_checkpoint(run / "best.safetensors")
+        model = load_checkpoint(run / f"{args.checkpoint}.safetensors")
         aus = list(model.aus)
         ds = _eval_dataset(data, test_prefix, aus, model.preprocess)
         p, y, m = predict(model, DataLoader(ds, batch_size=64, num_workers=2), list(range(len(aus))))
@@ -138,13 +141,15 @@ def main(argv=None) -> int:
         lines.append(f"| {name} | {100 * b.f1_a:.1f} | {100 * b.diff:+.1f} | [{100 * b.low:+.1f}, {100 * b.high:+.1f}] "
                      f"| {b.p_value:.3f} |")
     lines.append("")
-    lines.append(f"Config {args.config} + {' '.join(args.overrides) or '(no overrides)'}; "
-                 f"best checkpoint selected on held-out training subjects.")
+    which = ("best checkpoint selected on held-out training subjects" if args.checkpoint == "best"
+             else "last checkpoint (end of the schedule)")
+    lines.append(f"Config {args.config} + {' '.join(args.overrides) or '(no overrides)'}; {which}.")
     text = "\n".join(lines)
     print(text)
-    (out / "comparison.md").write_text(text + "\n")
+    stem = "comparison" if args.checkpoint == "best" else "comparison_last"
+    (out / f"{stem}.md").write_text(text + "\n")
     write_curves(out, args.models)
-    df.to_csv(out / "comparison.csv", float_format="%.1f")
+    df.to_csv(out / f"{stem}.csv", float_format="%.1f")
     return 0
 
 
