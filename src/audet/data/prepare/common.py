@@ -16,72 +16,19 @@ Import from those modules in new code; names imported from here are the same obj
 """
 from __future__ import annotations
 
-from audet.data.prepare.assemble import assemble
-from audet.data.prepare.partition import Partition, three_fold_partition
-from audet.data.prepare.readers import (
-    au_from_header,
-    binary_label_row,
-    decode_image,
-    file_signature,
-    find_dir,
-    frame_number,
-    iter_video_frames,
-    list_frames,
-    read_image,
-)
-from audet.data.prepare.runner import run_prepare
-from audet.data.prepare.types import (
-    DELAY_ENV,
-    DETECT,
-    IMAGE_EXTENSIONS,
-    MANIFEST_VERSION,
-    SKIP_REASONS,
-    SYNTH_META,
-    VIDEO_EXTENSIONS,
-    FrameItem,
-    LayoutError,
-    PrepareInterrupted,
-    PrepareOptions,
-    Release,
-    SequenceSpec,
-)
-from audet.data.prepare.worker import load_manifest, manifest_path, process_sequence, settings_hash
+from audet.data.prepare import assemble as _assemble
+from audet.data.prepare import partition as _partition
+from audet.data.prepare import readers as _readers
+from audet.data.prepare import runner as _runner
+from audet.data.prepare import types as _types
+from audet.data.prepare import worker as _worker
+from audet.data.prepare.assemble import *  # noqa: F401,F403
+from audet.data.prepare.partition import *  # noqa: F401,F403
+from audet.data.prepare.readers import *  # noqa: F401,F403
+from audet.data.prepare.runner import *  # noqa: F401,F403
+from audet.data.prepare.types import *  # noqa: F401,F403
+from audet.data.prepare.worker import *  # noqa: F401,F403
 
 __all__ = [
-    # types
-    "MANIFEST_VERSION",
-    "SKIP_REASONS",
-    "DETECT",
-    "IMAGE_EXTENSIONS",
-    "VIDEO_EXTENSIONS",
-    "SYNTH_META",
-    "DELAY_ENV",
-    "LayoutError",
-    "PrepareInterrupted",
-    "SequenceSpec",
-    "FrameItem",
-    "PrepareOptions",
-    "Release",
-    # readers
-    "frame_number",
-    "list_frames",
-    "read_image",
-    "decode_image",
-    "iter_video_frames",
-    "file_signature",
-    "find_dir",
-    "binary_label_row",
-    "au_from_header",
-    # worker
-    "process_sequence",
-    "settings_hash",
-    "manifest_path",
-    "load_manifest",
-    # partition
-    "Partition",
-    "three_fold_partition",
-    # runner
-    "run_prepare",
-    # assemble
-    "assemble",
+    *_types.__all__, *_readers.__all__, *_worker.__all__, *_partition.__all__, *_runner.__all__, *_assemble.__all__,
 ]
