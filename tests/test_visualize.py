@@ -63,3 +63,21 @@ def test_upsample_map_keeps_the_peak_where_it_was():
     y, x = np.unravel_index(np.argmax(up), up.shape)
     assert up.min() == 0.0 and up.max() == 1.0
     assert abs(y / 8 - 5) <= 1 and abs(x / 8 - 17) <= 1
+
+
+def test_load_aligned_applies_the_checkpoints_resize_like_the_eval_transform(face):
+    """A model trained with preprocess resize=120, crop 104 must be shown the same pixels as
+    evaluation gives it: load_aligned equals EvalTransform(resize=120, crop=104) undone."""
+    import cv2
+
+    from audet.commands.visualize import load_aligned
+    from audet.data.transforms import EvalTransform
+
+    got = load_aligned(str(face), 104, 120)
+    assert got.shape == (104, 104, 3) and got.dtype == np.uint8
+    rgb = cv2.cvtColor(cv2.imread(str(face)), cv2.COLOR_BGR2RGB)
+    x, _ = EvalTransform(crop=104, resize=120)(rgb, np.zeros((49, 2), np.float32))
+    ref = ((x.numpy() * 0.5 + 0.5) * 255).round().astype(np.uint8).transpose(1, 2, 0)
+    assert np.abs(got.astype(int) - ref.astype(int)).max() <= 1
+    # without the resize the same crop size shows a different (larger-scale) window
+    assert np.abs(load_aligned(str(face), 104).astype(int) - ref.astype(int)).max() > 20

@@ -36,8 +36,9 @@ def load_aligned(path: str, crop: int, resize: int | None = None):
         raise ValueError(f"{path}: not a readable image")
     img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
     if resize:
-        interp = cv2.INTER_AREA if resize < min(img.shape[:2]) else cv2.INTER_LINEAR
-        img = cv2.resize(img, (int(resize), int(resize)), interpolation=interp)
+        from audet.data.transforms import resize_image
+
+        img = resize_image(img, int(resize))
     h, w = img.shape[:2]
     if h < crop or w < crop:
         raise ValueError(f"{path}: image is {w}x{h}, smaller than the model's {crop}x{crop} input")

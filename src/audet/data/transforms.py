@@ -40,7 +40,8 @@ import torch
 
 from audet.facs import MIRROR_49
 
-__all__ = ["TrainTransform", "EvalTransform", "to_tensor", "crop_frames", "flip_frames", "resize_frames"]
+__all__ = ["TrainTransform", "EvalTransform", "to_tensor", "crop_frames", "flip_frames", "resize_frames",
+           "resize_image"]
 
 #: ITU-R 601-2 luma weights, as torchvision's rgb_to_grayscale.
 _GREY = np.asarray([0.2989, 0.587, 0.114], dtype=np.float32)
@@ -62,17 +63,23 @@ def crop_frames(frames: np.ndarray, landmarks: np.ndarray, top: int, left: int, 
     return out, lm
 
 
-def resize_frames(frames: np.ndarray, landmarks: np.ndarray, size: int):
-    """Resize ``(T, H, W, C)`` frames to ``size`` x ``size`` (INTER_AREA when shrinking, linear when
-    enlarging) and scale ``(T, 49, 2)`` landmarks so that they stay on the same pixels."""
+def resize_image(img: np.ndarray, size: int) -> np.ndarray:
+    """Resize one ``(H, W, C)`` image to ``size`` x ``size``: OpenCV ``INTER_AREA`` when shrinking,
+    linear when enlarging (uint8 and float32 kept, other dtypes become float32)."""
     import cv2
 
+    interp = cv2.INTER_AREA if size < min(img.shape[:2]) else cv2.INTER_LINEAR
+    src = img if img.dtype in (np.uint8, np.float32) else img.astype(np.float32)
+    return cv2.resize(np.ascontiguousarray(src), (size, size), interpolation=interp)
+
+
+def resize_frames(frames: np.ndarray, landmarks: np.ndarray, size: int):
+    """Resize ``(T, H, W, C)`` frames with :func:`resize_image` and scale ``(T, 49, 2)`` landmarks
+    so that they stay on the same pixels."""
     T, H, W = frames.shape[:3]
     if (H, W) == (size, size):
         return frames, landmarks
-    interp = cv2.INTER_AREA if size < min(H, W) else cv2.INTER_LINEAR
-    src = frames if frames.dtype in (np.uint8, np.float32) else frames.astype(np.float32)
-    out = np.stack([cv2.resize(np.ascontiguousarray(f), (size, size), interpolation=interp) for f in src])
+    out = np.stack([resize_image(f, size) for f in frames])
     scale = np.asarray([size / W, size / H], dtype=landmarks.dtype)
     return out, (landmarks + 0.5) * scale - 0.5
 
