@@ -31,21 +31,19 @@ def _subset(n_total: int, n: int, seed: int) -> np.ndarray:
 
 
 def _features(model, ds, idx, batch_size: int = 64):
+    """Per-AU features, logits and labels (-1 where unknown) of ``ds[idx]``."""
     import torch
+    from torch.utils.data import DataLoader, Subset
 
-    feats, logits, labels, masks = [], [], [], []
+    feats, logits, labels = [], [], []
     with torch.inference_mode():
-        for s in range(0, len(idx), batch_size):
-            items = [ds[int(i)] for i in idx[s:s + batch_size]]
-            x = torch.stack([it["image"] for it in items])
-            out = model(x)
+        for batch in DataLoader(Subset(ds, idx.tolist()), batch_size=batch_size):
+            out = model(batch["image"])
             f = out.aux.get("features")
             feats.append((f if f is not None else out.logits.unsqueeze(-1)).float())
             logits.append(out.logits.float())
-            labels.append(torch.stack([torch.as_tensor(it["labels"]) for it in items]))
-            masks.append(torch.stack([torch.as_tensor(it["mask"]) for it in items]))
-    y = torch.cat(labels).numpy()
-    return torch.cat(feats).numpy(), torch.cat(logits).numpy(), np.where(torch.cat(masks).numpy() > 0, y, -1)
+            labels.append(torch.where(batch["mask"] > 0, batch["labels"], -1.0))
+    return torch.cat(feats).numpy(), torch.cat(logits).numpy(), torch.cat(labels).numpy()
 
 
 def probe(checkpoint, data: Path, fold: int, n_train: int, n_test: int, C: float, seed: int = 0) -> dict:
