@@ -47,6 +47,7 @@ __all__ = [
     "aunet_weights",
     "aunet_weighted_bce",
     "label_counts",
+    "aar_attention_regression_loss",
 ]
 
 Reduction = Literal["mean", "sum", "none"]
@@ -381,3 +382,18 @@ def attention_kl(
     if reduction == "batchmean":
         return elem.sum() / max(elem.shape[0], 1)
     raise ValueError(f"reduction must be 'mean', 'batchmean', 'sum' or 'none', got {reduction!r}")
+
+
+# --- AAR (aar.md) ---
+def aar_attention_regression_loss(pred_maps: torch.Tensor, target_maps: torch.Tensor) -> torch.Tensor:
+    """AAR Eq. 3: ``L_a = 1/(t m (l/4)^2) sum_i sum_j sum_ab (M^_ijab - M_ijab)^2``.
+
+    ``pred_maps`` are the regressed attention maps M^ and ``target_maps`` the predefined maps M of
+    Eq. 1-2 (:func:`audet.geometry.aar_attention_maps`, not normalised), both ``(..., m, h, w)``
+    (e.g. ``(B, t, m, l/4, l/4)``). The mean squared error over every element, i.e. Eq. 3
+    averaged over the batch as well. Computed in float32.
+    """
+    if pred_maps.shape != target_maps.shape:
+        raise ValueError(f"attention maps {tuple(pred_maps.shape)} and predefined maps "
+                         f"{tuple(target_maps.shape)} differ in shape")
+    return F.mse_loss(pred_maps.float(), target_maps.to(pred_maps.device).float(), reduction="mean")

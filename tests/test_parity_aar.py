@@ -1,0 +1,73 @@
+"""Parity of AAR's region layers with JAA-Net's (shared/reference/golden/jaanet_region_layers).
+
+The golden files come from the authors' ``HMRegionLearning(3, 8)`` with seeded random weights; its
+checkpoint ``region_learning_12.pth`` loads into :class:`audet.models.layers.region.RegionLearning`
+as is, and into AAR's ``region_learning`` with the key prefix added. Outputs compared with atol
+1e-5. Skipped when ../shared is not beside the repo.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+GOLDEN = SHARED / "reference" / "golden" / "jaanet_region_layers"
+TSV = SHARED / "reference" / "original-checkpoints" / "jaanet_region_layers.tsv"
+ATOL = 1e-5
+
+pytestmark = [
+    pytest.mark.parity,
+    pytest.mark.skipif(not (GOLDEN / "region_learning_12.pth").is_file(), reason=f"golden files not found under {GOLDEN}"),
+]
+
+
+@pytest.fixture(scope="module")
+def golden():
+    from safetensors.torch import load_file
+
+    io = {k: v.clone() for k, v in load_file(str(GOLDEN / "io.safetensors")).items()}  # clone: aligned memory
+    state = torch.load(GOLDEN / "region_learning_12.pth", map_location="cpu", weights_only=True)
+    return io, state
+
+
+def test_state_dict_names_and_shapes_match_the_reference_table():
+    from audet.models.layers.region import RegionLearning
+
+    rows = [ln.split("\t") for ln in TSV.read_text().splitlines() if ln and not ln.startswith("#")][1:]
+    ref = [(r[0], tuple(int(s) for s in r[1].strip("[]").split(",") if s)) for r in rows]
+    ours = [(k, tuple(v.shape)) for k, v in RegionLearning(3, 8).state_dict().items()]
+    assert ours == ref  # same names, shapes AND order
+
+
+def test_region_layers_reproduce_golden(golden):
+    from audet.models.layers.region import RegionLearning
+
+    io, state = golden
+    model = RegionLearning(3, 8)
+    model.load_state_dict(state, strict=True)
+    model.eval()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            layer1 = model.multiscale_feat[1](model.multiscale_feat[0](io["input"]))
+            out = model(io["input"])
+    finally:
+        torch.set_num_threads(threads)
+    assert (layer1 - io["layer1_pooled"]).abs().max().item() < ATOL
+    assert out.shape == io["output"].shape == (2, 64, 44, 44)
+    assert (out - io["output"]).abs().max().item() < ATOL
+
+
+def test_region_weights_load_into_aar(golden):
+    from audet.models import create_model
+
+    io, state = golden
+    model = create_model("aar", num_aus=12).eval()
+    missing, unexpected = model.load_state_dict({f"region_learning.{k}": v for k, v in state.items()}, strict=False)
+    assert not unexpected and all(not k.startswith("region_learning.") for k in missing)
+    with torch.no_grad():
+        out = model.region_learning(io["input"])
+    assert (out - io["output"]).abs().max().item() < ATOL
