@@ -88,7 +88,9 @@ DEFAULTS: dict[str, Any] = {
         "warmup_epochs": 1.0,  # linear warm-up, per step
         "warmup_start_factor": 0.0,  # lr at step 0 = lr * (factor + (1 - factor) / warmup_steps)
         "min_lr": 0.0,  # floor of the cosine schedule (absolute)
-        "schedule": "cosine",  # "cosine" | "constant"
+        "schedule": "cosine",  # "cosine" | "constant" | "step"
+        "step_epochs": 1.0,  # step schedule: multiply the lr by step_gamma every step_epochs epochs
+        "step_gamma": 0.1,
         "no_decay_keywords": ["pos_embed", "position", "cls_token"],
     },
     "trainer": {
@@ -170,6 +172,9 @@ def check_stages(stages: Any, source: str = "config") -> list[dict]:
         bad = sorted(set(full["optim"]) - optim_keys)
         if bad:
             raise ConfigError(f"{source}: stage {name!r}: unknown optim key(s) {bad} (known: {', '.join(sorted(optim_keys))})")
+        if full["optim"].get("schedule", "cosine") not in ("cosine", "constant", "step"):
+            raise ConfigError(f"{source}: stage {name!r}: optim.schedule={full['optim']['schedule']!r}; "
+                              f"choose cosine, constant or step")
         oname = str(full["optim"].get("name", "adamw")).lower()
         if oname not in ("adamw", "adam", "sgd"):
             raise ConfigError(f"{source}: stage {name!r}: optim.name={oname!r}; choose adamw, adam or sgd")
@@ -419,7 +424,7 @@ def _check_values(cfg: Mapping, source: str) -> None:
     need(vf is None or 0 <= float(vf) < 1 or (float(vf) >= 1 and float(vf) == int(vf)),
          "data.val_fraction must be in [0, 1) (or a number of subjects)")
     need(float(get(cfg, "optim.lr")) > 0, "optim.lr must be > 0")
-    need(get(cfg, "optim.schedule") in ("cosine", "constant"), "optim.schedule must be 'cosine' or 'constant'")
+    need(get(cfg, "optim.schedule") in ("cosine", "constant", "step"), "optim.schedule must be 'cosine', 'constant' or 'step'")
     need(str(get(cfg, "optim.name")).lower() in ("adamw", "adam", "sgd"), "optim.name must be adamw, adam or sgd")
     check_stages(cfg.get("stages"), source)
     need(get(cfg, "selection.mode") in ("max", "min"), "selection.mode must be 'max' or 'min'")

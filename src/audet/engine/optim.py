@@ -20,10 +20,12 @@ from typing import Iterable
 import torch
 from torch import nn
 
-__all__ = ["param_groups", "scaled_lr", "WarmupCosine", "build_optimizer", "OPTIMIZERS"]
+__all__ = ["param_groups", "scaled_lr", "WarmupCosine", "build_optimizer", "OPTIMIZERS", "SCHEDULES"]
 
 #: optimiser names of ``optim.name``
 OPTIMIZERS = ("adamw", "adam", "sgd")
+#: learning-rate schedules of ``optim.schedule`` (after the warm-up)
+SCHEDULES = ("cosine", "constant", "step")
 
 _NORM_TYPES = (
     nn.modules.batchnorm._NormBase,
@@ -97,16 +99,22 @@ class WarmupCosine:
     - ``s >= W``: ``m + (1 - m) * 0.5 * (1 + cos(pi * (s - W) / max(1, T - W)))`` with
       ``m = min_lr / lr``; ``s = W`` gives 1, ``s = T`` would give ``m``.
 
-    ``schedule="constant"`` keeps 1 after the warm-up.
+    ``schedule="constant"`` keeps 1 after the warm-up; ``schedule="step"`` multiplies by ``gamma``
+    every ``step_size`` steps after the warm-up: ``gamma ** floor((s - W) / step_size)`` (e.g. AAR's
+    "x 0.3 every 2 epochs").
     """
 
     def __init__(self, warmup_steps: int, total_steps: int, min_ratio: float = 0.0, start_factor: float = 0.0,
-                 schedule: str = "cosine"):
+                 schedule: str = "cosine", step_size: int = 1, gamma: float = 0.1):
+        if schedule not in SCHEDULES:
+            raise ValueError(f"optim.schedule={schedule!r}; choose one of {', '.join(SCHEDULES)}")
         self.warmup_steps = max(0, int(warmup_steps))
         self.total_steps = max(1, int(total_steps))
         self.min_ratio = float(min_ratio)
         self.start_factor = float(start_factor)
         self.schedule = schedule
+        self.step_size = max(1, int(step_size))
+        self.gamma = float(gamma)
 
     def __call__(self, step: int) -> float:
         W, T = self.warmup_steps, self.total_steps
@@ -115,6 +123,8 @@ class WarmupCosine:
             return f0 + (1.0 - f0) * (step + 1) / W
         if self.schedule == "constant":
             return 1.0
+        if self.schedule == "step":
+            return self.gamma ** ((step - W) // self.step_size)
         progress = min(1.0, (step - W) / max(1, T - W))
         return self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
@@ -154,7 +164,8 @@ def build_optimizer(
     total = max(1, int(round(steps_per_epoch * max_epochs)))
     warmup = int(round(float(optim_cfg.get("warmup_epochs", 1.0)) * steps_per_epoch))
     min_ratio = float(optim_cfg.get("min_lr", 0.0)) / lr if lr > 0 else 0.0
+    step_size = int(round(float(optim_cfg.get("step_epochs") or 1.0) * steps_per_epoch))
     fn = WarmupCosine(warmup, total, min_ratio, float(optim_cfg.get("warmup_start_factor", 0.0)),
-                      optim_cfg.get("schedule", "cosine"))
+                      optim_cfg.get("schedule", "cosine"), step_size, float(optim_cfg.get("step_gamma", 0.1)))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, fn)
     return opt, sched
