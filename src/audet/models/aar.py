@@ -343,7 +343,10 @@ _COMMON_INFO = dict(
     input_size=176,
     recipe=RECIPE,
     table="Table VI/VII",
-    params={"paper": "7.2M", "12": None},
+    params={"paper": "7.2M", "12": 7_175_364, "8": 5_616_952},
+    flops={"paper": "10.2G", "gmacs_per_frame": 9.59},
+    #: a tiny configuration for fast tests (32 px, c = 1, c_e = 2, 3-frame clips)
+    small_config={"img_size": 32, "unit_dim": 1, "pool_dim": 2, "clip_length": 3},
 )
 
 _VARIANTS = {
