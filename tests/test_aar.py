@@ -276,3 +276,42 @@ def test_parameter_counts_paper_size():
     assert abs(count_parameters(model) / 7.2e6 - 1) < 0.05
     assert count_parameters(create_model("aar_bnet", num_aus=12)) == 1_615_392 + 12 * (branch - C * 9 - 1 - C - 1) + 12 * 97
     assert model.preprocess["clip"] == {"length": 48} and model.preprocess["crop_size"] == 176
+
+
+# ------------------------------------------------------------------------------------------------
+# transfer by AU identity (DISFA from BP4D) and windowed scoring of long videos
+def test_disfa_from_bp4d_maps_branches_and_graph_rows_by_au():
+    from audet.engine.checkpoint import map_state_by_au
+
+    bp4d, disfa = [1, 2, 4, 6, 7, 10, 12], [1, 2, 4, 6, 9, 12, 25]
+    torch.manual_seed(0)
+    old = create_model("aar", num_aus=len(bp4d), aus=bp4d, **TINY)
+    new = create_model("aar", num_aus=len(disfa), aus=disfa, **TINY)
+    state, report = map_state_by_au(new, old.state_dict(), bp4d, disfa)
+    assert report["mapped_aus"] == {1: 1, 2: 2, 4: 4, 6: 6, 12: 12} and set(report["fresh_aus"]) == {9, 25}
+    o, n = old.state_dict(), state
+    assert torch.equal(n["branches.5.convs.0.0.weight"], o["branches.6.convs.0.0.weight"])  # AU12 <- AU12
+    assert torch.equal(n["branches.4.convs.0.0.weight"], new.state_dict()["branches.4.convs.0.0.weight"])  # AU9 fresh
+    for key in ("relation.0.U", "relation.1.Q", "classifier.weight", "classifier.bias"):
+        assert torch.equal(n[key][5], o[key][6]) and torch.equal(n[key][:4], o[key][:4]), key
+    assert torch.equal(n["relation.0.W_z"], o["relation.0.W_z"])  # the shared pool is copied
+
+
+def test_long_video_scored_once_per_frame_in_windows(tmp_path):
+    """Sequences of 7 frames in disjoint padded windows of 3: every labelled frame scored once."""
+    from helpers import make_prepared
+
+    from audet.data.dataset import AUDataset
+    from audet.data.transforms import EvalTransform
+    from audet.engine.evaluator import AUEvaluator
+
+    root = make_prepared(tmp_path / "d", n_subjects=3, frames=7, n_parts=3)
+    ds = AUDataset(root, "SYNTH_part1", clip={"length": 3, "windows": "disjoint", "pad": True},
+                   transform=EvalTransform(crop=32, resize=40))
+    model = tiny("aar", num_aus=4, clip_length=3).eval()
+    ev = AUEvaluator([1, 2, 4, 6])
+    with torch.no_grad():
+        for i in range(len(ds)):
+            b = {k: v.unsqueeze(0) for k, v in ds[i].items()}
+            ev.process(b, model.forward_logits(b["image"]))
+    assert len(ds) == 3 and ev.evaluate()["n"] == 7  # 7 frames -> windows 3 + 3 + (1 + 2 padded)
