@@ -272,3 +272,20 @@ def test_two_stages_frozen_part_resume_evaluate_export(prepared, stem_file, tmp_
             load_checkpoint(run / "last.safetensors")
     finally:
         moved.rename(stem_file)
+
+
+def test_default_loss_context_is_losses_au_weights():
+    """The engine asks the model; the default is audet.losses.au_weights (AC2D Eq. 14) -- also for an
+    AU without a positive frame (the one guard, not list-file weights)."""
+    from audet.losses import au_weights
+
+    y = np.array([[1, 0, 1], [0, 0, 1], [1, 0, 0], [0, 0, 1]], dtype=np.float32)
+    mask = np.ones_like(y)
+    m = create_model("resnet_tiny", num_aus=3, width=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ctx = m.loss_context(None, y, mask)
+        w, v = au_weights(y, mask)
+    assert np.allclose(ctx.au_weight.numpy(), w) and np.allclose(ctx.pos_weight.numpy(), v)
+    # inverse occurrence rates 4/2 and 4/3; the AU without positives gets the smallest (4/3), v = 1
+    assert np.allclose(w, np.array([2, 4 / 3, 4 / 3]) / (14 / 3)) and v[1] == 1.0
