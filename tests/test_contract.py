@@ -1,8 +1,8 @@
 """The model contract end to end with a small method kept HERE (registered by this module's fixture,
 not by the package) that uses every hook: data-aware construction (needs the global subject
 vocabulary), its own loss context and loss terms, clips, a frozen pretrained part read from a file,
-two training stages (SGD on the head, then Adam on everything not frozen), an epoch-end data pass
-(second stage only), evaluation and ONNX export from the checkpoint without the training data.
+training stages (a collect-only data pass, SGD on the head, then Adam on everything not frozen), an
+epoch-end data pass (last stage only), evaluation and ONNX export from the checkpoint without the training data.
 docs/adding-a-method.md walks through this file."""
 import json
 import warnings
@@ -130,6 +130,7 @@ def config(root, out, stem, **over):
         "trainer": {"progress_bar": False, "log_every_n_steps": 1, "tensorboard": False, "accelerator": "cpu",
                     "gradient_clip_val": None},
         "stages": [
+            {"name": "collect", "collect_only": True},
             {"name": "head", "epochs": 1, "trainable": ["head.*", "temporal.*"],
              "optim": {"name": "sgd", "lr": 2.0, "momentum": 0.9, "nesterov": True, "warmup_epochs": 0}},
             {"name": "all", "epochs": 2, "optim": {"name": "adam", "lr": 0.5, "weight_decay": 0.0,
@@ -157,8 +158,8 @@ class Watch(L.Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         m = pl_module.model
-        opt = trainer.optimizers[0]
-        n_opt = sum(p.numel() for g in opt.param_groups for p in g["params"])
+        opt = trainer.optimizers[0] if trainer.optimizers else None
+        n_opt = sum(p.numel() for g in opt.param_groups for p in g["params"]) if opt else 0
         self.seen.append((m.stage, m.stem.training, m.body.training, n_opt, type(opt).__name__,
                           tuple(batch["subject"].tolist())))
 
@@ -203,10 +204,17 @@ def test_two_stages_frozen_part_resume_evaluate_export(prepared, stem_file, tmp_
     res = fit(config(prepared, tmp_path / "straight", stem_file), callbacks=[watch], verbose=False)
     run = tmp_path / "straight"
     # -- stages: per-stage directories and results; optimiser and trainable parts per stage
-    assert [s["name"] for s in res["stages"]] == ["head", "all"] and res["stages"][1]["epochs"] == 2
-    for i, name in enumerate(["head", "all"]):
+    assert [s["name"] for s in res["stages"]] == ["collect", "head", "all"] and res["stages"][2]["epochs"] == 2
+    for i, name in enumerate(["collect", "head", "all"]):
         assert (run / "stages" / f"{i}_{name}" / "last.safetensors").is_file()
-    stages = {s: [w for w in watch.seen if w[0] == s] for s in ("head", "all")}
+    stages = {s: [w for w in watch.seen if w[0] == s] for s in ("collect", "head", "all")}
+    # collect_only: no optimiser, no training step (weights untouched), only the data pass (in order)
+    assert stages["collect"] and {w[3] for w in stages["collect"]} == {0}
+    assert all(not w[2] for w in stages["collect"])  # eval mode during the pass
+    order = [s for w in stages["collect"] for s in w[5]]
+    assert order == sorted(order)  # the training set in order (subjects are sorted in the lists)
+    collected = load_checkpoint(run / "stages/0_collect/last.safetensors")
+    assert collected.subject_seen.sum() > 0
     assert {w[4] for w in stages["head"]} == {"SGD"} and {w[4] for w in stages["all"]} == {"Adam"}
     n_head = 8 * 4 + 4 + 8 * 8 * 3 + 8
     assert {w[3] for w in stages["head"]} == {n_head}
@@ -214,7 +222,7 @@ def test_two_stages_frozen_part_resume_evaluate_export(prepared, stem_file, tmp_
     n_stem = sum(p.numel() for p in m0.stem.parameters())
     assert {w[3] for w in stages["all"]} == {sum(p.numel() for p in m0.parameters()) - n_stem}
     # -- the frozen part stays in eval mode (BatchNorm statistics untouched) while the rest trains
-    assert all(not w[1] and w[2] for w in watch.seen)
+    assert all(not w[1] and w[2] for w in watch.seen if w[0] != "collect")
     last = load_checkpoint(run / "last.safetensors")
     ref = load_file(str(stem_file))
     assert all(torch.equal(last.stem.state_dict()[k], ref[k]) for k in ref)
@@ -232,8 +240,8 @@ def test_two_stages_frozen_part_resume_evaluate_export(prepared, stem_file, tmp_
     with pytest.raises(StopTraining):
         fit(config(prepared, tmp_path / "killed", stem_file), callbacks=[CrashInStage("all", 10)], verbose=False)
     killed = tmp_path / "killed"
-    assert json.loads((killed / "stages/0_head/stage.json").read_text())["done"]
-    assert read_checkpoint_meta(killed / "stages/1_all/last.json")["epoch"] == 0
+    assert json.loads((killed / "stages/1_head/stage.json").read_text())["done"]
+    assert read_checkpoint_meta(killed / "stages/2_all/last.json")["epoch"] == 0
     res2 = fit(config(prepared, killed, stem_file), verbose=False)
     a, b = load_checkpoint(run / "last.safetensors"), load_checkpoint(killed / "last.safetensors")
     assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
