@@ -223,6 +223,8 @@ def test_two_stages_frozen_part_resume_evaluate_export(prepared, stem_file, tmp_
     assert {w[3] for w in stages["all"]} == {sum(p.numel() for p in m0.parameters()) - n_stem}
     # -- the frozen part stays in eval mode (BatchNorm statistics untouched) while the rest trains
     assert all(not w[1] and w[2] for w in watch.seen if w[0] != "collect")
+    report = (run / "report.md").read_text()
+    assert "stage 0 collect: 1 epoch(s), collect only" in report and "stage 2 all: 2 epoch(s), optim adam" in report
     last = load_checkpoint(run / "last.safetensors")
     ref = load_file(str(stem_file))
     assert all(torch.equal(last.stem.state_dict()[k], ref[k]) for k in ref)
