@@ -235,8 +235,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if isinstance(meta.get("preprocess"), dict):  # recorded preprocessing wins (e.g. an opt-in resize)
         model.preprocess = {**getattr(model, "preprocess", {}), **meta["preprocess"]}
     recorded = meta.get("pretrained") or {}
-    stored = [n for n, r in recorded.items() if r.get("stored")]
-    model.pretrained_status = {n: r.get("status", "") for n, r in recorded.items()}
+    stored = {n: r.get("status", "") for n, r in recorded.items() if r.get("stored")}
     try:
         load_pretrained_parts(model, from_checkpoint=stored)
     except PretrainedWeightsMissing as exc:
