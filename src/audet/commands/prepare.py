@@ -86,20 +86,22 @@ def _parse_kv(items: list[str]) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from audet.data.prepare import prepare_dataset
+    from audet.utils.log import console_logging
 
-    prepare_dataset(
-        args.dataset,
-        args.root,
-        args.out,
-        workers=args.workers,
-        folds=args.folds,
-        seed=args.seed,
-        aus=tuple(args.aus) if args.aus else None,
-        image_format=args.image_format,
-        split_file=args.split_file,
-        detector=args.detector,
-        detector_kwargs=_parse_kv(args.detector_arg),
-        force=args.force,
-        progress=not args.no_progress,
-    )
+    with console_logging():
+        prepare_dataset(
+            args.dataset,
+            args.root,
+            args.out,
+            workers=args.workers,
+            folds=args.folds,
+            seed=args.seed,
+            aus=tuple(args.aus) if args.aus else None,
+            image_format=args.image_format,
+            split_file=args.split_file,
+            detector=args.detector,
+            detector_kwargs=_parse_kv(args.detector_arg),
+            force=args.force,
+            progress=not args.no_progress,
+        )
     return 0

@@ -15,13 +15,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from audet.data.prepare.release import Release, get_release
 from audet.data.prepare.types import (
     DELAY_ENV,
     DETECT,
     MANIFEST_VERSION,
     FrameItem,
     PrepareOptions,
-    Release,
     SequenceSpec,
 )
 from audet.utils.io import write_bytes_atomic
@@ -188,8 +188,6 @@ def process_sequence(spec: SequenceSpec, release: Release, opts: PrepareOptions,
 
 
 def _worker(job: tuple[str, SequenceSpec, tuple[int, ...]]) -> dict:
-    from audet.data.prepare import get_release
-
     dataset, spec, aus = job
     return process_sequence(spec, get_release(dataset), _STATE["opts"], aus)
 
