@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from audet.data.images import make_toy_prepared
+from audet.data.toy import make_toy_prepared
 from audet.engine.checkpoint import save_checkpoint
 from audet.models import create_model
 

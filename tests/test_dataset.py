@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from audet.data.dataset import AUDataset
-from audet.data.images import ImageReadError, toy_landmarks
+from audet.data.images import ImageReadError
 from audet.data.listfile import write_list
+from audet.data.toy import toy_landmarks
 from audet.data.transforms import TrainTransform
 from audet.facs import au_subcenters
 

@@ -127,3 +127,13 @@ def test_imports_run_one_way():
     bad = sorted((m, t) for m, targets in g.items() for t in targets
                  if _layer(t) in forbidden.get(_layer(m), ()))  # fmt: skip
     assert not bad, f"imports against the layering: {bad}"
+
+
+def test_image_io_writes_nothing():
+    """Image decoding does not write list files or datasets (issue 8): the toy writer is data.toy."""
+    import audet.data.images as images
+
+    g = import_graph()
+    assert not g["audet.data.images"] & {"audet.data.listfile", "audet.utils.io", "audet.data.folds"}
+    assert not hasattr(images, "make_toy_prepared")
+    assert "audet.data.listfile" in g["audet.data.toy"]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from audet.data.listfile import ListFileError, compute_weights, read_list, write_list
-from audet.data.images import toy_landmarks
+from audet.data.toy import toy_landmarks
 
 PREFIX = "TOY_combine_1_2"
 PATHS = [

@@ -10,7 +10,9 @@ pull in torch/Lightning:
 - :mod:`audet.data.dataset` -- ``AUDataset``
 - :mod:`audet.data.transforms` -- ``TrainTransform``, ``EvalTransform``
 - :mod:`audet.data.datamodule` -- ``AUDataModule``
-- :mod:`audet.data.images` -- ``read_image``, ``ImageReadError``, ``make_toy_prepared``
+- :mod:`audet.data.images` -- ``read_image``, ``ImageReadError``
+- :mod:`audet.data.toy` -- ``make_toy_prepared``, ``toy_landmarks`` (a small prepared directory
+  for tests and benchmarks)
 
 See docs/data.md.
 """
@@ -37,7 +39,8 @@ _EXPORTS = {
     "AUDataModule": "datamodule",
     "read_image": "images",
     "ImageReadError": "images",
-    "make_toy_prepared": "images",
+    "make_toy_prepared": "toy",
+    "toy_landmarks": "toy",
 }
 
 __all__ = sorted(_EXPORTS)
