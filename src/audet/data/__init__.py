@@ -3,7 +3,7 @@
 Public names are imported lazily so that ``import audet.data.prepare`` (or ``listfile``) does not
 pull in torch/Lightning:
 
-- :mod:`audet.data.listfile` -- ``read_list``, ``write_list``, ``compute_weights``, ``ListFiles``,
+- :mod:`audet.data.listfile` -- ``read_list``, ``write_list``, ``ListFiles``,
   ``ListFileError``, ``parse_path``
 - :mod:`audet.data.folds` -- ``FOLDS``, ``CONVENTIONS``, ``fold_prefixes``, ``assign_parts``,
   ``split_validation``
@@ -27,7 +27,6 @@ _EXPORTS = {
     "parse_path": "listfile",
     "read_list": "listfile",
     "write_list": "listfile",
-    "compute_weights": "listfile",
     "FOLDS": "folds",
     "CONVENTIONS": "folds",
     "fold_prefixes": "folds",
