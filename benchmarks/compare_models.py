@@ -88,6 +88,7 @@ def main(argv=None) -> int:
 
     from torch.utils.data import DataLoader
 
+    from audet.data.meta import read_fold
     from audet.engine.checkpoint import load_checkpoint
     from audet.engine.config import load_config
     from audet.engine.evaluate import _eval_dataset, predict
@@ -95,8 +96,7 @@ def main(argv=None) -> int:
     from audet.metrics import au_report, paired_bootstrap_f1_diff, to_markdown
 
     data = Path(args.data)
-    meta = json.loads((data / "dataset.json").read_text())
-    test_prefix = meta["folds"][args.fold]["test"]
+    test_prefix = read_fold(data, args.fold)["test"]
     out = Path(args.out)
     probs, minutes = {}, {}
     labels = mask = groups = None

@@ -33,7 +33,9 @@ def build_toy(root: Path, frames: int, seed: int = 0) -> tuple[Path, str]:
 
 
 def default_prefix(root: Path) -> str:
-    meta = json.loads((root / "dataset.json").read_text())
+    from audet.data.meta import read_dataset_meta
+
+    meta = read_dataset_meta(root)
     if meta.get("folds"):
         return meta["folds"][0]["train"]
     raise SystemExit(f"{root}/dataset.json has no folds: pass --prefix")

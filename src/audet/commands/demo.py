@@ -35,10 +35,10 @@ def _step(title: str) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
     from pathlib import Path
 
     from audet.cli import main
+    from audet.data.meta import read_dataset_meta
 
     out = Path(args.out)
     raw, prepared, train = out / "raw", out / "prepared", out / "train"
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"({time.perf_counter() - t:.0f} s)")
 
     t = _step("3/5 train")
-    meta = json.loads((prepared / "dataset.json").read_text())
+    meta = read_dataset_meta(prepared)
     overrides = [f"data.root={prepared}", f"data.dataset={meta['dataset']}", "data.fold=0", f"seed={args.seed}",
                  f"data.num_workers={args.workers}", *args.overrides]
     if not (train / "results.json").is_file():

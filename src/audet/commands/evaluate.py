@@ -33,15 +33,13 @@ def run(args) -> int:
 
     prefix = args.prefix
     if not prefix:
-        from audet.engine.data import dataset_meta
+        from audet.data.meta import read_dataset_meta
 
-        meta = dataset_meta(args.data)
-        folds = meta.get("folds") or []
-        if folds and isinstance(folds[0], dict) and (folds[0].get("test") or folds[0].get("test_prefix")):
-            prefix = folds[0].get("test") or folds[0]["test_prefix"]
-            print(f"--prefix not given: using the test prefix of fold 0, {prefix}")
-        else:
-            raise ValueError("--prefix is required (dataset.json names no test prefix)")
+        folds = read_dataset_meta(args.data).get("folds") or []
+        if not folds:
+            raise ValueError(f"--prefix is required ({args.data}/dataset.json names no folds)")
+        prefix = folds[0]["test"]
+        print(f"--prefix not given: using the test prefix of fold 0, {prefix}")
     ckpt = Path(args.checkpoint)
     out = args.out or str(ckpt.with_suffix("").with_name(f"{ckpt.with_suffix('').name}_eval_{Path(args.data).name}_{prefix}"))
     res = evaluate(ckpt, args.data, prefix, aus=args.aus, batch_size=args.batch_size,

@@ -10,6 +10,8 @@ pull in torch/Lightning:
 - :mod:`audet.data.dataset` -- ``AUDataset``
 - :mod:`audet.data.transforms` -- ``TrainTransform``, ``EvalTransform``
 - :mod:`audet.data.datamodule` -- ``AUDataModule``
+- :mod:`audet.data.meta` -- ``read_dataset_meta``, ``data_aus``, ``read_fold``,
+  ``DatasetMetaError`` (the one reader of ``dataset.json``)
 - :mod:`audet.data.images` -- ``read_image``, ``ImageReadError``
 - :mod:`audet.data.toy` -- ``make_toy_prepared``, ``toy_landmarks`` (a small prepared directory
   for tests and benchmarks)
@@ -36,6 +38,10 @@ _EXPORTS = {
     "TrainTransform": "transforms",
     "EvalTransform": "transforms",
     "AUDataModule": "datamodule",
+    "read_dataset_meta": "meta",
+    "data_aus": "meta",
+    "read_fold": "meta",
+    "DatasetMetaError": "meta",
     "read_image": "images",
     "ImageReadError": "images",
     "make_toy_prepared": "toy",

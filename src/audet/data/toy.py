@@ -90,6 +90,7 @@ def make_toy_prepared(
     """
     from audet.data.folds import assign_parts, fold_parts
     from audet.data.listfile import write_list
+    from audet.data.meta import DATASET_META
     from audet.utils.io import write_bytes_atomic, write_json_atomic
 
     root = Path(root)
@@ -141,5 +142,5 @@ def make_toy_prepared(
         "image_size": image_size,
         "toy": True,
     }
-    write_json_atomic(root / "dataset.json", meta)
+    write_json_atomic(root / DATASET_META, meta)
     return meta

@@ -14,6 +14,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from audet.data.meta import DATASET_META
 from audet.data.prepare.partition import Partition
 from audet.data.prepare.release import Release
 from audet.data.prepare.types import SKIP_REASONS, PrepareOptions, SequenceSpec
@@ -125,7 +126,7 @@ def assemble(release: Release, specs: Sequence[SequenceSpec], aus: Sequence[int]
         "audet_version": __version__,
     }
     write_json_atomic(out / "prepare_summary.json", summary)
-    write_json_atomic(out / "dataset.json", info)
+    write_json_atomic(out / DATASET_META, info)
     return summary
 
 

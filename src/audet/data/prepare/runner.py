@@ -32,6 +32,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Iterable
 
+from audet.data.meta import DATASET_META
 from audet.data.prepare.assemble import assemble, summary_lines
 from audet.data.prepare.release import Release, get_release
 from audet.data.prepare.types import (
@@ -116,7 +117,7 @@ def run_prepare(opts: PrepareOptions) -> dict:
         rate = written_now / elapsed if elapsed > 0 else float("nan")
         logger.info(f"processed {len(pending)} sequence(s), {written_now} frames in {elapsed:.1f} s "
                     f"({rate:.1f} frames/s; {cpu:.1f} CPU-s)")  # fmt: skip
-    logger.info(f"wrote {out / 'dataset.json'} and {out / 'prepare_summary.json'}")
+    logger.info(f"wrote {out / DATASET_META} and {out / 'prepare_summary.json'}")
     return summary
 
 
