@@ -137,3 +137,16 @@ def test_image_io_writes_nothing():
     assert not g["audet.data.images"] & {"audet.data.listfile", "audet.utils.io", "audet.data.folds"}
     assert not hasattr(images, "make_toy_prepared")
     assert "audet.data.listfile" in g["audet.data.toy"]
+
+
+def test_tests_never_skip_on_an_audet_import_error():
+    """An import error in audet must fail, not turn into a skip (issue 8)."""
+    tests = Path(__file__).resolve().parent
+    bad = []
+    for p in sorted(tests.glob("*.py")):
+        for node in ast.walk(ast.parse(p.read_text())):
+            if (isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) == "importorskip"
+                    and node.args and isinstance(node.args[0], ast.Constant)
+                    and str(node.args[0].value).split(".")[0] == "audet"):  # fmt: skip
+                bad.append(f"{p.name}:{node.lineno}")
+    assert not bad, f"importorskip on audet modules: {bad}"
