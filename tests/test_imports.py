@@ -145,7 +145,9 @@ def test_tests_never_skip_on_an_audet_import_error():
     bad = []
     for p in sorted(tests.glob("*.py")):
         for node in ast.walk(ast.parse(p.read_text())):
-            if (isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) == "importorskip"
+            name = getattr(node, "func", None)
+            name = getattr(name, "attr", getattr(name, "id", ""))
+            if (isinstance(node, ast.Call) and name == "importorskip"
                     and node.args and isinstance(node.args[0], ast.Constant)
                     and str(node.args[0].value).split(".")[0] == "audet"):  # fmt: skip
                 bad.append(f"{p.name}:{node.lineno}")

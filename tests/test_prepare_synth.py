@@ -5,7 +5,6 @@ import argparse
 import json
 
 import numpy as np
-import pytest
 
 from audet.commands import prepare as prepare_cmd
 from audet.commands import synth as synth_cmd

@@ -2,8 +2,8 @@
 
 Frames are decoded with OpenCV (faster than PIL for JPEG here) and returned as RGB ``uint8``
 ``(H, W, 3)`` arrays; OpenCV applies a JPEG's EXIF orientation tag (tests/test_images.py), so
-Pillow is not needed for it (docs/dependencies.md). An unreadable or corrupt file raises :class:`ImageReadError` naming the path
-instead of handing a ``None`` to the transforms.
+Pillow is not needed for it (docs/dependencies.md). An unreadable or corrupt file raises
+:class:`ImageReadError` naming the path instead of handing a ``None`` to the transforms.
 """
 from __future__ import annotations
 
