@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from audet.data.listfile import read_list
+from audet.data.meta import read_dataset_meta
 from audet.data.prepare import fake, prepare_dataset
 from audet.data.prepare.types import LayoutError
 from audet.facs import KEEP_68_TO_49, to_49
@@ -31,7 +32,10 @@ def _skips(out: Path) -> dict[str, str]:
 
 
 def _info(out: Path) -> dict:
-    return json.loads((out / "dataset.json").read_text())
+    """dataset.json as written, checked to pass audet's one reader (audet.data.meta)."""
+    info = json.loads((out / "dataset.json").read_text())
+    assert read_dataset_meta(out) == info
+    return info
 
 
 # ---------------------------------------------------------------------------------------------
