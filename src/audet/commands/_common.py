@@ -92,12 +92,12 @@ def add_aus(p: argparse.ArgumentParser, help: str) -> None:
 
 def add_num_workers(p: argparse.ArgumentParser, default: int, help: str) -> None:
     p.add_argument("--num-workers", type=nonnegative_int, default=default, metavar="N",
-                   help=f"{help} (default: {default})")
+                   help=f"{help} (default: {default}; formerly --workers)")
     deprecated_alias(p, "--workers", "--num-workers", "num_workers", type=nonnegative_int, metavar="N")
 
 
 def add_quiet(p: argparse.ArgumentParser, help: str = "no progress bar") -> None:
-    p.add_argument("--quiet", action="store_true", help=help)
+    p.add_argument("--quiet", action="store_true", help=f"{help} (formerly --no-progress)")
     deprecated_alias(p, "--no-progress", "--quiet", "quiet", flag=True)
 
 
