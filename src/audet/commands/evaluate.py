@@ -58,8 +58,8 @@ def run(args) -> int:
     from audet.metrics import to_markdown
 
     aus = parse_aus(args.aus)
-    meta = check_prepared(args.data, "--data")  # before the checkpoint: the cheaper check first
     check_checkpoint(args.checkpoint)
+    meta = check_prepared(args.data, "--data")
     prefix = args.prefix
     if not prefix:
         prefix = _test_prefix(meta, args.data)
