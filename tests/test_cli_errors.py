@@ -293,3 +293,10 @@ def test_commands_import_no_other_command_or_cli():
             for n in names:
                 assert n != "audet.cli" and not (n.startswith("audet.commands.") and n != "audet.commands._common"
                                                  and not n.startswith("audet.commands._common.")), (path.name, n)
+
+
+def test_demo_checks_its_config_before_synthesising(tmp_path, capsys):
+    user_error(capsys, "demo", "--out", tmp_path / "demo", "trainer.max_epochs=1.7",
+               expect="trainer.max_epochs=1.7 (from command-line override)")
+    user_error(capsys, "demo", "--out", tmp_path / "demo", "--preset", "nosuch", expect="unknown preset 'nosuch'")
+    assert not (tmp_path / "demo").exists()

@@ -39,7 +39,7 @@ def _test_prefix(meta: dict, data: str) -> str:
                      "pass --prefix (a name from DIR/list/<prefix>_path.txt)")
 
 
-def _check_prefix(data: str, prefix: str, meta: dict) -> None:
+def _check_prefix(data: str, prefix: str) -> None:
     from pathlib import Path
 
     from audet.commands._common import UsageError
@@ -64,7 +64,7 @@ def run(args) -> int:
     if not prefix:
         prefix = _test_prefix(meta, args.data)
         print(f"--prefix not given: using the test prefix of fold 0, {prefix}")
-    _check_prefix(args.data, prefix, meta)
+    _check_prefix(args.data, prefix)
     ckpt = Path(args.checkpoint)
     out = args.out or str(ckpt.with_suffix("").with_name(f"{ckpt.with_suffix('').name}_eval_{Path(args.data).name}_{prefix}"))
     res = evaluate(ckpt, args.data, prefix, aus=aus, batch_size=args.batch_size,
