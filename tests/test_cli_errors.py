@@ -279,6 +279,7 @@ def test_one_spelling_per_option_and_old_ones_still_work(data, tmp_path, capsys)
     rc, out, err = cli(capsys, "complexity", "resnet_tiny", "--batch", "2", "--aus", "1,2,4", "--json")
     assert rc == 0 and '"num_aus": 3' in out and "--batch is deprecated; use --batch-size" in err
     user_error(capsys, "evaluate", "x.safetensors", "--data", data, "--aus", "1,x", expect="--aus '1,x'")
+    user_error(capsys, "evaluate", "x.safetensors", "--data", data, "--aus", "1", "2", expect="ONE comma-separated")
 
 
 def test_commands_import_no_other_command_or_cli():

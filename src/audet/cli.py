@@ -78,11 +78,17 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
     except SystemExit as exc:  # a usage error was printed in one line: return its status (--help exits 0)
         if exc.code in (0, None):
             raise
         return int(exc.code) if isinstance(exc.code, int) else 2
+    if extra:
+        cmd = f"audet {args.command}" if getattr(args, "command", None) else "audet"
+        hint = " (a list option takes ONE comma-separated value, e.g. --aus 1,2,4)" if any(
+            a.replace(",", "").isdigit() for a in extra) else ""
+        print(f"{cmd}: error: unrecognized arguments: {' '.join(extra)}{hint}; see `{cmd} --help`", file=sys.stderr)
+        return 2
     if not getattr(args, "_run", None):
         parser.print_help()
         return 0

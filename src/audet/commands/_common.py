@@ -86,7 +86,7 @@ def deprecated_alias(p: argparse.ArgumentParser, old: str, new: str, dest: str, 
 
 
 def add_aus(p: argparse.ArgumentParser, help: str) -> None:
-    p.add_argument("--aus", metavar="LIST", default=None, nargs="+",
+    p.add_argument("--aus", metavar="LIST", default=None,
                    help=help + ": a comma list of AU numbers (1,2,4) or a dataset name (BP4D, DISFA, ...)")
 
 

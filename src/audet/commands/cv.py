@@ -18,8 +18,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="dotted config overrides (optional), e.g. data.root=DIR")
     p.add_argument("--out", help="base run directory (= output.dir; folds go to OUT/fold<k>)")
-    p.add_argument("--folds", metavar="LIST", nargs="+",
-                   help="only these folds, a comma list of 0-based numbers (e.g. --folds 0,2)")
+    p.add_argument("--folds", metavar="K", nargs="+",
+                   help="only these folds: 0-based numbers, e.g. --folds 0,2 (or --folds 0 2)")
 
 
 def run(args) -> int:
