@@ -301,3 +301,9 @@ def test_demo_checks_its_config_before_synthesising(tmp_path, capsys):
                expect="trainer.max_epochs=1.7 (from command-line override)")
     user_error(capsys, "demo", "--out", tmp_path / "demo", "--preset", "nosuch", expect="unknown preset 'nosuch'")
     assert not (tmp_path / "demo").exists()
+
+
+def test_a_run_folder_given_as_checkpoint_points_to_the_file_in_it(tmp_path, data, capsys):
+    _tiny_checkpoint(tmp_path / "run" / "best.safetensors")
+    user_error(capsys, "evaluate", tmp_path / "run", "--data", data,
+               expect=f"is a folder; give a checkpoint file in it, e.g. {tmp_path / 'run' / 'best.safetensors'}")

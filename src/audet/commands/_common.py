@@ -155,6 +155,11 @@ def check_checkpoint(path: str | Path, what: str = "CHECKPOINT") -> dict:
     from audet.engine.checkpoint import read_checkpoint_meta, read_state_dict
 
     p = Path(path)
+    if p.is_dir():
+        inside = sorted(q.name for q in p.glob("*.safetensors"))
+        raise UsageError(f"{what} {p} is a folder; give a checkpoint file"
+                         + (f" in it, e.g. {p / ('best.safetensors' if 'best.safetensors' in inside else inside[0])}"
+                            if inside else " (a run's best.safetensors)"))
     if not p.exists() and not p.with_suffix(".safetensors").exists() and not Path(f"{p}.safetensors").exists():
         raise FileNotFoundError(f"{what} {path}: no such file; give the best.safetensors of a training run")
     meta = read_checkpoint_meta(path)
