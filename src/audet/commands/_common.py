@@ -192,9 +192,9 @@ def check_data_root(cfg: dict, args) -> dict:
         where = "the command line" if key in given else f"{config_path(args.config).name}"
         if value is None:
             if key == "data.root":
+                cmd = getattr(args, "command", None) or "train"
                 raise UsageError(f"data.root is not set (in {where}); give the prepared directory, e.g. "
-                                 f"`audet {args.command} {args.config} data.root=DIR` (DIR from `audet prepare` "
-                                 "or `audet demo`)")
+                                 f"`audet {cmd} {args.config} data.root=DIR` (DIR from `audet prepare` or `audet demo`)")
             continue
         m = check_prepared(value, f"{key}={value} (from {where})")
         if key == "data.root":

@@ -519,7 +519,7 @@ _LIMIT = _either(_int(lo=0), _num(lo=0, hi=1), _choice(None),
 
 #: Declared type and range of every key of :data:`DEFAULTS` (free-form keys: only their kind).
 SCHEMA: dict[str, Any] = {
-    "name": _text(), "seed": _int(0, 2**32 - 1), "recipe": _text(none=False),
+    "name": _text(), "seed": _int(0, 2**32 - 1, none=True), "recipe": _text(none=False),
     "model.name": _text(none=False), "model.args": _mapping(), "model.init_from": _text(),
     "model.init_strict_trunk": _bool(),
     "data.dataset": _text(), "data.root": _text(), "data.fold": _int(lo=0, none=True),
