@@ -71,9 +71,14 @@ def run(args) -> int:
                    num_workers=args.num_workers, device=args.device, out=out)
     print(to_markdown(res["table"]), end="")
     print(f"{res['n']} frames; AUs evaluated: {' '.join(f'AU{a}' for a in res['aus'])}")
-    if res["skipped_checkpoint_aus"]:
-        print("checkpoint AUs not in the data: " + " ".join(f"AU{a}" for a in res["skipped_checkpoint_aus"]))
-    if res["skipped_data_aus"]:
-        print("data AUs the checkpoint does not predict: " + " ".join(f"AU{a}" for a in res["skipped_data_aus"]))
+    if aus:  # the skipped lists then also hold the AUs --aus left out: say so instead of blaming the data
+        left = sorted(set(res["skipped_checkpoint_aus"]) | set(res["skipped_data_aus"]))
+        if left:
+            print("not evaluated (left out by --aus or not in both): " + " ".join(f"AU{a}" for a in left))
+    else:
+        if res["skipped_checkpoint_aus"]:
+            print("checkpoint AUs not in the data: " + " ".join(f"AU{a}" for a in res["skipped_checkpoint_aus"]))
+        if res["skipped_data_aus"]:
+            print("data AUs the checkpoint does not predict: " + " ".join(f"AU{a}" for a in res["skipped_data_aus"]))
     print(f"wrote {out}.md and {out}.csv")
     return 0
