@@ -46,7 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="BP4D, DISFA, GFT, BP4D+ or Aff-Wild2 (case-insensitive)")  # fmt: skip
     from audet.commands._common import add_aus, add_num_workers, add_quiet, deprecated_alias
 
-    p.add_argument("--raw", required=True, metavar="DIR", help="the raw release folder")
+    p.add_argument("--raw", metavar="DIR", help="the raw release folder (required)")
     deprecated_alias(p, "--root", "--raw", "raw", metavar="DIR")
     p.add_argument("--out", required=True, metavar="DIR",
                    help="output folder (created): the prepared directory that --data / data.root take")
@@ -101,10 +101,12 @@ def _check_out(out: str, image_format: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from audet.commands._common import parse_aus
+    from audet.commands._common import UsageError, parse_aus
     from audet.data.prepare import prepare_dataset
     from audet.utils.log import console_logging
 
+    if not args.raw:  # not argparse's required=: the deprecated --root alias fills the same field
+        raise UsageError("--raw DIR is required: the folder of the raw release (see `audet prepare --help`)")
     aus = parse_aus(args.aus)  # a missing --raw folder is reported by prepare_dataset with its layout
     _check_out(args.out, args.image_format)
     with console_logging():
