@@ -127,3 +127,22 @@ def test_changed_input_or_corrupt_manifest_is_redone(release, tmp_path, log):
     prepare_dataset("BP4D", raw, out, progress=False, force=True)
     assert "already done" not in log.text
     assert _tree(out) == new
+
+
+def _sigint_handler_after_init(_):
+    import signal
+
+    from audet.data.prepare.worker import _init_worker
+    from audet.data.prepare.types import PrepareOptions
+    from dataclasses import asdict
+
+    _init_worker(asdict(PrepareOptions(dataset="BP4D", root=".", out=".")))
+    return signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+
+
+def test_pool_workers_ignore_ctrl_c():
+    """Ctrl-C goes to the whole process group: only the main process may stop the preparation."""
+    import multiprocessing as mp
+
+    with mp.get_context("spawn").Pool(1) as pool:
+        assert pool.map(_sigint_handler_after_init, [0]) == [True]

@@ -32,7 +32,14 @@ _STATE: dict[str, Any] = {}
 
 
 def _init_worker(opts_dict: dict) -> None:
+    """Pool initializer. Workers ignore SIGINT: Ctrl-C reaches the whole process group, and the
+    main process alone stops the run (leaving the pool terminates it), so an interrupted
+    ``audet prepare`` ends with one line instead of a BrokenPipe traceback per worker."""
+    import signal
+
     import cv2
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     cv2.setNumThreads(1)
     _STATE.clear()
