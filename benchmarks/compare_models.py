@@ -6,7 +6,7 @@ Used for the AC2D ablation on the synthetic benchmark (AC2D Table 7: B-Net < A^v
 and for the calibration of the synthetic data (a plain ResNet against the per-AU prior):
 
     audet synth --preset default --out runs/synth_default/raw
-    audet prepare BP4D --root runs/synth_default/raw --out runs/synth_default/prepared
+    audet prepare BP4D --raw runs/synth_default/raw --out runs/synth_default/prepared
     python benchmarks/compare_models.py --data runs/synth_default/prepared --out runs/ablation \\
         --config ac2d_synth_quick --models ac2d_bnet ac2d_av ac2d -- trainer.max_epochs=4
 
