@@ -39,6 +39,8 @@ __all__ = [
     "parse_overrides",
     "validate_config",
     "SCHEMA",
+    "check_stages",
+    "STAGE_KEYS",
     "config_path",
     "packaged_configs",
     "dump_config",
@@ -74,7 +76,11 @@ DEFAULTS: dict[str, Any] = {
         "clip": None,  # temporal models: e.g. {"offsets": [-10, 0, 10]}
         "eval_batch_size": None,  # default: batch_size
     },
+    "stages": None,  # a list of training stages (see STAGE_KEYS, docs/training.md); None = one stage
     "optim": {
+        "name": "adamw",  # adamw | adam | sgd
+        "momentum": 0.9,  # sgd only
+        "nesterov": True,  # sgd only (Nesterov momentum)
         "lr": 2.0e-3,  # base learning rate per 256 samples (paper: 2e-3; published code: 4e-3)
         "scale_lr": True,  # lr = optim.lr * global_batch / 256
         "weight_decay": 0.05,
@@ -119,8 +125,67 @@ DEFAULTS: dict[str, Any] = {
     },
 }
 
-#: Keys below which anything goes (their content is checked elsewhere).
-FREE_FORM = {"model.args", "recipes", "data.clip"}
+#: Keys below which anything goes (their content is checked elsewhere: stages by check_stages).
+FREE_FORM = {"model.args", "recipes", "data.clip", "stages"}
+
+#: The keys a stage of ``stages`` may set, with their defaults.
+STAGE_KEYS: dict[str, Any] = {
+    "name": None,  # required, unique; the stage's run subdirectory is stages/<index>_<name>
+    "epochs": None,  # required (>= 1)
+    "optim": {},  # overrides of the ``optim`` section (name, lr, weight_decay, schedule, ...)
+    "trainable": None,  # fnmatch patterns over parameter names; default: every parameter not frozen
+    "frozen": [],  # patterns: requires_grad False, sub-modules kept in eval mode, not optimised
+    "collect_only": False,  # no training step: only the model's data pass over the training set
+    "init": "previous",  # previous (the last weights of the previous stage) | none (as built) | PATH
+    "gradient_clip_val": "inherit",  # default: trainer.gradient_clip_val
+}
+
+
+def check_stages(stages: Any, source: str = "config") -> list[dict]:
+    """Validate ``stages`` and fill each stage's defaults; raise :class:`ConfigError` naming the problem."""
+    if stages is None:
+        return []
+    if not isinstance(stages, list) or not stages:
+        raise ConfigError(f"{source}: 'stages' must be a non-empty list of stage mappings (or absent)")
+    out, names = [], set()
+    optim_keys = set(DEFAULTS["optim"])
+    for i, st in enumerate(stages):
+        if not isinstance(st, Mapping):
+            raise ConfigError(f"{source}: stage {i} must be a mapping with name, epochs, optim, ...; got {st!r}")
+        unknown = sorted(set(st) - set(STAGE_KEYS))
+        if unknown:
+            raise ConfigError(f"{source}: stage {i} has unknown key(s) {unknown}; a stage may set {', '.join(STAGE_KEYS)}")
+        full = {**copy.deepcopy(STAGE_KEYS), **copy.deepcopy(dict(st))}
+        name = full["name"]
+        if not isinstance(name, str) or not name or not name.replace("_", "").replace("-", "").isalnum():
+            raise ConfigError(f"{source}: stage {i} needs a name of letters, digits, '-' or '_' (got {name!r})")
+        if name in names:
+            raise ConfigError(f"{source}: stage name {name!r} is used twice")
+        names.add(name)
+        if full["epochs"] is None and full["collect_only"]:
+            full["epochs"] = 1
+        if not isinstance(full["epochs"], int) or full["epochs"] < 1:
+            raise ConfigError(f"{source}: stage {name!r} needs epochs >= 1 (got {full['epochs']!r})")
+        if not isinstance(full["optim"], Mapping):
+            raise ConfigError(f"{source}: stage {name!r}: optim must be a mapping of optim keys")
+        bad = sorted(set(full["optim"]) - optim_keys)
+        if bad:
+            raise ConfigError(f"{source}: stage {name!r}: unknown optim key(s) {bad} (known: {', '.join(sorted(optim_keys))})")
+        oname = str(full["optim"].get("name", "adamw")).lower()
+        if oname not in ("adamw", "adam", "sgd"):
+            raise ConfigError(f"{source}: stage {name!r}: optim.name={oname!r}; choose adamw, adam or sgd")
+        for key in ("trainable", "frozen"):
+            v = full[key]
+            if v is not None and (not isinstance(v, list) or not all(isinstance(p, str) for p in v)):
+                raise ConfigError(f"{source}: stage {name!r}: {key} must be a list of fnmatch patterns (e.g. ['vae.*'])")
+        if not isinstance(full["collect_only"], bool):
+            raise ConfigError(f"{source}: stage {name!r}: collect_only must be true or false")
+        if not isinstance(full["init"], str) or not full["init"]:
+            raise ConfigError(f"{source}: stage {name!r}: init must be 'previous', 'none' or a checkpoint path")
+        if i == 0 and full["init"] == "previous":
+            full["init"] = "none"
+        out.append(full)
+    return out
 
 
 class ConfigError(ValueError):
@@ -531,7 +596,8 @@ SCHEMA: dict[str, Any] = {
     "optim.lr": _num(lo=0, lo_open=True), "optim.scale_lr": _bool(), "optim.weight_decay": _num(lo=0),
     "optim.betas": _betas, "optim.eps": _num(lo=0, lo_open=True), "optim.warmup_epochs": _num(lo=0),
     "optim.warmup_start_factor": _num(0, 1), "optim.min_lr": _num(lo=0),
-    "optim.schedule": _choice("cosine", "constant"), "optim.no_decay_keywords": _str_list,
+    "optim.schedule": _choice("cosine", "constant"), "optim.name": _choice("adamw", "adam", "sgd"),
+    "optim.momentum": _num(0, 1, hi_open=True), "optim.nesterov": _bool(), "optim.no_decay_keywords": _str_list,
     "trainer.max_epochs": _int(lo=1), "trainer.gradient_clip_val": _num(lo=0, none=True),
     "trainer.gradient_clip_algorithm": _choice("norm", "value"), "trainer.precision": _choice(*_PRECISIONS),
     "trainer.accelerator": _text(none=False),
@@ -606,6 +672,7 @@ def _check_values(cfg: dict, source: str, sources: Mapping[str, str] | None = No
             raise ConfigError(
                 f"{key}={_plain_text(value)!s} (from {where}) must be {bad}{_example(key, check)}; {fix}"
             ) from None
+    check_stages(cfg.get("stages"), _source_of(sources, "stages", source))
 
 
 def dump_config(cfg: Mapping) -> str:
