@@ -614,6 +614,15 @@ SCHEMA: dict[str, Any] = {
 }
 
 
+def _stages(v):  # the shape only; check_stages validates each stage and names the problem
+    if v is None or (isinstance(v, list) and v):
+        return v
+    raise _Bad("null or a non-empty list of stages (name, epochs, optim, ...; docs/training.md)")
+
+
+SCHEMA["stages"] = _stages
+
+
 def _device_list(v):  # trainer.devices may be a list of ids, e.g. [0, 1]
     if isinstance(v, (list, tuple)) and v and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in v):
         return list(v)
