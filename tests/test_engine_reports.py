@@ -83,9 +83,6 @@ def test_cross_validate_averages_finished_folds_without_training(tmp_path):
     assert cross_validate(cfg, folds=[1], verbose=False)["mean"]["per_au"] == pytest.approx({1: .25, 2: .75, 4: .5})
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError,
-                   reason="engine bug (issue 8, engine/ owner): results.json stores a NaN F1 (an AU without "
-                          "test positives) as null and f1_table(float(None)) fails when cv reads the fold back")
 def test_cross_validate_fold_with_an_au_without_f1(tmp_path):
     cfg = _config(tmp_path)
     folds = {0: {1: 0.5, 2: 0.25, 4: 0.75}, 1: {1: 0.25, 2: 0.75, 4: float("nan")}}
