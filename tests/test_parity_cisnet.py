@@ -81,3 +81,28 @@ def test_eval_without_intervention_is_the_authors_test_phase(golden):
     with torch.no_grad():
         out = torch.sigmoid(m.forward_head(m.projector(io["input"])))
     assert maxdiff(out, io["output_no_subject"]) < ATOL
+
+
+TSV = SHARED / "reference" / "original-checkpoints" / "cis_resnet34_12au.tsv"
+
+
+@pytest.mark.skipif(not TSV.is_file(), reason=f"{TSV} not found")
+def test_resnet34_layout_matches_the_authors_state_dict():
+    """Every row of the authors' ResNet-34 CISNet state_dict (name, shape, order) maps onto ours."""
+    import json
+
+    from audet.models import create_model
+    from audet.models.base import DataInfo
+    from audet.models.convert.cisnet import to_authors_checkpoint
+
+    rows = [line.split("\t") for line in TSV.read_text().splitlines() if line and not line.startswith("#")][1:]
+    m = create_model("cisnet_r34", aus=[1, 2, 4, 6, 7, 10, 12, 14, 15, 17, 23, 24],
+                     data=DataInfo(aus=list(range(12)), subjects=[f"S{i}" for i in range(27)]))
+    sd = to_authors_checkpoint(m)["model"]
+    names = [r[0] for r in rows]
+    assert set(names) == set(sd) and len(names) == len(sd)
+    # same order, except that the authors declare kmap before qmap (we load by name, not position)
+    other = lambda ns: [n for n in ns if not n.startswith("subject_attention.")]  # noqa: E731
+    assert other(names) == other(sd)
+    assert all(tuple(json.loads(r[1])) == tuple(sd[r[0]].shape) for r in rows)
+    assert sum(int(r[2]) for r in rows if r[3] == "parameter") == sum(p.numel() for p in m.parameters()) == 22_368_908

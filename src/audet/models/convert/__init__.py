@@ -13,7 +13,8 @@ def _ac2d(src, aus=None, **kw):
     return convert_ac2d(src, aus, **kw)
 
 
-def _cisnet(src, aus=None, **kw):
+def _cisnet(src, aus=None, *, confounder_scale=None, prototype=None, **kw):
+    # confounder_scale / prototype are AC2D options the CLI passes to every converter
     from audet.models.convert.cisnet import convert_cisnet
 
     return convert_cisnet(src, aus, **kw)
