@@ -437,3 +437,24 @@ def test_converter_refuses_unsafe_pickles(tmp_path):
     torch.save({"model": {"final.2.weight": torch.zeros(4, 64)}, "extra": _Payload()}, p)
     with pytest.raises(ConversionError, match="weights_only=True"):
         convert_cisnet(p, AUS)
+
+
+def test_optional_imagenet_encoder_part(tmp_path):
+    """The published code initialises the encoder from torchvision ImageNet weights: an optional,
+    trainable pretrained part read from a torchvision state_dict file (names remapped)."""
+    import torchvision
+
+    from audet.models.base import load_pretrained_parts
+
+    tv = torchvision.models.resnet18(weights=None)
+    torch.save(tv.state_dict(), tmp_path / "resnet18.pth")
+    subs = DataInfo(aus=AUS, subjects=["A", "B"])
+    m = create_model("cisnet_r18", aus=AUS, data=subs)
+    assert load_pretrained_parts(m) == {"encoder": "absent"}  # not required: trains from scratch
+    m = create_model("cisnet_r18", aus=AUS, data=subs, encoder_weights=str(tmp_path / "resnet18.pth"))
+    assert load_pretrained_parts(m)["encoder"].startswith("file ")
+    assert torch.equal(m.encoder[0].weight, tv.conv1.weight) and torch.equal(m.encoder[7][1].bn2.bias, tv.layer4[1].bn2.bias)
+    assert all(p.requires_grad for p in m.encoder.parameters())
+    bad = create_model("cisnet_r34", aus=AUS, data=subs, encoder_weights=str(tmp_path / "resnet18.pth"))
+    with pytest.raises(ValueError, match="not a torchvision ResNet of this depth"):
+        load_pretrained_parts(bad)

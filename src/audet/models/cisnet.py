@@ -68,12 +68,12 @@ import torch
 import torchvision
 from torch import nn
 
-from audet.models.base import AUModel, DataInfo, LossContext, ModelOutput
+from audet.models.base import AUModel, DataInfo, LossContext, ModelOutput, PretrainedPart
 from audet.models.layers.causal_subject import SubjectCausalIntervention
 from audet.models.registry import register_model
 
 __all__ = ["CISNet", "BACKBONES", "LOSSES", "DICTIONARY_SOURCES", "INPUT_CONVENTIONS", "RECIPE", "subject_rows_from_data",
-           "torchvision_encoder"]
+           "torchvision_encoder", "load_torchvision_resnet"]
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +119,42 @@ def _tiny_encoder(width: int = 16, layers: Sequence[int] = (1, 1, 1, 1), **_) ->
 
 
 BACKBONES["resnet_tiny"] = (_tiny_encoder, "audet resnet_tiny trunk (torchvision BasicBlocks)")
+
+#: where the published code's encoder initialisation comes from (torchvision ImageNet weights)
+IMAGENET_FILES = {
+    "resnet18": "resnet18-f37072fd.pth", "resnet34": "resnet34-b627a593.pth", "resnet50": "resnet50-0676ba61.pth",
+}
+
+
+def load_torchvision_resnet(encoder: nn.Module, path: str) -> None:
+    """Read a torchvision ResNet state_dict file (``.pth`` via ``torch.load(weights_only=True)`` or
+    ``.safetensors``; names ``conv1``/``bn1``/``layerN``, ``fc`` ignored) into the encoder
+    (``conv1 -> 0``, ``bn1 -> 1``, ``layerN -> N+3``, the authors' remapping). Strict."""
+    import re
+
+    if str(path).endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        sd = load_file(str(path))
+    else:
+        try:
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ValueError(f"{path}: not readable with torch.load(weights_only=True): {exc}") from None
+    if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
+        sd = sd["state_dict"]
+    out = {}
+    for k, v in sd.items():
+        k = k[len("module."):] if k.startswith("module.") else k
+        if k.startswith("fc."):
+            continue
+        k = re.sub(r"^conv1\.", "0.", k)
+        k = re.sub(r"^bn1\.", "1.", k)
+        k = re.sub(r"^layer([1-4])\.", lambda m: f"{int(m.group(1)) + 3}.", k)
+        out[k] = v
+    missing, unexpected = encoder.load_state_dict(out, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{path}: not a torchvision ResNet of this depth (missing {missing[:4]}, unexpected {unexpected[:4]})")
 
 
 def subject_rows_from_data(data: DataInfo | dict | None, what: str = "CISNet") -> tuple[list[int], list[str]]:
@@ -167,6 +203,7 @@ class CISNet(AUModel):
         dictionary: str = "pass",
         eval_intervention: bool = True,
         input_convention: str = "rgb_norm",
+        encoder_weights: str | None = None,
         preprocess: dict | None = None,
     ):
         if num_aus is None:
@@ -183,7 +220,7 @@ class CISNet(AUModel):
             num_aus=self.num_aus, aus=list(self.aus) if self.aus else None, backbone=backbone,
             backbone_args=dict(backbone_args or {}), cis=bool(cis), d_in=int(d_in), d_m=int(d_m), hidden=int(hidden),
             img_size=int(img_size), loss=loss, dictionary=dictionary, eval_intervention=bool(eval_intervention),
-            input_convention=input_convention, preprocess=preprocess,
+            input_convention=input_convention, encoder_weights=encoder_weights, preprocess=preprocess,
         )
         self.backbone = backbone
         self.loss = loss
@@ -341,6 +378,24 @@ class CISNet(AUModel):
     def on_train_epoch_end(self, epoch: int) -> None:
         if self.cis is not None and self.dictionary == "train_steps" and not self._in_pass and self.cis.accumulated:
             self.cis.finalize()
+
+    def pretrained_parts(self) -> dict[str, PretrainedPart]:
+        """Optional ImageNet initialisation of a torchvision encoder (the published code starts
+        from ImageNet ResNet weights; the paper does not say). Not required: without
+        ``encoder_weights=PATH`` the encoder trains from scratch. Trainable, stored in checkpoints."""
+        if self.backbone not in IMAGENET_FILES:
+            return {}
+        return {"encoder": PretrainedPart(
+            module="encoder",
+            description=f"ImageNet {self.backbone} weights (torchvision)",
+            source=f"torchvision's {self.backbone} IMAGENET1K_V1 weights ({IMAGENET_FILES[self.backbone]}, "
+                   "download.pytorch.org/models/)",
+            option="encoder_weights",
+            loader=load_torchvision_resnet,
+            frozen=False,
+            store_in_checkpoint=True,
+            required=False,
+        )}
 
     # ------------------------------------------------------------------------------------------
     # transfer and complexity
