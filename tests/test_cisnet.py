@@ -458,3 +458,16 @@ def test_optional_imagenet_encoder_part(tmp_path):
     bad = create_model("cisnet_r34", aus=AUS, data=subs, encoder_weights=str(tmp_path / "resnet18.pth"))
     with pytest.raises(ValueError, match="not a torchvision ResNet of this depth"):
         load_pretrained_parts(bad)
+
+
+def test_resnet34_flops_match_the_authors_model():
+    """FlopCounterMode counts of the authors' model (cis_resnet34_12au.tsv header): 9,578,326,016
+    with a 27-subject dictionary (the empty dictionary is restored afterwards)."""
+    from audet.complexity import count_flops
+
+    m = create_model("cisnet_r34", num_aus=12, data=DataInfo(aus=list(range(12)), subjects=[f"S{i}" for i in range(27)]))
+    assert count_flops(m.eval(), 256)["flops"] == 9_578_326_016  # flop_count_context fills the dictionary
+    m.cis.clear()  # the authors' path without subject_infos
+    with torch.no_grad():
+        f = m.forward_features(torch.zeros(1, 3, 256, 256))
+    assert f.shape == (1, 512) and not m.cis.valid
