@@ -467,7 +467,4 @@ def test_resnet34_flops_match_the_authors_model():
 
     m = create_model("cisnet_r34", num_aus=12, data=DataInfo(aus=list(range(12)), subjects=[f"S{i}" for i in range(27)]))
     assert count_flops(m.eval(), 256)["flops"] == 9_578_326_016  # flop_count_context fills the dictionary
-    m.cis.clear()  # the authors' path without subject_infos
-    with torch.no_grad():
-        f = m.forward_features(torch.zeros(1, 3, 256, 256))
-    assert f.shape == (1, 512) and not m.cis.valid
+    assert not m.cis.valid
