@@ -468,3 +468,36 @@ def test_resnet34_flops_match_the_authors_model():
     m = create_model("cisnet_r34", num_aus=12, data=DataInfo(aus=list(range(12)), subjects=[f"S{i}" for i in range(27)]))
     assert count_flops(m.eval(), 256)["flops"] == 9_578_326_016  # flop_count_context fills the dictionary
     assert not m.cis.valid
+
+
+def test_forward_logits_exports_to_onnx_with_the_dictionary():
+    """The logits-only path (with a partly filled dictionary: one subject masked) traces to ONNX and
+    onnxruntime gives the same logits."""
+    import io
+
+    import onnxruntime as ort
+
+    m = tiny()
+    m.eval()
+    with torch.no_grad():
+        m.data_pass_end([m.data_pass_step(b) for b in batches(2, B=2)])  # subjects 0 and 2 only
+    assert m.cis.dict_present.tolist() == [True, True, False]
+
+    class Logits(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, x):
+            return self.model.forward_logits(x)
+
+    x = torch.randn(2, 3, 32, 32)
+    buf = io.BytesIO()
+    import warnings
+
+    with warnings.catch_warnings():  # the dictionary's valid flag is a trace-time constant
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        torch.onnx.export(Logits(m).eval(), (x,), buf, input_names=["x"], output_names=["y"], dynamo=False)
+    y = ort.InferenceSession(buf.getvalue()).run(None, {"x": x.numpy()})[0]
+    with torch.no_grad():
+        assert abs(y - m.forward_logits(x).numpy()).max() < 1e-5
