@@ -475,7 +475,7 @@ def _factory(backbone: str, cis: bool, extra: dict | None = None):
 
 for _name, (_bb, _cis, _variant, _params) in _VARIANTS.items():
     register_model(_factory(_bb, _cis), name=_name, variant=_variant, table="Table 3", needs_subjects=_cis,
-                   params=_params, **_INFO)
+                   params=_params, small_config={"img_size": 64}, **_INFO)
 
 _TINY = dict(backbone_args={"width": 16, "layers": [1, 1, 1, 1]})
 register_model(
