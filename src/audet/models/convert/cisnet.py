@@ -210,6 +210,11 @@ def convert_cisnet(
         if V is not None:
             report["V_minus_PK_max_abs"] = float((V - P.reshape(-1, 1) * K).abs().max())
         report.update(dictionary=True, subjects=len(names))
+        report["summary"] = (f"subject dictionary: {len(names)} subjects (K_subject, V_subject, P_subject); rows named "
+                             f"{names[0]} ... {names[-1]}; input {input_convention}")
+    elif has_cis:
+        report["summary"] = ("no subject dictionary in the checkpoint (a bare epoch file): the model runs without CIS "
+                             "until a data pass fills it")
     model.eval()
     model.conversion_report = report
     return model
