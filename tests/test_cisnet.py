@@ -501,3 +501,13 @@ def test_forward_logits_exports_to_onnx_with_the_dictionary():
     y = ort.InferenceSession(buf.getvalue()).run(None, {"x": x.numpy()})[0]
     with torch.no_grad():
         assert abs(y - m.forward_logits(x).numpy()).max() < 1e-5
+
+
+def test_complexity_command_builds_subject_models_with_placeholder_subjects(capsys):
+    import json
+
+    from audet.cli import main
+
+    assert main(["complexity", "cisnet_tiny", "--aus", "1,2,4,12", "--subjects", "5", "--size", "32", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["model"] == "cisnet_tiny" and r["params"] == sum(p.numel() for p in tiny().parameters())

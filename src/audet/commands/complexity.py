@@ -12,6 +12,10 @@ FLOPs are counted with torch's FlopCounterMode in eval mode under the MATH atten
 examples:
   audet complexity ac2d --num-aus 12          # 3,625,196 params, 8.95 GFLOPs = 4.48 GMACs
   audet complexity ac2d_bnet --num-aus 8 --json
+  audet complexity cisnet_r34 --aus BP4D      # 22,368,908 params, 9.58 GFLOPs with 27 placeholder subjects
+
+Models built from the data's subject ids (registry info needs_subjects, e.g. CISNet's subject
+dictionary) get --subjects placeholder subjects (default 27, a BP4D training fold).
 """
 
 
@@ -21,6 +25,8 @@ def add_arguments(p) -> None:
     p.add_argument("--aus", default=None, help="dataset name (BP4D, DISFA, ...) or AU numbers '1,2,4'")
     p.add_argument("--size", type=int, default=None, help="input side in pixels (default: the model's crop size)")
     p.add_argument("--batch", type=int, default=1, help="batch size of the counted forward (default 1)")
+    p.add_argument("--subjects", type=int, default=27,
+                   help="placeholder training subjects for models that need subject ids (default 27)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -39,7 +45,7 @@ def run(args) -> int:
     from pathlib import Path
 
     from audet.complexity import complexity_report
-    from audet.models import create_model
+    from audet.models import create_model, model_info
 
     spec = args.model
     if spec.endswith((".safetensors", ".json")) or Path(spec).exists():
@@ -50,6 +56,11 @@ def run(args) -> int:
         aus = _aus(args.aus)
         num_aus = args.num_aus if args.num_aus is not None else (len(aus) if aus else 12)
         kw = {"aus": aus} if aus else {}
+        if model_info(spec).get("needs_subjects"):
+            from audet.models.base import DataInfo
+
+            kw["data"] = DataInfo(aus=aus or list(range(num_aus)),
+                                  subjects=[f"subject_{i:02d}" for i in range(max(1, args.subjects))])
         model = create_model(spec, num_aus=num_aus, **kw)
     r = complexity_report(model, args.size, args.batch)
     if args.json:
