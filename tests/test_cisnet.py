@@ -510,4 +510,4 @@ def test_complexity_command_builds_subject_models_with_placeholder_subjects(caps
 
     assert main(["complexity", "cisnet_tiny", "--aus", "1,2,4,12", "--subjects", "5", "--size", "32", "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
-    assert r["model"] == "cisnet_tiny" and r["params"] == sum(p.numel() for p in tiny().parameters())
+    assert r["model"] == "cisnet_tiny" and r["params"] == sum(p.numel() for p in create_model("cisnet_tiny", aus=AUS, data=data_info()).parameters())
