@@ -407,7 +407,7 @@ class CISNet(AUModel):
         own = self.state_dict()
         out = {k: v.clone() for k, v in own.items()}
         report = {"mapped_aus": {a: a for a in new_aus if a in old_idx}, "fresh_aus": [a for a in new_aus if a not in old_idx],
-                  "copied": [], "per_au": [], "kept": [], "reset": []}
+                  "dropped_aus": [int(a) for a in old_aus if int(a) not in new_aus], "copied": [], "per_au": [], "kept": [], "reset": []}
         for key, val in own.items():
             if key.startswith("cis.") and not key.startswith("cis.intervention."):
                 report["reset"].append(key)
