@@ -511,3 +511,17 @@ def test_complexity_command_builds_subject_models_with_placeholder_subjects(caps
     assert main(["complexity", "cisnet_tiny", "--aus", "1,2,4,12", "--subjects", "5", "--size", "32", "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
     assert r["model"] == "cisnet_tiny" and r["params"] == sum(p.numel() for p in create_model("cisnet_tiny", aus=AUS, data=data_info()).parameters())
+
+
+def test_converter_base_model_without_cis(tmp_path):
+    from audet.models.convert.cisnet import convert_cisnet, to_authors_checkpoint
+
+    m = randomize(create_model("cisnet_r18_base", aus=AUS)).eval()
+    ck = to_authors_checkpoint(m)
+    assert not any(k.startswith("subject_attention.") for k in ck["model"]) and "K_subject" not in ck
+    torch.save(ck["model"], tmp_path / "epoch15_model.pt")
+    c = convert_cisnet(tmp_path / "epoch15_model.pt", AUS, input_convention="rgb_norm")
+    assert c.model_name == "cisnet_r18_base" and c.cis is None
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(m.forward_logits(x), c.forward_logits(x))
