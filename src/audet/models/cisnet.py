@@ -250,8 +250,10 @@ class CISNet(AUModel):
 
     def _adapt_input(self, x: torch.Tensor) -> torch.Tensor:
         if self.input_convention == "bgr_unit":
-            # audet RGB, (v - 0.5)/0.5  ->  the authors' BGR / 255 in [0, 1]
-            x = (x * 0.5 + 0.5).flip(-3)
+            # audet RGB, (v - mean)/std (the model's preprocess)  ->  the authors' BGR / 255 in [0, 1]
+            mean = torch.as_tensor(self.preprocess["mean"], dtype=x.dtype, device=x.device).reshape(3, 1, 1)
+            std = torch.as_tensor(self.preprocess["std"], dtype=x.dtype, device=x.device).reshape(3, 1, 1)
+            x = (x * std + mean).flip(-3)
         return x
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
