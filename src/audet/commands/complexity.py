@@ -12,6 +12,10 @@ FLOPs are counted with torch's FlopCounterMode in eval mode under the MATH atten
 examples:
   audet complexity ac2d --num-aus 12          # 3,625,196 params, 8.95 GFLOPs = 4.48 GMACs
   audet complexity ac2d_bnet --num-aus 8 --json
+  audet complexity cisnet_r34 --aus BP4D      # 22,368,908 params, 9.58 GFLOPs with 27 placeholder subjects
+
+Models built from the data's subject ids (registry info needs_subjects, e.g. CISNet's subject
+dictionary) get --subjects placeholder subjects (default 27, a BP4D training fold).
 """
 
 
@@ -27,6 +31,8 @@ def add_arguments(p) -> None:
     p.add_argument("--batch-size", type=positive_int, default=1, metavar="N",
                    help="batch size of the counted forward (default 1)")
     deprecated_alias(p, "--batch", "--batch-size", "batch_size", type=positive_int)
+    p.add_argument("--subjects", type=positive_int, default=27, metavar="N",
+                   help="placeholder training subjects for models that need subject ids (default 27)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -36,7 +42,7 @@ def run(args) -> int:
 
     from audet.commands._common import UsageError, check_checkpoint, parse_aus
     from audet.complexity import complexity_report
-    from audet.models import create_model
+    from audet.models import create_model, model_info
 
     spec = args.model
     if spec.endswith((".safetensors", ".json", ".pth", ".pt", ".ckpt")) or Path(spec).exists():
@@ -50,6 +56,11 @@ def run(args) -> int:
             raise UsageError(f"--num-aus {args.num_aus} but --aus lists {len(aus)} AUs; give one of them")
         num_aus = args.num_aus if args.num_aus is not None else (len(aus) if aus else 12)
         kw = {"aus": aus} if aus else {}
+        if model_info(spec).get("needs_subjects"):
+            from audet.models.base import DataInfo
+
+            kw["data"] = DataInfo(aus=aus or list(range(num_aus)),
+                                  subjects=[f"subject_{i:02d}" for i in range(max(1, args.subjects))])
         model = create_model(spec, num_aus=num_aus, **kw)
     try:
         r = complexity_report(model, args.size, args.batch_size)

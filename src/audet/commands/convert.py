@@ -5,7 +5,8 @@ HELP = "convert an original (authors') checkpoint to an audet checkpoint"
 DESCRIPTION = """Convert an original checkpoint into an audet checkpoint (DST.safetensors + DST.json).
 
 METHOD picks the converter (ac2d: the net_<epoch>.pth files of github.com/ZhiwenShao/AC2D, either
-the {'model', 'K_data', 'V_data', 'P_data'} dict or a bare state_dict). Names are mapped by rule
+the {'model', 'K_data', 'V_data', 'P_data'} dict or a bare state_dict; cisnet: final_model.pt of
+github.com/chen-yingjie/CIS with its subject dictionary, or a bare epoch<N>_model.pt). Names are mapped by rule
 and every shape is checked; a checkpoint of another model or AU count is refused with the
 missing / unexpected / mis-shaped tensors named. Files are read with torch.load(weights_only=True);
 numpy arrays inside are allowed, nothing else is unpickled.
@@ -13,12 +14,13 @@ numpy arrays inside are allowed, nothing else is unpickled.
 examples:
   audet convert ac2d net_20.pth --out models/ac2d_bp4d_f3 --aus BP4D
   audet convert ac2d disfa/net_20.pth --out models/ac2d_disfa --aus DISFA
+  audet convert cisnet work_dir/1/final_model.pt --out models/cisnet_bp4d_f1 --aus BP4D
 """
 
 
 def add_arguments(p) -> None:
     # No import of audet.models here: building the parser must stay fast (it loads timm).
-    p.add_argument("method", help="which original implementation (ac2d)")
+    p.add_argument("method", help="which original implementation (ac2d, cisnet)")
     p.add_argument("src", help="the original checkpoint file")
     p.add_argument("--out", required=True, help="output path without suffix (writes .safetensors and .json)")
     from audet.commands._common import add_aus
@@ -93,7 +95,9 @@ def run(args) -> int:
     print(f"converted {args.src} -> {weights} (+ {meta.name})")
     print(f"model {model.model_name}: {model.num_aus} AUs {list(model.aus or [])}, {n:,} parameters, "
           f"{rep.get('tensors', '?')} tensors mapped")
-    if rep.get("prototypes"):
+    if rep.get("summary"):  # a converter's own one-line summary (e.g. cisnet's subject dictionary)
+        print(rep["summary"])
+    elif rep.get("prototypes"):
         print(f"sample prototypes: K_data, V_data (P_data = {rep.get('P_data')}, N = {rep.get('count'):g}), "
               f"confounder_scale={args.confounder_scale}")
     else:
