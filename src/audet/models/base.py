@@ -85,8 +85,17 @@ class LossContext:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to(self, device) -> "LossContext":
-        mv = lambda t: t.to(device) if isinstance(t, torch.Tensor) else t  # noqa: E731
-        return LossContext(mv(self.au_weight), mv(self.pos_weight), {k: mv(v) for k, v in self.extra.items()})
+        """A copy on ``device`` (tensors in ``extra`` too, also inside lists, dicts and nested contexts)."""
+        def mv(t):
+            if isinstance(t, (torch.Tensor, LossContext)):
+                return t.to(device)
+            if isinstance(t, (list, tuple)):
+                return type(t)(mv(v) for v in t)
+            if isinstance(t, dict):
+                return {k: mv(v) for k, v in t.items()}
+            return t
+
+        return LossContext(mv(self.au_weight), mv(self.pos_weight), mv(dict(self.extra)))
 
 
 @dataclass
