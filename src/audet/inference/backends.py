@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 __all__ = ["NO_CHECKPOINT", "CheckpointProblem", "clip_offsets", "logits_of", "TorchBackend", "OnnxBackend",
-           "load_backend", "ONNX_META_KEY"]
+           "load_backend", "load_model", "ONNX_META_KEY"]
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ class OnnxBackend:
         return 1.0 / (1.0 + np.exp(-_centre(np.asarray(logits), x.ndim, self.centre)))
 
 
-def _load_model(path) -> torch.nn.Module:
+def load_model(path) -> torch.nn.Module:
     from audet.engine.checkpoint import CheckpointError, load_checkpoint
 
     p = Path(path)
@@ -164,10 +164,10 @@ def load_backend(checkpoint, backend: str = "torch", device: str = "cpu", thread
             raise CheckpointProblem(f"ONNX file not found: {p}")
         return OnnxBackend(p, threads)
     if backend == "torch":
-        return TorchBackend(_load_model(p), device)
+        return TorchBackend(load_model(p), device)
     if backend not in ("onnxruntime", "onnx"):
         raise CheckpointProblem(f"unknown backend {backend!r}: torch or onnxruntime")
     from audet.inference.onnx_export import cached_onnx
 
-    model = _load_model(p)
+    model = load_model(p)
     return OnnxBackend(cached_onnx(model, p), threads)
