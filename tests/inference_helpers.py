@@ -63,3 +63,38 @@ def write_video(path, n: int = 44, schedule=enter_leave_schedule, fps: float = 2
         vw.write(cv2.cvtColor(scene(t, schedule(t), size), cv2.COLOR_RGB2BGR))
     vw.release()
     return Path(path)
+
+
+def make_variable_rate(src, dst, durations: list[int]) -> Path:
+    """Rewrite an MP4's video time-to-sample table (``stts``) so that frame i lasts ``durations[i]``
+    timescale units: a variable-frame-rate file with the same pictures. The ``moov`` box must come
+    after ``mdat`` (as OpenCV writes it), so chunk offsets stay valid."""
+    import struct
+
+    data = bytes(Path(src).read_bytes())
+
+    def boxes(buf, start, end):
+        i = start
+        while i < end:
+            size, typ = struct.unpack(">I4s", buf[i:i + 8])
+            yield i, size, typ
+            i += size
+
+    def rewrite(buf: bytes, start: int, end: int, path: tuple) -> bytes:
+        out = b""
+        for off, size, typ in boxes(buf, start, end):
+            body = buf[off + 8: off + size]
+            if typ in (b"moov", b"trak", b"mdia", b"minf", b"stbl"):
+                body = rewrite(buf, off + 8, off + size, path + (typ,))
+            elif typ == b"stts":
+                n = sum(struct.unpack(">I", buf[off + 16 + 8 * k: off + 20 + 8 * k])[0]
+                        for k in range(struct.unpack(">I", buf[off + 12: off + 16])[0]))
+                assert n == len(durations), f"{n} samples, {len(durations)} durations"
+                body = buf[off + 8: off + 12] + struct.pack(">I", n) + b"".join(struct.pack(">II", 1, d) for d in durations)
+            out += struct.pack(">I", len(body) + 8) + typ + body
+        return out
+
+    top = list(boxes(data, 0, len(data)))
+    assert [t for _, _, t in top].index(b"moov") > [t for _, _, t in top].index(b"mdat"), "moov before mdat"
+    Path(dst).write_bytes(rewrite(data, 0, len(data), ()))
+    return Path(dst)

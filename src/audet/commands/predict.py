@@ -149,6 +149,11 @@ def run(args: argparse.Namespace) -> int:
     if not args.checkpoint:
         print(f"audet predict: error: {NO_CHECKPOINT}", file=sys.stderr)
         return 2
+    from audet.inference.writers import parquet_available
+
+    if args.format == "parquet" and not parquet_available():
+        print("audet predict: error: Parquet output needs pyarrow: pip install pyarrow (or use --format csv)", file=sys.stderr)
+        return 2
     items, problems = expand_inputs(args.inputs)
     failures = list(problems)
     from audet.inference.pipeline import Detector

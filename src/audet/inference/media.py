@@ -181,7 +181,7 @@ class VideoSource:
         t0 = time.monotonic()
         idx = 0
         last_ts = None
-        steps = set()
+        lo_s, hi_s = float("inf"), float("-inf")  # smallest and largest frame step so far
         while True:
             if idx < start:
                 ok = cap.grab()
@@ -199,9 +199,10 @@ class VideoSource:
             else:
                 ms = cap.get(cv2.CAP_PROP_POS_MSEC)
                 ts = ms / 1000.0 if ms is not None and ms >= 0 else (idx / self.fps if self.fps > 0 else float(idx))
-                if last_ts is not None and len(steps) < 50:
-                    steps.add(round(ts - last_ts, 4))
-                    if len(steps) > 2 and not self.variable_rate:
+                if last_ts is not None and not self.variable_rate:
+                    step = ts - last_ts
+                    lo_s, hi_s = min(lo_s, step), max(hi_s, step)
+                    if hi_s - lo_s > max(0.001, 0.1 * lo_s):
                         self.variable_rate = True
                         log.info("%s: variable frame rate; timestamps are the container's presentation times", self.name)
                 last_ts = ts
