@@ -24,7 +24,7 @@ def ckpt(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def detector(ckpt):
-    return audet.Detector(checkpoint=ckpt)
+    return audet.Detector(checkpoint=ckpt, min_face_size=40)
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +126,7 @@ def test_clip_model_gets_the_same_face_at_the_trained_offsets_in_order(tmp_path)
     from audet.inference.tracking import IoUTracker as T
 
     ck = make_checkpoint(tmp_path / "clip.safetensors", clip={"offsets": [-2, 0, 2], "targets": "centre"})
-    det = audet.Detector(checkpoint=ck, batch_size=4)
+    det = audet.Detector(checkpoint=ck, batch_size=4, min_face_size=40)
     det.model = rec = Recorder(det.model)
     n = 9
     vid = write_video(tmp_path / "v.mp4", n=n, schedule=lambda t: [(10 + 4 * t, 30, False)])
@@ -197,7 +197,7 @@ def test_predict_writes_tables_annotations_and_plots(ckpt, video, tmp_path, caps
     cv2.imwrite(str(img), cv2.cvtColor(np.concatenate([a, a], 1), cv2.COLOR_RGB2BGR))
     out = tmp_path / "out"
     rc = main(["predict", str(img), str(video), "--checkpoint", str(ckpt), "--out", str(out), "--annotate", "--plot",
-               "--no-progress"])
+               "--min-face-size", "40", "--no-progress"])
     assert rc == 0, capsys.readouterr().err
     t_img = pd.read_csv(out / "two.csv")
     assert list(t_img["face_id"]) == [0, 1]

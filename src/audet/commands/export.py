@@ -21,8 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--onnx", action="store_true", help="export to ONNX (the only format so far)")
     p.add_argument("--out", help="output file (default: the checkpoint's path with .onnx)")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (default: %(default)s)")
-    p.add_argument("--exporter", choices=("dynamo", "torchscript"), default="dynamo",
-                   help="torch.onnx exporter (default: %(default)s; torchscript is the legacy one)")
+    p.add_argument("--exporter", choices=("auto", "torchscript", "dynamo"), default="auto",
+                   help="torch.onnx exporter: auto (torchscript, then dynamo), torchscript (tracing) or dynamo (torch.export)")
     p.add_argument("--atol", type=float, default=1e-4, help="allowed |ONNX - PyTorch| of the logits (default: %(default)s)")
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime comparison")
 

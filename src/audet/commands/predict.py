@@ -41,6 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="model runtime (onnxruntime exports <checkpoint>.onnx beside the checkpoint if missing)")
     p.add_argument("--device", default="cpu", help="torch device for the model (default: %(default)s)")
     p.add_argument("--face-detector", default="mtcnn", choices=("mtcnn", "dlib-hog"), help="face detector (default: %(default)s)")
+    p.add_argument("--min-face-size", type=int, default=20, help="smallest face (pixels) MTCNN looks for; larger is faster (default: %(default)s)")
     p.add_argument("--landmarker", default="dlib", help="'dlib' or the path of a dlib 68-point shape predictor .dat")
     p.add_argument("--batch-size", type=int, default=32, help="faces per model call (default: %(default)s)")
     p.add_argument("--threshold", type=float, default=0.5, help="presence threshold on the probability (default: %(default)s)")
@@ -65,7 +66,7 @@ def _signature(item, args, detector) -> dict:
         src = {"camera": item.source}
     ck = args.checkpoint
     return {"input": src, "checkpoint": stat(ck) if ck and os.path.exists(ck) else str(ck),
-            "aus": detector.aus, "threshold": args.threshold, "face_detector": args.face_detector,
+            "aus": detector.aus, "threshold": args.threshold, "face_detector": args.face_detector, "min_face_size": args.min_face_size,
             "landmarker": args.landmarker, "offsets": detector.offsets}
 
 
@@ -161,7 +162,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         detector = Detector(args.checkpoint, face_detector=args.face_detector, landmarker=args.landmarker,
                             backend=args.backend, device=args.device, batch_size=args.batch_size,
-                            threshold=args.threshold, max_pixels=int(args.max_pixels) or None)
+                            threshold=args.threshold, max_pixels=int(args.max_pixels) or None,
+                            min_face_size=args.min_face_size)
     except (CheckpointProblem, FaceModelsMissing) as exc:
         print(f"audet predict: error: {exc}", file=sys.stderr)
         return 2

@@ -82,16 +82,30 @@ def check_onnx(model: nn.Module, path, batches=(1, 3), atol: float = 1e-4, rtol:
     return {"max_abs_diff": worst, "batches": list(batches)}
 
 
-def export_onnx(model: nn.Module, path, *, opset: int = 18, exporter: str = "dynamo", check: bool = True,
+def export_onnx(model: nn.Module, path, *, opset: int = 18, exporter: str = "auto", check: bool = True,
                 atol: float = 1e-4) -> dict:
     """Export ``model.forward_logits`` to ``path`` (one file) with a dynamic batch axis.
 
-    ``exporter``: ``"dynamo"`` (``torch.onnx.export(dynamo=True)``, the default exporter of
-    current PyTorch) or ``"torchscript"`` (the legacy one). With ``check`` the file is compared
-    with PyTorch (:func:`check_onnx`). Returns a report (path, exporter, opset, max_abs_diff).
+    ``exporter``: ``"torchscript"`` (``torch.onnx.export(dynamo=False)``: traces the model, so a
+    Python branch on a buffer is fixed at its value at export time; fast), ``"dynamo"``
+    (``torch.export``-based; refuses data-dependent branches, e.g. AC2D's intervention flag), or
+    ``"auto"`` (torchscript, then dynamo if that fails or is gone from PyTorch). With ``check`` the
+    file is compared with PyTorch (:func:`check_onnx`). Returns a report (path, exporter, opset,
+    max_abs_diff).
     """
+    if exporter == "auto":
+        try:
+            return export_onnx(model, path, opset=opset, exporter="torchscript", check=check, atol=atol)
+        except ExportError as first:
+            log.info("torchscript export failed (%s); trying the dynamo exporter", first)
+            try:
+                return export_onnx(model, path, opset=opset, exporter="dynamo", check=check, atol=atol)
+            except ExportError as second:
+                raise ExportError(f"{first}; and {second}") from second
     import onnx
 
+    if exporter not in ("torchscript", "dynamo"):
+        raise ValueError(f"unknown exporter {exporter!r}: auto, torchscript or dynamo")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     was_training = model.training
@@ -110,15 +124,11 @@ def export_onnx(model: nn.Module, path, *, opset: int = 18, exporter: str = "dyn
                 torch.onnx.export(wrapper, (x,), str(tmp), input_names=["image"], output_names=["logits"],
                                   dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
                                   opset_version=opset, dynamo=False)
-            else:
-                raise ValueError(f"unknown exporter {exporter!r}: dynamo or torchscript")
         proto = onnx.load(str(tmp))
         entry = proto.metadata_props.add()
         entry.key, entry.value = ONNX_META_KEY, json.dumps(_meta(model), sort_keys=True)
         onnx.save(proto, str(tmp))
         os.replace(tmp, path)
-    except ValueError:
-        raise
     except Exception as exc:
         name = getattr(model, "model_name", type(model).__name__)
         raise ExportError(f"model {name!r} cannot be exported to ONNX with the {exporter} exporter: "
@@ -132,6 +142,9 @@ def export_onnx(model: nn.Module, path, *, opset: int = 18, exporter: str = "dyn
         model.eval()
         try:
             report.update(check_onnx(model, path, atol=atol))
+        except ExportError:
+            path.unlink()  # never leave a file that disagrees with PyTorch
+            raise
         finally:
             model.train(was_training)
     return report

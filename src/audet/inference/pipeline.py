@@ -90,18 +90,20 @@ class Detector:
             (landmarks and alignment use the full image).
         max_pixels: larger images/videos are refused (``None``: no limit).
         iou_threshold, max_age: face tracking in videos (:class:`IoUTracker`).
+        min_face_size: smallest face side (pixels) MTCNN looks for; larger is faster.
     """
 
     def __init__(self, checkpoint=None, *, face_detector="mtcnn", landmarker="dlib", backend: str = "torch",
                  device: str = "cpu", batch_size: int = 32, threshold: float = 0.5, detect_max_side: int = 1280,
                  max_pixels: int | None = MAX_PIXELS, iou_threshold: float = 0.3, max_age: int = 10,
-                 threads: int | None = None):
+                 threads: int | None = None, min_face_size: int = 20):
         self.model = load_backend(checkpoint, backend, device, threads)
         self.aus = list(self.model.aus)
         self.preprocess = dict(self.model.preprocess)
         self.offsets, self.centre = list(self.model.offsets), int(self.model.centre)
         self.aligner = FaceAligner(self.preprocess)
-        self.face_detector = make_detector(face_detector)
+        self.face_detector = make_detector(face_detector, **({"min_face_size": int(min_face_size)}
+                                                             if face_detector == "mtcnn" else {}))
         self.landmarker = make_landmarker(landmarker)
         if batch_size < 1 or not 0.0 <= threshold <= 1.0:
             raise ValueError(f"need batch_size >= 1 and 0 <= threshold <= 1, got {batch_size}, {threshold}")
