@@ -212,3 +212,11 @@ def test_predict_writes_tables_annotations_and_plots(ckpt, video, tmp_path, caps
     # a second run skips the finished inputs
     assert main(["predict", str(img), "--checkpoint", str(ckpt), "--out", str(out), "--no-progress"]) == 0
     assert "skipped" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("cmd", ["predict", "export"])
+def test_help(cmd, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([cmd, "--help"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: audet {cmd}")

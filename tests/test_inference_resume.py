@@ -62,6 +62,7 @@ def test_ctrl_c_then_a_half_written_batch_then_resume(setup, video, tmp_path, mo
     assert not part.exists() and not (out / "talk.csv.progress.json").exists()
 
 
+@pytest.mark.slow
 def test_kill_mid_video_and_resume(setup, video, tmp_path):
     ck, ref = setup
     out = tmp_path / "out"
