@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from inference_helpers import AUS, astronaut, make_checkpoint
-from test_registry import small_config
+from test_registry import AUS as REG_AUS, DATA, small_config
 
 import audet
 from audet.cli import main
@@ -17,16 +17,8 @@ from audet.models import create_model, list_models
 
 
 def build(name):
-    cfg = small_config(name)
-    try:
-        return create_model(name, num_aus=len(AUS), aus=AUS, **cfg)
-    except ValueError as exc:  # models that need the data's subjects (contract section 1)
-        if "data" not in str(exc).lower() and "subject" not in str(exc).lower():
-            raise
-        from audet.models.base import DataInfo
-
-        data = DataInfo(aus=AUS, subjects=["s1", "s2", "s3"], train_subjects=["s1", "s2"])
-        return create_model(name, num_aus=len(AUS), aus=AUS, data=data, **cfg)
+    """Each registered model at its small test configuration, with data info for those that need it."""
+    return create_model(name, num_aus=len(REG_AUS), aus=REG_AUS, data=DATA, **small_config(name))
 
 
 @pytest.mark.parametrize("name", list_models())
