@@ -77,11 +77,11 @@ def speed(video: Path, ckpt: Path, backend: str, batch: int, detector: str) -> d
             **{k: 1000 * rep[k] / n for k in ("decode", "detection", "landmarks", "alignment", "model")}}
 
 
-def peak_memory(video: Path, ckpt: Path, detector: str, out: Path) -> tuple[float, float]:
+def peak_memory(video: Path, ckpt: Path, detector: str, out: Path, min_face: int = 20) -> tuple[float, float]:
     """(peak RSS MiB, seconds) of `audet predict` on ``video`` in a child process."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
     cmd = [sys.executable, "-m", "audet.cli", "predict", str(video), "--checkpoint", str(ckpt), "--out", str(out),
-           "--face-detector", detector, "--no-progress", "--overwrite"]
+           "--face-detector", detector, "--no-progress", "--overwrite", "--min-face-size", str(min_face)]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -103,17 +103,18 @@ def main() -> None:
     ap.add_argument("--memory-fps", type=float, default=25.0, help="frame rate of the memory videos")
     ap.add_argument("--memory-detector", default="mtcnn")
     ap.add_argument("--memory-model", default="resnet_tiny")
+    ap.add_argument("--memory-min-face", type=int, default=20, help="MTCNN min face size of the memory runs")
     args = ap.parse_args()
     import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="audet-infer-bench-"))
-    video = make_video(work / "speed.mp4", args.seconds)
+    video = make_video(work / "speed.mp4", max(args.seconds, 0.04))
     print(f"video: 640x360, {args.seconds:g} s at 25 fps; torch threads {torch.get_num_threads()}; detector {args.detector}\n")
     print("| model | backend | frames | end-to-end fps | decode | detection | landmarks | alignment | model (ms/frame) |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for name in args.models:
+    for name in args.models if args.seconds > 0 else []:
         ck = checkpoint(name, work)
         for backend in args.backends:
             if backend == "onnxruntime":  # export outside the timed run
@@ -134,8 +135,8 @@ def main() -> None:
         for minutes in args.memory_minutes:
             v = work / f"mem_{minutes:g}min.mp4"
             fps = args.memory_fps
-            make_video_fps = make_video(v, minutes * 60, fps=fps)
-            peak, wall = peak_memory(make_video_fps, ck, args.memory_detector, work / "mem_out")
+            make_video(v, minutes * 60, fps=fps)
+            peak, wall = peak_memory(v, ck, args.memory_detector, work / "mem_out", args.memory_min_face)
             peaks.append(peak)
             print(f"| {minutes:g} min | {int(round(minutes * 60 * fps))} | {peak:.0f} | {wall:.0f} |", flush=True)
         if len(peaks) > 1:

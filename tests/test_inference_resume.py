@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -113,3 +114,66 @@ def test_table_writer_drops_unrecorded_rows_and_restarts_on_changed_input(tmp_pa
     w3.begin()
     w3.append(rows, {"start": 2})
     assert TableWriter(tmp_path, "t", {"input": "b"}).begin() is None  # another input: a fresh start
+
+
+class ScheduleFaces:
+    """A fast stand-in detector + landmarker: boxes from the video's schedule and the astronaut's
+    landmarks (found once by dlib on the face patch) moved with them."""
+
+    def __init__(self, schedule):
+        from inference_helpers import face_patch
+
+        from audet.inference.faces import DlibLandmarker, MTCNNDetector
+
+        patch = face_patch()
+        canvas = np.full((200, 200, 3), 95, np.uint8)
+        canvas[40:160, 50:145] = patch
+        box = MTCNNDetector().detect(canvas)[0].box
+        self.rel_box = np.asarray(box) - [50, 40, 50, 40]
+        self.rel_lm = DlibLandmarker().landmarks(canvas, [box])[0] - [50, 40]
+        self.rel_lm_m = self.rel_lm.copy()
+        self.rel_lm_m[:, 0] = patch.shape[1] - 1 - self.rel_lm_m[:, 0]
+        self.schedule, self.t = schedule, 0
+
+    def detect(self, image):
+        from audet.inference.faces import DetectedFace
+
+        t = int(image[0, 0, 0])  # the frame number is written into the top-left pixel
+        return [DetectedFace(tuple(self.rel_box + [x, y, x, y]), 0.99 - 0.01 * m) for x, y, m in self.schedule(t)]
+
+    def landmarks(self, image, boxes):
+        t = int(image[0, 0, 0])
+        return [(self.rel_lm_m if m else self.rel_lm) + [x, y] for x, y, m in self.schedule(t)]
+
+
+@pytest.mark.parametrize("clip", [None, {"offsets": [-3, 0, 3], "targets": "centre"}])
+def test_resume_from_any_chunk_and_again_inside_the_warm_up(clip, tmp_path):
+    from inference_helpers import enter_leave_schedule, scene
+
+    from audet.inference.media import Frame
+
+    ck = make_checkpoint(tmp_path / "m.safetensors", clip=clip)
+    faces = ScheduleFaces(enter_leave_schedule)
+    det = audet.Detector(checkpoint=ck, face_detector=faces, landmarker=faces, batch_size=3)
+    frames = []
+    for t in range(44):
+        img = scene(t, enter_leave_schedule(t))
+        img[0, 0, 0] = t
+        frames.append(Frame(t, t / 25, img))
+
+    def rows(chunks):
+        return pd.concat([c.rows for c in chunks], ignore_index=True)
+
+    def resumed(r):
+        return list(det.iter_chunks(frames[r["start"]:], tracker_state=r["tracker"], skip_before=r["skip_before"]))
+
+    chunks = list(det.iter_chunks(frames))
+    full = rows(chunks)
+    assert full["face_id"].nunique() == 3 and len(chunks) > 5
+    for k, c in enumerate(chunks[:-1]):
+        before = chunks[: k + 1]
+        again = resumed(c.resume)
+        pd.testing.assert_frame_equal(rows(before + again), full)
+        # interrupted again right after the first chunk of the resumed run (often inside its warm-up)
+        twice = resumed(again[0].resume)
+        pd.testing.assert_frame_equal(rows(before + again[:1] + twice), full)

@@ -248,8 +248,13 @@ class Detector:
         n_read = 0
         it = iter(frames)
 
+        first_index: int | None = None  # the first frame this run reads (its resume point)
+        done_next = skip_before  # rows of all frames before this one are out
+
         def resume_info(next_frame: int) -> dict:
             start = max(0, next_frame - warm) if track else next_frame
+            if first_index is not None and start <= first_index:  # still inside this run's warm-up
+                return {"start": first_index, "skip_before": max(next_frame, skip_before), "tracker": tracker_state}
             state = None
             if tracker is not None and start > 0:
                 keys = [k for k in snaps if k <= start - 1]
@@ -274,7 +279,9 @@ class Detector:
             if skip_before and len(rows) and int(rows["frame"].min()) < skip_before:
                 # warm-up frames of a resumed run: analysed (clip window, tracker), not written again
                 rows = rows[rows["frame"] >= skip_before].reset_index(drop=True)
-            next_frame = ready[-1].index + 1 if ready else 0
+            nonlocal done_next
+            next_frame = ready[-1].index + 1 if ready else done_next
+            done_next = next_frame
             chunk = Chunk(rows, next_frame, resume_info(next_frame), problems, n_read)
             problems, n_read = [], 0
             # forget what no later frame needs
@@ -297,22 +304,20 @@ class Detector:
                 break
             self.timings["decode"] += time.perf_counter() - t0
             n_read += 1
+            if first_index is None:
+                first_index = fr.index
             if isinstance(fr, FrameError):
                 problems.append(fr.message)
                 self.counts["unreadable"] += 1
-                continue
-            try:
-                rec = self.analyse_frame(fr.image, fr.index, fr.timestamp, fr.file, tracker)
-            except Exception as exc:  # a detector/landmarker failing on one frame
-                what = fr.file if not track else f"frame {fr.index}"
-                problems.append(f"{what}: face analysis failed ({type(exc).__name__}: {exc})")
-                self.counts["failed_frames"] += 1
-                rec = _FrameRec(fr.index, fr.timestamp, fr.file, [])
-            if tracker is not None:
+                rec = _FrameRec(fr.index, float("nan"), fr.file, [])  # keeps its place in the order
+            else:
+                rec = self._analyse_safely(fr, tracker, track, problems)
+            if tracker is not None and not isinstance(fr, FrameError):
                 snaps[fr.index] = tracker.state()
-            for f in rec.faces:
-                if f.x is not None:
-                    hist[f.face_id][rec.index] = f.x
+            if len(self.offsets) > 1:  # clip models: keep each face's inputs for its neighbours
+                for f in rec.faces:
+                    if f.x is not None:
+                        hist[f.face_id][rec.index] = f.x
             pending.append(rec)
             last_seen = rec.index
             while pending and pending[0].index + hi <= last_seen:
@@ -325,6 +330,15 @@ class Detector:
         pending = []
         if ready or problems or n_read:
             yield emit(ready)
+
+    def _analyse_safely(self, fr: Frame, tracker, track: bool, problems: list[str]) -> _FrameRec:
+        try:
+            return self.analyse_frame(fr.image, fr.index, fr.timestamp, fr.file, tracker)
+        except Exception as exc:  # a detector/landmarker failing on one frame
+            what = fr.file if not track else f"frame {fr.index}"
+            problems.append(f"{what}: face analysis failed ({type(exc).__name__}: {exc})")
+            self.counts["failed_frames"] += 1
+            return _FrameRec(fr.index, fr.timestamp, fr.file, [])
 
     # -- public API ---------------------------------------------------------------------------
     def detect_image(self, image, file: str = "") -> pd.DataFrame:
