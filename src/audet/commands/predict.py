@@ -72,7 +72,7 @@ def _signature(item, args, detector) -> dict:
 
 def _process(item, detector, args, out: Path) -> tuple[list[str], list[str], Path | None]:
     """Run one input; returns (failures, warnings, table path)."""
-    from audet.inference.media import MediaError, VideoSource, image_frames
+    from audet.inference.media import VideoSource, image_frames
     from audet.inference.writers import TableWriter
 
     failures: list[str] = []
