@@ -352,6 +352,8 @@ class Detector:
         if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
             raise ValueError(f"detect_image needs an RGB uint8 (H, W, 3) image or a path, got {img.dtype} {img.shape}")
         chunks = list(self.iter_chunks([Frame(0, float("nan"), img, file)], track=False))
+        for p in (p for c in chunks for p in c.problems):
+            log.warning("%s", p)
         return pd.concat([c.rows for c in chunks], ignore_index=True) if chunks else self.empty()
 
     def detect_images(self, paths) -> pd.DataFrame:
@@ -374,6 +376,8 @@ class Detector:
 
                 frames = tqdm(frames, total=src.frame_count, unit="frame", desc=str(src.name), dynamic_ncols=True)
             for c in self.iter_chunks(frames, track=True, skip_before=start):
+                for p in c.problems:
+                    log.warning("%s", p)
                 yield c.rows
             if src.truncated:
                 log.warning("%s: video ended after %d of %d frames (truncated file?)", src.name, src.frames_read,
