@@ -220,3 +220,10 @@ def test_help(cmd, capsys):
         main([cmd, "--help"])
     assert exc.value.code == 0
     assert capsys.readouterr().out.startswith(f"usage: audet {cmd}")
+
+
+def test_progress_bar_shows_frames_per_second_and_time_left(ckpt, tmp_path, capsys):
+    vid = write_video(tmp_path / "short.mp4", n=6, schedule=lambda t: [(10 + t, 30, False)])
+    assert main(["predict", str(vid), "--checkpoint", str(ckpt), "--out", str(tmp_path / "o"), "--min-face-size", "40"]) == 0
+    err = capsys.readouterr().err
+    assert "6/6" in err and "frame/s" in err and "<00:00" in err  # tqdm: done/total [elapsed<left, rate]
