@@ -64,7 +64,10 @@ def read_image(path, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
     images. Raises :class:`MediaError` for a missing, unreadable, truncated or non-image file, and
     for an image with more than ``max_pixels`` pixels (``None`` or 0: no limit).
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    try:
+        from PIL import Image, ImageOps, UnidentifiedImageError
+    except ImportError:
+        raise ImportError("reading photos for inference needs Pillow: pip install pillow (or pip install 'audet[faces]')") from None
 
     path = os.fspath(path)
     if not os.path.exists(path):
