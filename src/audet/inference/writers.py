@@ -151,15 +151,18 @@ class TableWriter:
 
         from audet.utils.io import atomic_path
 
+        cols = pd.read_csv(self.part, nrows=0).columns
+        dtypes = {c: ("string" if c == "file" else "Int64" if c in ("frame", "face_id", "success")
+                      else "Int8" if c.endswith("_c") else "float64") for c in cols}  # same schema in every chunk
         with atomic_path(self.final) as tmp:
             writer = None
-            for chunk in pd.read_csv(self.part, chunksize=50_000, dtype={"file": str}):
+            for chunk in pd.read_csv(self.part, chunksize=50_000, dtype=dtypes):
                 table = pa.Table.from_pandas(chunk, preserve_index=False)
                 if writer is None:
                     writer = pq.ParquetWriter(str(tmp), table.schema)
-                writer.write_table(table.cast(writer.schema))
-            if writer is None:
-                pq.write_table(pa.table({c: pa.array([], pa.float64()) for c in (self._columns or [])}), str(tmp))
+                writer.write_table(table)
+            if writer is None:  # a header-only table
+                pq.write_table(pa.Table.from_pandas(pd.read_csv(self.part, dtype=dtypes), preserve_index=False), str(tmp))
             else:
                 writer.close()
 
