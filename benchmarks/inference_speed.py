@@ -52,8 +52,13 @@ def checkpoint(name: str, folder: Path) -> Path:
     from audet.engine.checkpoint import save_checkpoint
     from audet.models import create_model
 
+    from audet.models.base import DataInfo
+
     torch.manual_seed(0)
-    model = create_model(name, num_aus=12, aus=[1, 2, 4, 6, 7, 10, 12, 14, 15, 17, 23, 24]).eval()
+    aus = [1, 2, 4, 6, 7, 10, 12, 14, 15, 17, 23, 24]
+    subjects = [f"S{i:03d}" for i in range(27)]  # placeholder subjects (BP4D has 41; CISNet trains on ~27)
+    data = DataInfo(aus=aus, subjects=subjects, train_subjects=subjects)
+    model = create_model(name, num_aus=12, aus=aus, data=data).eval()
     path = folder / f"{name}.safetensors"
     save_checkpoint(model, path)
     return path
