@@ -1,8 +1,8 @@
 """Stable face ids across video frames: greedy IoU matching of boxes to recent tracks.
 
-Each frame's boxes are matched to the live tracks (a track is live while it was seen in the last
-``max_age`` frames) in order of decreasing IoU; a pair matches when its IoU is at least
-``iou_threshold``. Unmatched boxes start new tracks with the next id (0, 1, 2, ...); ids are never
+Each frame's boxes are matched to the live tracks (a track stays live while it has missed at most
+``max_age`` consecutive frames) in order of decreasing IoU; a pair matches when its IoU is at
+least ``iou_threshold``. Unmatched boxes start new tracks with the next id (0, 1, 2, ...); ids are never
 reused, so a face that leaves and comes back after ``max_age`` frames gets a new id. The whole
 state is a small JSON-able dict (:meth:`IoUTracker.state` / :meth:`IoUTracker.from_state`), so a
 resumed run continues with the same ids.
