@@ -80,7 +80,8 @@ def read_image(path, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
         try:
             im = Image.open(path)
         except UnidentifiedImageError:
-            raise MediaError(f"{path}: not an image (the content is no known image format, whatever its name says)") from None
+            raise MediaError(f"{path}: not an image (the content is no known image format, whatever its name says); "
+                             "remove it from the input or give it its real extension") from None
         except OSError as exc:
             raise MediaError(f"{path}: cannot read the file ({exc})") from None
         with im:
