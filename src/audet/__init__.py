@@ -7,6 +7,17 @@ Public entry points:
 - :mod:`audet.data` -- list files, folds, datasets, transforms, DataModule, preparation, synthetic data.
 - :mod:`audet.models` -- ``create_model(name, num_aus=..., **cfg)`` / ``list_models()``.
 - :mod:`audet.metrics`, :mod:`audet.losses` -- F1-frame and the papers' losses.
+- :class:`audet.Detector` -- AU detection on photos and videos (:mod:`audet.inference`).
 """
 
 __version__ = "0.1.0"
+
+__all__ = ["Detector", "__version__"]
+
+
+def __getattr__(name):  # lazy: ``import audet`` stays light (no torch) until Detector is used
+    if name == "Detector":
+        from audet.inference.pipeline import Detector
+
+        return Detector
+    raise AttributeError(f"module 'audet' has no attribute {name!r}")

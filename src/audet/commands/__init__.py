@@ -13,6 +13,8 @@ COMMANDS = [
     "finetune",
     "complexity",
     "visualize",
+    "predict",
+    "export",
     "convert",
     "models",
 ]

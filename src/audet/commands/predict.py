@@ -1,0 +1,235 @@
+"""``audet predict INPUT... --checkpoint CKPT --out OUT``: AUs of every face in photos, folders,
+videos and cameras, one table per input."""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import sys
+from pathlib import Path
+
+HELP = "detect AUs of every face in images, folders, videos or a camera (one table per input)"
+DESCRIPTION = """\
+Run a trained checkpoint on your own media, offline: faces are detected (MTCNN), given 68 landmarks
+(dlib), aligned as in training (protocol section 2) and preprocessed with the checkpoint's own
+transform; faces of several frames go through the model in batches.
+
+INPUT is an image, a folder (its images make one table, each video in it its own table), a video
+file or a camera index (0, 1, ...). For each input OUT/<name>.csv holds one row per face per frame:
+file, frame, timestamp (s), face_id (stable across video frames), confidence (detector score),
+success, box_x1..box_y2, x_0..x_67 and y_0..y_67 (68 landmarks, pixels), then per AU AUxx_p (the
+probability) and AUxx_c (presence, probability >= --threshold; OpenFace's column name).
+
+Long videos stream with flat memory; rows are flushed as they are produced; an interrupted run
+(Ctrl-C, a kill, a crash) resumes where it stopped when the same command is run again, and inputs
+already finished are skipped (--overwrite redoes them). A bad input is reported and skipped; the
+run ends with a summary and exit code 1 if any input failed.
+
+Examples:
+  audet predict photo.jpg holiday/ talk.mp4 --checkpoint runs/demo/train/best.safetensors --out preds
+  audet predict talk.mp4 --checkpoint best.safetensors --annotate --plot --backend onnxruntime
+  audet predict 0 --checkpoint best.safetensors          # camera 0; Ctrl-C ends and keeps the table
+"""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image, folder, video file or camera index")
+    p.add_argument("--checkpoint", "-c", help="audet checkpoint (.safetensors) or an ONNX file from `audet export`")
+    p.add_argument("--out", "-o", default="predictions", help="output folder (default: %(default)s)")
+    p.add_argument("--format", choices=("csv", "parquet"), default="csv", help="table format (parquet needs pyarrow)")
+    p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
+                   help="model runtime (onnxruntime exports <checkpoint>.onnx beside the checkpoint if missing)")
+    p.add_argument("--device", default="cpu", help="torch device for the model (default: %(default)s)")
+    p.add_argument("--face-detector", default="mtcnn", choices=("mtcnn", "dlib-hog"), help="face detector (default: %(default)s)")
+    p.add_argument("--min-face-size", type=int, default=20, help="smallest face (pixels) MTCNN looks for; larger is faster (default: %(default)s)")
+    p.add_argument("--landmarker", default="dlib", help="'dlib' or the path of a dlib 68-point shape predictor .dat")
+    p.add_argument("--batch-size", type=int, default=32, help="faces per model call (default: %(default)s)")
+    p.add_argument("--threshold", type=float, default=0.5, help="presence threshold on the probability (default: %(default)s)")
+    p.add_argument("--max-pixels", type=float, default=100e6, help="refuse larger images/frames (0: no limit; default 100e6)")
+    p.add_argument("--annotate", action="store_true", help="also write annotated images (OUT/<name>/) or video (OUT/<name>_annotated.mp4)")
+    p.add_argument("--plot", action="store_true", help="also plot each face's AU probabilities over time (videos)")
+    p.add_argument("--overwrite", action="store_true", help="redo inputs whose table already exists")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _signature(item, args, detector) -> dict:
+    def stat(p):
+        st = os.stat(p)
+        return f"{os.path.abspath(p)}:{st.st_size}:{int(st.st_mtime)}"
+
+    if item.kind == "images":
+        h = hashlib.sha1("\n".join(stat(p) if os.path.exists(p) else p for p in item.source).encode()).hexdigest()
+        src = {"images": len(item.source), "sha1": h}
+    elif item.kind == "video":
+        src = {"video": stat(item.source)}
+    else:
+        src = {"camera": item.source}
+    ck = args.checkpoint
+    return {"input": src, "checkpoint": stat(ck) if ck and os.path.exists(ck) else str(ck),
+            "aus": detector.aus, "threshold": args.threshold, "face_detector": args.face_detector, "min_face_size": args.min_face_size,
+            "landmarker": args.landmarker, "offsets": detector.offsets}
+
+
+def _process(item, detector, args, out: Path) -> tuple[list[str], list[str], Path | None]:
+    """Run one input; returns (failures, warnings, table path)."""
+    from audet.inference.media import VideoSource, image_frames
+    from audet.inference.writers import TableWriter
+
+    failures: list[str] = []
+    warnings: list[str] = []
+    writer = TableWriter(out, item.name, _signature(item, args, detector), args.format)
+    if writer.done and not args.overwrite and item.kind != "camera":
+        print(f"{item.name}: {writer.final} exists, skipped (--overwrite redoes it)", file=sys.stderr)
+        return failures, warnings, writer.final
+    if item.kind == "camera" and writer.progress_path.exists():
+        writer.progress_path.unlink()  # cameras are not resumed: a fresh table
+    state = writer.begin()
+    if state:
+        print(f"{item.name}: resuming at frame {state['skip_before']} ({writer.rows_written} rows kept)", file=sys.stderr)
+    start = int(state["start"]) if state else 0
+    max_px = int(args.max_pixels) or None
+    src = None
+    if item.kind == "images":
+        frames = image_frames(item.source, max_px, start=start)
+        total = len(item.source)
+        track = False
+    else:
+        src = VideoSource(item.source, max_px)  # MediaError: the caller reports it
+        frames = src.frames(start)
+        total = src.frame_count
+        track = True
+    if not args.no_progress:
+        from tqdm.auto import tqdm
+
+        frames = tqdm(frames, total=total, initial=start, unit="frame" if track else "image", desc=item.name,
+                      dynamic_ncols=True, file=sys.stderr)
+    problems = []
+    try:
+        for chunk in detector.iter_chunks(frames, track=track, tracker_state=(state or {}).get("tracker"),
+                                          skip_before=int((state or {}).get("skip_before", 0))):
+            writer.append(chunk.rows, chunk.resume)
+            problems.extend(chunk.problems)
+    except KeyboardInterrupt:
+        if item.kind == "camera":
+            print(f"{item.name}: stopped", file=sys.stderr)
+        else:
+            if src is not None:
+                src.close()
+            raise
+    finally:
+        if hasattr(frames, "close") and not args.no_progress:
+            frames.close()
+    if src is not None:
+        src.close()
+        if src.truncated:
+            failures.append(f"{item.source}: video ended after {src.frames_read} of {src.frame_count} frames "
+                            f"(truncated or damaged file); rows of the frames read are kept")
+        if src.variable_rate:
+            warnings.append(f"{item.source}: variable frame rate; timestamps are the container's presentation times")
+        if src.frames_read == 0 and not failures:
+            failures.append(f"{item.source}: no frame could be decoded (corrupt video or missing codec)")
+    failures.extend(problems)
+    if item.kind == "images" and len(problems) >= len(item.source) - start and writer.rows_written == 0:
+        for q in (writer.part, writer.progress_path):  # not one image could be read: no table
+            if q.exists():
+                q.unlink()
+        return failures, warnings, None
+    path = writer.finish()
+    n = writer.rows_written
+    if n == 0 and item.kind != "camera":
+        what = "frames" if track else "images"
+        warnings.append(f"{item.name}: no face found in any of the {what} (the table has a header only)")
+    return failures, warnings, path
+
+
+def run(args: argparse.Namespace) -> int:
+    from audet.inference.backends import NO_CHECKPOINT, CheckpointProblem
+    from audet.inference.faces import FaceModelsMissing
+    from audet.inference.media import MediaError, expand_inputs
+
+    if not args.checkpoint:
+        print(f"audet predict: error: {NO_CHECKPOINT}", file=sys.stderr)
+        return 2
+    from audet.inference.writers import parquet_available
+
+    if args.format == "parquet" and not parquet_available():
+        print("audet predict: error: Parquet output needs pyarrow: pip install pyarrow (or use --format csv)", file=sys.stderr)
+        return 2
+    items, problems = expand_inputs(args.inputs)
+    failures = list(problems)
+    from audet.inference.pipeline import Detector
+
+    try:
+        detector = Detector(args.checkpoint, face_detector=args.face_detector, landmarker=args.landmarker,
+                            backend=args.backend, device=args.device, batch_size=args.batch_size,
+                            threshold=args.threshold, max_pixels=int(args.max_pixels) or None,
+                            min_face_size=args.min_face_size)
+    except (CheckpointProblem, FaceModelsMissing) as exc:
+        print(f"audet predict: error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    warnings: list[str] = []
+    done: list[Path] = []
+    interrupted = False
+    for item in items:
+        try:
+            f, w, path = _process(item, detector, args, out)
+        except MediaError as exc:
+            f, w, path = [str(exc)], [], None
+            # nothing usable was read: no table for this input
+            for suffix in (".csv.part", ".csv.progress.json"):
+                q = out / f"{item.name}{suffix}"
+                if q.exists():
+                    q.unlink()
+        except KeyboardInterrupt:
+            print(f"\n{item.name}: interrupted; rows so far are kept in {out / (item.name + '.csv.part')}; "
+                  "run the same command again to resume", file=sys.stderr)
+            interrupted = True
+            break
+        for msg in f:
+            print(f"error: {msg}", file=sys.stderr)
+        for msg in w:
+            print(f"warning: {msg}", file=sys.stderr)
+        failures.extend(f)
+        warnings.extend(w)
+        if path is not None:
+            done.append(path)
+            if args.annotate or args.plot:
+                _extras(item, path, args, out, detector, warnings)
+    print(f"\n{len(done)} table(s) written to {out}/; {len(failures)} problem(s), {len(warnings)} warning(s)")
+    if failures:
+        print("problems:", file=sys.stderr)
+        for msg in failures:
+            print(f"  - {msg}", file=sys.stderr)
+    if interrupted:
+        return 130
+    return 1 if failures else 0
+
+
+def _extras(item, path: Path, args, out: Path, detector, warnings: list[str]) -> None:
+    import pandas as pd
+
+    from audet.inference.annotate import annotate_images, annotate_video, plot_aus_over_time
+    from audet.inference.media import image_frames
+
+    if path.suffix != ".csv":
+        table = pd.read_parquet(path)
+    else:
+        table = pd.read_csv(path, dtype={"file": str})
+    if args.annotate:
+        if item.kind == "images":
+            annotate_images(table, image_frames(item.source, int(args.max_pixels) or None), out / item.name)
+            print(f"annotated images in {out / item.name}/")
+        elif item.kind == "video":
+            if path.suffix != ".csv":
+                csv = out / f".{item.name}.annotate.csv"
+                table.to_csv(csv, index=False)
+            else:
+                csv = path
+            p = annotate_video(item.source, csv, out / f"{item.name}_annotated.mp4", int(args.max_pixels) or None)
+            if csv != path:
+                csv.unlink()
+            print(f"annotated video {p}")
+    if args.plot and item.kind != "images" and len(table):
+        for p in plot_aus_over_time(table, out, item.name):
+            print(f"AU plot {p}")

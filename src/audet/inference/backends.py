@@ -1,0 +1,173 @@
+"""The AU model behind the inference pipeline: a PyTorch checkpoint or an exported ONNX file.
+
+Both backends call the logits-only path (contract section 2: ``model.forward_logits(x)``; for a
+model that predates it, ``model(x).logits``) and return per-AU probabilities (sigmoid of the
+logits) as a numpy array; for clip models (``preprocess["clip"]``) the input is ``B x T x 3 x H x W``
+and the output of the centre frame is returned.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["NO_CHECKPOINT", "CheckpointProblem", "clip_offsets", "logits_of", "TorchBackend", "OnnxBackend",
+           "load_backend", "load_model", "ONNX_META_KEY"]
+
+log = logging.getLogger(__name__)
+
+ONNX_META_KEY = "audet"
+
+NO_CHECKPOINT = (
+    "a trained checkpoint is needed (--checkpoint PATH.safetensors): convert an authors' release with "
+    "`audet convert` or train one with `audet train CONFIG` (e.g. `audet demo` trains a small one on synthetic data)"
+)
+
+
+class CheckpointProblem(ValueError):
+    """The checkpoint given for inference is missing or is not an audet checkpoint."""
+
+
+def clip_offsets(preprocess: dict) -> tuple[list[int], int]:
+    """Frame offsets of one model input and the position of the centre (offset 0).
+
+    ``{"offsets": [...]}`` is used as trained (e.g. AUNet's t-10, t, t+10); ``{"length": T,
+    "stride": s}`` becomes the T frames ``t + (k - (T-1)//2) * s``, k = 0..T-1, in increasing
+    order with the training spacing s, and the output at the centre position is used. No clip:
+    ``([0], 0)``.
+    """
+    clip = preprocess.get("clip")
+    if not clip:
+        return [0], 0
+    if "offsets" in clip:
+        offs = [int(o) for o in clip["offsets"]]
+        if 0 not in offs:
+            raise CheckpointProblem(f"clip offsets {offs} do not include the centre frame 0")
+        return offs, offs.index(0)
+    if "length" in clip:
+        t, s = int(clip["length"]), int(clip.get("stride", 1))
+        c = (t - 1) // 2
+        return [(k - c) * s for k in range(t)], c
+    raise CheckpointProblem(f"checkpoint clip spec {clip} has neither 'offsets' nor 'length'")
+
+
+def logits_of(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The logits-only path: ``forward_logits`` if the model has it, else ``model(x).logits``."""
+    fl = getattr(model, "forward_logits", None)
+    if callable(fl):
+        return fl(x)
+    out = model(x)
+    return out.logits if hasattr(out, "logits") else out
+
+
+def _centre(logits: np.ndarray, ndim_in: int, centre: int) -> np.ndarray:
+    if ndim_in == 5 and logits.ndim == 3:  # B x T x A: the centre frame's output
+        return logits[:, centre]
+    return logits
+
+
+class TorchBackend:
+    """Eager PyTorch inference of a loaded model (eval mode, inference_mode)."""
+
+    name = "torch"
+
+    def __init__(self, model: torch.nn.Module, device: str | torch.device = "cpu"):
+        self.model = model.eval().to(device)
+        self.device = torch.device(device)
+        self.aus = list(getattr(model, "aus", None) or range(1, int(model.num_aus) + 1))
+        self.preprocess = dict(getattr(model, "preprocess", {}) or {})
+        self.offsets, self.centre = clip_offsets(self.preprocess)
+
+    def __call__(self, x: torch.Tensor) -> np.ndarray:
+        with torch.inference_mode():
+            logits = logits_of(self.model, x.to(self.device)).float().cpu().numpy()
+        return 1.0 / (1.0 + np.exp(-_centre(logits, x.ndim, self.centre)))
+
+
+class OnnxBackend:
+    """onnxruntime inference of a file written by ``audet export --onnx`` (metadata inside)."""
+
+    name = "onnxruntime"
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise CheckpointProblem("the onnxruntime backend needs onnxruntime: pip install onnxruntime "
+                                    "(or pip install 'audet[onnx]')") from None
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise CheckpointProblem(f"{path}: not a loadable ONNX model ({exc})") from None
+        meta = self.session.get_modelmeta().custom_metadata_map.get(ONNX_META_KEY)
+        if not meta:
+            raise CheckpointProblem(f"{path}: ONNX file without audet metadata; write it with `audet export CHECKPOINT --onnx`")
+        meta = json.loads(meta)
+        self.meta = meta
+        self.aus = [int(a) for a in meta["aus"]]
+        self.preprocess = dict(meta.get("preprocess") or {})
+        self.offsets, self.centre = clip_offsets(self.preprocess)
+        self.input_name = self.session.get_inputs()[0].name
+
+    def __call__(self, x: torch.Tensor) -> np.ndarray:
+        logits = self.session.run(None, {self.input_name: x.detach().cpu().numpy().astype(np.float32)})[0]
+        return 1.0 / (1.0 + np.exp(-_centre(np.asarray(logits), x.ndim, self.centre)))
+
+
+def load_model(path) -> torch.nn.Module:
+    from audet.engine.checkpoint import CheckpointError, load_checkpoint
+
+    p = Path(path)
+    try:
+        return load_checkpoint(p)
+    except FileNotFoundError as exc:
+        raise CheckpointProblem(f"checkpoint not found: {exc.filename or exc}; {NO_CHECKPOINT}") from None
+    except CheckpointError as exc:
+        raise CheckpointProblem(f"{exc}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, OSError) as exc:
+        raise CheckpointProblem(f"{p}: not an audet checkpoint ({type(exc).__name__}: {exc}); {NO_CHECKPOINT}") from None
+    except Exception as exc:  # safetensors' own errors on a file that is not one
+        if type(exc).__module__.startswith("safetensors") or "safetensor" in type(exc).__name__.lower():
+            raise CheckpointProblem(f"{p}: not an audet checkpoint ({exc}); {NO_CHECKPOINT}") from None
+        raise
+
+
+def load_backend(checkpoint, backend: str = "torch", device: str = "cpu", threads: int | None = None):
+    """A backend for ``checkpoint``: a path (.safetensors checkpoint or .onnx file) or a loaded model.
+
+    ``backend="onnxruntime"`` with a .safetensors checkpoint uses ``<checkpoint>.onnx`` beside it
+    when that is current (written by ``audet export``), else exports one into a cache folder.
+    """
+    if checkpoint is None or checkpoint == "":
+        raise CheckpointProblem(NO_CHECKPOINT)
+    if isinstance(checkpoint, torch.nn.Module):
+        if backend == "torch":
+            return TorchBackend(checkpoint, device)
+        from audet.inference.onnx_export import export_onnx
+        import tempfile
+
+        out = Path(tempfile.mkdtemp(prefix="audet-onnx-")) / "model.onnx"
+        export_onnx(checkpoint, out, check=False)
+        return OnnxBackend(out, threads)
+    p = Path(checkpoint)
+    if p.suffix == ".onnx":
+        if backend not in ("onnxruntime", "onnx"):
+            raise CheckpointProblem(f"{p} is an ONNX file: use --backend onnxruntime, or give the .safetensors checkpoint")
+        if not p.is_file():
+            raise CheckpointProblem(f"ONNX file not found: {p}")
+        return OnnxBackend(p, threads)
+    if backend == "torch":
+        return TorchBackend(load_model(p), device)
+    if backend not in ("onnxruntime", "onnx"):
+        raise CheckpointProblem(f"unknown backend {backend!r}: torch or onnxruntime")
+    from audet.inference.onnx_export import cached_onnx
+
+    model = load_model(p)
+    return OnnxBackend(cached_onnx(model, p), threads)
