@@ -280,7 +280,7 @@ def test_ensemble_combines_member_probabilities(combine):
     terms = ens.loss_terms(out, bt, ctx)
     assert set(terms) == {"lsc_au", "gda_au"}
     own = weighted_bce(torch.tensor(a).expand(2, 3), bt["labels"], bt["mask"], ctx.au_weight, ctx.pos_weight)
-    assert float(terms["lsc_au"]) == pytest.approx(float(own), rel=1e-6)
+    assert terms["lsc_au"].item() == pytest.approx(float(own), rel=1e-6)
     sum(terms.values()).backward()
     g0 = float(ens.members[0].scale.grad)
     ens.members[0].scale.grad = None
@@ -412,3 +412,20 @@ def test_backbone_weights_optional_and_loaded(tmp_path):
     save_file({"conv1.conv.weight": torch.zeros(1)}, str(bad))
     with pytest.raises(ValueError, match="backbone tensors missing"):
         load_pretrained_parts(tiny("escda_gda", backbone_weights=str(bad)))
+
+
+@pytest.mark.parametrize("name", ["escda_v", "escda_lsc"])
+def test_checkpoint_round_trip(tmp_path, name):
+    from audet.engine.checkpoint import load_checkpoint, save_checkpoint
+
+    torch.manual_seed(0)
+    m = tiny(name).eval()
+    if name == "escda_lsc":
+        with torch.no_grad():
+            m.branches[1].eps_rho.fill_(1.5)
+    save_checkpoint(m, tmp_path / "m.safetensors")
+    back = load_checkpoint(tmp_path / "m.safetensors").eval()
+    assert type(back) is type(m) and back.config == m.config
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(back.forward_logits(x), m.forward_logits(x), atol=1e-6)

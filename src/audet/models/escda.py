@@ -511,9 +511,9 @@ def _make(cls, defaults: dict):
     return make
 
 
-def _make_ensemble(combine: str):
+def _make_ensemble(default_combine: str):
     def make(num_aus: int | None = None, aus=None, *, lsc: dict | None = None, gda: dict | None = None,
-             data: DataInfo | None = None, **shared):
+             combine: str = default_combine, data: DataInfo | None = None, **shared):
         unknown = set(shared) - set(_SHARED)
         if unknown:
             raise TypeError(f"escda: unknown argument(s) {sorted(unknown)}; member-specific ones go under "
@@ -523,7 +523,7 @@ def _make_ensemble(combine: str):
         for m, n in zip(members, ("escda_lsc", "escda_gda")):
             m.model_name = n
         config = dict(num_aus=members[0].num_aus, aus=list(aus) if aus is not None else None, lsc=dict(lsc or {}),
-                      gda=dict(gda or {}), **shared)
+                      gda=dict(gda or {}), **{k: list(v) if isinstance(v, tuple) else v for k, v in shared.items()})
         return ESCDAEnsemble(members, combine, ("lsc", "gda"), data=data, config=config)
 
     return make
