@@ -105,7 +105,7 @@ class DataInfo:
         dataset: the dataset name, e.g. ``"BP4D"``.
 
     JSON-able through :meth:`to_dict` / :meth:`from_dict`; every checkpoint stores it as
-    ``"data_info"`` and :func:`audet.engine.checkpoint.load_checkpoint` rebuilds the model with it.
+    ``"data_info"`` and :func:`audet.models.checkpoint.load_checkpoint` rebuilds the model with it.
     """
 
     aus: list[int]
@@ -330,7 +330,7 @@ class AUModel(nn.Module):
         """Map a state dict trained on ``old_aus`` onto this model's ``new_aus`` by AU identity.
 
         Return ``(state, report)`` to override the generic mapping of
-        :func:`audet.engine.checkpoint.map_state_by_au`, or None (default) to use it (driven by
+        :func:`audet.models.checkpoint.map_state_by_au`, or None (default) to use it (driven by
         :attr:`au_module_lists` and :attr:`au_state_keys`).
         """
         return None
@@ -416,7 +416,8 @@ def pretrained_state_keys(model: nn.Module, stored_only: bool | None = None) -> 
 
 
 def load_pretrained_parts(model: nn.Module, *, allow_random: bool | None = None,
-                          paths: dict[str, str] | None = None) -> dict[str, str]:
+                          paths: dict[str, str] | None = None,
+                          from_checkpoint: dict[str, str] | None = None) -> dict[str, str]:
     """Load every :class:`PretrainedPart` of ``model`` from its file and freeze the frozen ones.
 
     The file of a part comes from ``paths[option]`` or the model argument ``model.config[option]``.
@@ -424,6 +425,8 @@ def load_pretrained_parts(model: nn.Module, *, allow_random: bool | None = None,
     where to get it and the option to set -- unless ``allow_random`` (default: the model argument
     ``allow_random_pretrained``) is true, in which case the part keeps its random init and is
     reported as ``"random <description>"`` (such weights are then always stored in checkpoints).
+    Parts named in ``from_checkpoint`` (``{part: recorded status}``) get their weights elsewhere (a
+    checkpoint that stores them): they are only frozen and keep the recorded status.
     Returns (and sets ``model.pretrained_status``) ``{part: "file PATH" | "random ..." | "absent"}``.
     """
     if not isinstance(model, AUModel):
@@ -433,7 +436,13 @@ def load_pretrained_parts(model: nn.Module, *, allow_random: bool | None = None,
     if allow_random is None:
         allow_random = bool(cfg.get("allow_random_pretrained", False))
     status: dict[str, str] = {}
+    skip = dict(from_checkpoint or {})
     for name, part in parts.items():
+        if name in skip:
+            status[name] = skip[name] or "checkpoint"
+            if part.frozen:
+                model.freeze([part.module + ".*"])
+            continue
         try:
             module = model.get_submodule(part.module)
         except AttributeError:
