@@ -14,10 +14,8 @@ from audet.geometry import lsc_attention_maps
 from audet.losses import escda_au_weights, escda_weighted_loss, weighted_bce, au_weights
 from audet.models import AUModel, LossContext, ModelOutput, create_model, list_models, model_info
 from audet.models.base import load_pretrained_parts
-from audet.models.escda import (
-    ESCDAEnsemble, GDA, LSC, average_probabilities, lsc_mask, predefined_mask, template_subcenters,
-    vote_probabilities,
-)
+from audet.models.ensemble import Ensemble
+from audet.models.escda import GDA, LSC, lsc_mask, predefined_mask, template_subcenters
 from audet.models.layers.directional import DirectionalAttention
 from audet.models.layers.ntb import (
     EMHSA, NextTransformerBlock, attention_weights, constrain_attention, constrained_self_attention,
@@ -232,79 +230,72 @@ def test_gda_multiplies_the_map_by_the_attention():
 
 
 # ---------------------------------------------------------------------------------------------
-# ensembles
-def test_average_and_vote_hand_values():
-    p = torch.tensor([[[0.9, 0.2, 0.4, 0.6]], [[0.3, 0.1, 0.45, 0.8]]])  # K=2 members, B=1, A=4
-    assert torch.allclose(average_probabilities(p), torch.tensor([[0.6, 0.15, 0.425, 0.7]]))
-    v = vote_probabilities(p)
-    # disagree -> positive (the larger one); both negative -> their mean; both positive -> mean
-    assert torch.allclose(v, torch.tensor([[0.9, 0.15, 0.425, 0.7]]))
-    p3 = torch.tensor([[0.9], [0.2], [0.3]])[:, None, :]  # K=3: one yes, two no -> no
-    assert torch.allclose(vote_probabilities(p3), torch.tensor([[0.25]]))
-    p3 = torch.tensor([[0.9], [0.7], [0.3]])[:, None, :]  # two yes -> yes, mean of the yes votes
-    assert torch.allclose(vote_probabilities(p3), torch.tensor([[0.8]]))
-    # the decision always equals the majority (ties positive)
-    g = torch.Generator().manual_seed(0)
-    for k in (2, 3, 4):
-        pk = torch.rand(k, 50, 3, generator=g)
-        dec = (pk >= 0.5).float().sum(0) * 2 >= k
-        assert torch.equal(vote_probabilities(pk) >= 0.5, dec)
+# ensembles (the contract's Ensemble built by the escda / escda_v factories)
+def _member_probs(ens, x):
+    with torch.no_grad():
+        return torch.stack([torch.sigmoid(m.forward_logits(x)) for m in ens.members])
 
 
-class _Fixed(AUModel):
-    """A member that outputs fixed logits times a learnable scale."""
-
-    def __init__(self, logits):
-        super().__init__(len(logits), None)
-        self.base = torch.tensor(logits)
-        self.scale = torch.nn.Parameter(torch.ones(()))
-
-    def forward(self, x):
-        return ModelOutput(self.scale * self.base.expand(x.shape[0], -1))
+def test_escda_averages_lsc_and_gda():
+    torch.manual_seed(0)
+    ens = tiny("escda").eval()
+    x = torch.randn(3, 3, 64, 64)
+    p = _member_probs(ens, x)
+    with torch.no_grad():
+        got = torch.sigmoid(ens.forward_logits(x))
+    assert torch.allclose(got, (p[0] + p[1]) / 2, atol=1e-5)  # p = (p_L + p_G) / 2 (section 3.3)
 
 
-@pytest.mark.parametrize("combine", ["mean", "vote"])
-def test_ensemble_combines_member_probabilities(combine):
-    a, b = [2.0, -1.0, 0.5], [-0.5, -2.0, 1.5]
-    ens = ESCDAEnsemble([_Fixed(a), _Fixed(b)], combine, ("lsc", "gda"))
-    x = torch.zeros(2, 3, 8, 8)
-    probs = torch.sigmoid(torch.tensor([a, b]))[:, None, :].expand(2, 2, 3)
-    ref = average_probabilities(probs) if combine == "mean" else vote_probabilities(probs)
-    assert torch.allclose(torch.sigmoid(ens.forward_logits(x)), ref, atol=1e-6)
-    out = ens(x)
-    assert torch.allclose(out.logits, ens.forward_logits(x), atol=1e-6)
-    assert out.aux["member_logits"].shape == (2, 2, 3)
-    # the training loss is the sum of the members' own losses; each gets only its own gradient
-    bt = {"labels": torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]]), "mask": torch.ones(2, 3)}
-    ctx = LossContext(torch.full((3,), 1 / 3), torch.ones(3))
-    terms = ens.loss_terms(out, bt, ctx)
-    assert set(terms) == {"lsc_au", "gda_au"}
-    own = weighted_bce(torch.tensor(a).expand(2, 3), bt["labels"], bt["mask"], ctx.au_weight, ctx.pos_weight)
-    assert terms["lsc_au"].item() == pytest.approx(float(own), rel=1e-6)
+def test_escda_v_votes_and_a_tie_counts_as_occurrence():
+    torch.manual_seed(0)
+    ens = tiny("escda_v").eval()
+    with torch.no_grad():  # make the members disagree in a known way: LSC says yes to AU 0 only,
+        for br, bias in zip(ens.members[0].branches, (5.0, -5.0, -5.0)):  # GDA to AU 1 only
+            br.fc.weight.zero_()
+            br.fc.bias.fill_(bias)
+        ens.members[1].fc.weight.zero_()
+        ens.members[1].fc.bias.copy_(torch.tensor([-5.0, 5.0, -5.0]))
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        decision = torch.sigmoid(ens.forward_logits(x)) >= 0.5
+    # one yes and one no -> yes (the paper's "maximum value of two models"); two no -> no
+    assert decision.tolist() == [[True, True, False]] * 2
+    p = _member_probs(ens, x)
+    assert torch.equal(decision, p.max(dim=0).values >= 0.5)
+
+
+def test_ensemble_loss_is_the_members_own_losses():
+    torch.manual_seed(0)
+    ens = tiny("escda")
+    b = batch()
+    ctx = ens.loss_context(None, b["labels"].numpy(), b["mask"].numpy())
+    out = ens(b["image"])
+    terms = ens.loss_terms(out, b, ctx)
+    assert set(terms) == {"m0/au", "m1/au"}
+    own = escda_weighted_loss(out.aux["member_logits"][1], b["labels"], b["mask"], ctx.au_weight, ctx.pos_weight)
+    assert terms["m1/au"].item() == pytest.approx(own.item(), rel=1e-6)
+    # each member gets only the gradient of its own loss: GDA's from m1/au alone
+    terms["m1/au"].backward(retain_graph=True)
+    g_own = [p.grad.clone() for p in ens.members[1].parameters()]
+    ens.zero_grad()
     sum(terms.values()).backward()
-    g0 = float(ens.members[0].scale.grad)
-    ens.members[0].scale.grad = None
-    m0 = ens.members[0]
-    m0.loss_terms(m0(x), bt, ctx)["au"].backward()
-    assert float(m0.scale.grad) == pytest.approx(g0, rel=1e-6)
-
-
-def test_ensemble_rejects_members_with_other_aus():
-    with pytest.raises(ValueError, match="same AUs"):
-        ESCDAEnsemble([_Fixed([0.0, 1.0]), _Fixed([0.0])])
-    with pytest.raises(ValueError, match="combine"):
-        ESCDAEnsemble([_Fixed([0.0])], combine="max")
+    for p, g in zip(ens.members[1].parameters(), g_own):
+        assert torch.allclose(p.grad, g, atol=1e-6)
 
 
 def test_registered_ensembles_are_lsc_plus_gda():
     for name, combine in (("escda", "mean"), ("escda_v", "vote")):
         m = tiny(name)
-        assert isinstance(m, ESCDAEnsemble) and m.combine == combine
+        assert isinstance(m, Ensemble) and m.combine == combine
         assert isinstance(m.members[0], LSC) and m.members[0].constraint == "adaptive"
         assert isinstance(m.members[1], GDA) and m.members[1].config["directions"] == "hw"
+        assert [s["model"] for s in m.config["members"]] == ["escda_lsc", "escda_gda"]
         assert nparams(m) == nparams(m.members[0]) + nparams(m.members[1])
+        assert m.preprocess["crop_size"] == 64 and m.preprocess["input_size"] == 64
     with pytest.raises(TypeError, match="lsc:"):
         create_model("escda", aus=[1, 2], constraint="fixed")
+    fix = create_model("escda", aus=[1, 2], **TINY, lsc={"constraint": "fixed", "head_dim": 16})
+    assert fix.members[0].constraint == "fixed"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -403,7 +394,7 @@ def test_backbone_weights_optional_and_loaded(tmp_path):
     torch.save({"state_dict": {"module." + k: v for k, v in mfn.items()}}, pth)
     ens = tiny("escda", backbone_weights=str(pth))
     status = load_pretrained_parts(ens)
-    assert set(status) == {"lsc_backbone", "gda_backbone"} and all(s.startswith("file") for s in status.values())
+    assert set(status) == {"m0/backbone", "m1/backbone"} and all(s.startswith("file") for s in status.values())
     for member in ens.members:
         for k, v in src.backbone.state_dict().items():
             assert torch.equal(member.backbone.state_dict()[k], v)
@@ -416,7 +407,7 @@ def test_backbone_weights_optional_and_loaded(tmp_path):
 
 @pytest.mark.parametrize("name", ["escda_v", "escda_lsc"])
 def test_checkpoint_round_trip(tmp_path, name):
-    from audet.engine.checkpoint import load_checkpoint, save_checkpoint
+    from audet.models.checkpoint import load_checkpoint, save_checkpoint
 
     torch.manual_seed(0)
     m = tiny(name).eval()
@@ -425,7 +416,7 @@ def test_checkpoint_round_trip(tmp_path, name):
             m.branches[1].eps_rho.fill_(1.5)
     save_checkpoint(m, tmp_path / "m.safetensors")
     back = load_checkpoint(tmp_path / "m.safetensors").eval()
-    assert type(back) is type(m) and back.config == m.config
+    assert type(back) is type(m) and back.config == m.config and back.model_name == name
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         assert torch.allclose(back.forward_logits(x), m.forward_logits(x), atol=1e-6)

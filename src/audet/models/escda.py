@@ -10,8 +10,11 @@ input, section 3.1.1 and 4.1.2), and their ensemble:
 - **GDA** (global dual-directional attention, section 3.2): the backbone map multiplied by the
   dual-directional attention map (:class:`audet.models.layers.directional.DirectionalAttention`),
   one GDConv and a ``Linear(c, m)``.
-- **ESCDA** (section 3.3): ``p = (p_L + p_G) / 2`` (:func:`average_probabilities`); **ESCDA-V**
-  the voting ensemble (:func:`vote_probabilities`).
+- **ESCDA** (section 3.3): ``p = (p_L + p_G) / 2``; **ESCDA-V** the voting ensemble: the
+  contract's :class:`audet.models.ensemble.Ensemble` with ``combine="mean"`` / ``"vote"`` over the
+  two members (trained together: the loss is ``m0/au + m1/au``, LSC's and GDA's own Eq. 7). The
+  vote's tie (one member yes, one no) counts as occurrence, i.e. the decision of the larger
+  probability, as section 4.3.3 describes ("taking the maximum value of two models").
 
 Both networks use the weighted AU loss of Eq. 7-8 (:func:`audet.losses.escda_weighted_loss`,
 :func:`audet.losses.escda_au_weights`, identical to the default loss context of every model).
@@ -61,6 +64,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from audet.models.base import AUModel, DataInfo, LossContext, ModelOutput, PretrainedPart
+from audet.models.ensemble import Ensemble, ensemble
 from audet.models.layers.directional import DirectionalAttention
 from audet.models.layers.mobileface import LinearBlock, MixFaceNet
 from audet.models.layers.ntb import NextTransformerBlock
@@ -69,13 +73,10 @@ from audet.models.registry import register_model
 __all__ = [
     "LSC",
     "GDA",
-    "ESCDAEnsemble",
     "TEMPLATE49",
     "template_subcenters",
     "predefined_mask",
     "lsc_mask",
-    "average_probabilities",
-    "vote_probabilities",
     "load_backbone_weights",
     "CONSTRAINTS",
     "RECIPE",
@@ -84,7 +85,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CONSTRAINTS = ("adaptive", "fixed", "none")
-COMBINES = ("mean", "vote")
 
 #: Training recipe of section 4.1.2 (both networks identically).
 RECIPE = {
@@ -149,28 +149,6 @@ def predefined_mask(subcenters, map_size: int, image_size: int, sigma: float = 3
 def lsc_mask(base: torch.Tensor, eps: torch.Tensor | float) -> torch.Tensor:
     """ESCDA Eq. 3: ``M = (M~ + eps) / (1 + eps)``, values in (0, 1]; differentiable in ``eps >= 0``."""
     return (base + eps) / (1 + eps)
-
-
-# ---------------------------------------------------------------------------------------------
-# ensemble combination (section 3.3, Table 6 E^a / E^v)
-def average_probabilities(probs: torch.Tensor) -> torch.Tensor:
-    """ESCDA (section 3.3): ``p = (p_L + p_G) / 2``, generally the mean over members (dim 0)."""
-    return probs.mean(dim=0)
-
-
-def vote_probabilities(probs: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
-    """ESCDA-V: majority vote of the members' decisions ``p >= threshold`` (dim 0 = members).
-
-    A tie counts as occurrence: with the paper's two members the vote is positive as soon as one
-    member is, which is what section 4.3.3 describes ("taking the maximum value of two models").
-    The returned probability is the mean over the members that agree with the vote, so it is on
-    the decided side of ``threshold`` (for two disagreeing members: the larger probability).
-    """
-    votes = (probs >= threshold).to(probs.dtype)
-    k = probs.shape[0]
-    positive = votes.sum(dim=0) * 2 >= k
-    agree = torch.where(positive, votes, 1 - votes)
-    return (probs * agree).sum(dim=0) / agree.sum(dim=0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,12 +228,14 @@ class _ESCDANet(AUModel):
         )
 
     def _init_weights(self) -> None:
-        for m in self.modules():
+        """Our choice (the paper gives none): Kaiming-normal convolutions, trunc-normal(0.02) attention
+        Linears (Next-ViT's), zero biases; the AU classifiers (``fc``) keep PyTorch's default init."""
+        for name, m in self.named_modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out")
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
+            elif isinstance(m, nn.Linear) and not name.endswith("fc"):
                 nn.init.trunc_normal_(m.weight, std=0.02)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
@@ -421,85 +401,14 @@ class GDA(_ESCDANet):
 
 
 # ---------------------------------------------------------------------------------------------
-# the ensemble
-class ESCDAEnsemble(AUModel):
-    """LSC and GDA trained side by side (one optimiser, each on its own loss) and combined.
-
-    ``members``: an ``nn.ModuleList`` of AU models; ``combine``: ``"mean"`` (ESCDA,
-    :func:`average_probabilities`) or ``"vote"`` (ESCDA-V, :func:`vote_probabilities`).
-    ``forward_logits`` returns ``logit(p)`` of the combined probability (clamped to
-    [1e-6, 1 - 1e-6]) so evaluation and export treat the ensemble as one model. The training loss
-    is the sum of the members' own losses (Eq. 7 each, ``<member>_au``): the members share no
-    parameters, so each gets exactly its own gradient (the global gradient clipping of the recipe
-    spans both).
-    """
-
-    def __init__(self, members: Sequence[AUModel], combine: str = "mean", member_names: Sequence[str] | None = None,
-                 preprocess: dict | None = None, data: DataInfo | None = None, config: dict | None = None):
-        _check("combine", combine, COMBINES)
-        first = members[0]
-        if any(m.num_aus != first.num_aus or m.aus != first.aus for m in members):
-            raise ValueError("ensemble members must predict the same AUs")
-        super().__init__(first.num_aus, first.aus, preprocess or dict(first.preprocess), data)
-        self.members = nn.ModuleList(members)
-        self.combine = combine
-        self.member_names = tuple(member_names or [f"m{i}" for i in range(len(members))])
-        self.config = dict(config or {}, combine=combine)
-
-    def combine_probs(self, probs: torch.Tensor) -> torch.Tensor:
-        """``(K, B, A)`` member probabilities -> ``(B, A)``."""
-        return average_probabilities(probs) if self.combine == "mean" else vote_probabilities(probs)
-
-    def _combined_logits(self, member_logits: Sequence[torch.Tensor]) -> torch.Tensor:
-        p = self.combine_probs(torch.stack([torch.sigmoid(lg) for lg in member_logits]))
-        return torch.logit(p.clamp(1e-6, 1 - 1e-6))
-
-    def forward_logits(self, images: torch.Tensor) -> torch.Tensor:
-        return self._combined_logits([m.forward_logits(images) for m in self.members])
-
-    def forward(self, images: torch.Tensor) -> ModelOutput:
-        outs = [m(images) for m in self.members]
-        logits = [o.logits for o in outs]
-        return ModelOutput(self._combined_logits([lg.detach() for lg in logits]),
-                           {"member_logits": torch.stack(logits, dim=1)})
-
-    def loss_terms(self, output: ModelOutput, batch: dict, ctx: LossContext) -> dict[str, torch.Tensor]:
-        terms = {}
-        for k, (name, m) in enumerate(zip(self.member_names, self.members)):
-            sub = m.loss_terms(ModelOutput(output.aux["member_logits"][:, k]), batch, ctx)
-            terms.update({f"{name}_{t}": v for t, v in sub.items()})
-        return terms
-
-    def no_weight_decay(self) -> set[str]:
-        return {f"members.{k}.{n}" for k, m in enumerate(self.members) for n in m.no_weight_decay()}
-
-    def pretrained_parts(self) -> dict[str, PretrainedPart]:
-        out = {}
-        for k, (name, m) in enumerate(zip(self.member_names, self.members)):
-            for pname, part in m.pretrained_parts().items():
-                out[f"{name}_{pname}"] = PretrainedPart(**{**part.__dict__, "module": f"members.{k}.{part.module}"})
-        return out
-
-    def flop_count_context(self):
-        import contextlib
-
-        stack = contextlib.ExitStack()
-        for m in self.members:
-            stack.enter_context(m.flop_count_context())
-        return stack
-
-    def on_stage_start(self, stage: str) -> None:
-        super().on_stage_start(stage)
-        for m in self.members:
-            m.on_stage_start(stage)
-
-
-# ---------------------------------------------------------------------------------------------
 # registered variants (Tables 5-6)
 _INFO = dict(
     paper="Shao et al., Constrained and directional ensemble attention for facial action unit detection (ESCDA)",
     input_size=112, crop_size=176, recipe=RECIPE,
 )
+#: the smallest sensible configurations (registry metadata, used by the tests)
+_SMALL = dict(width=0.125, depths=[1, 1, 1], input_size=64, crop_size=64)
+_SMALL_LSC = dict(_SMALL, head_dim=16)
 _SHARED = ("width", "depths", "out_channels", "input_size", "crop_size", "in_chans", "mixconv_norm",
            "backbone_weights", "allow_random_pretrained", "preprocess")
 
@@ -513,18 +422,28 @@ def _make(cls, defaults: dict):
 
 def _make_ensemble(default_combine: str):
     def make(num_aus: int | None = None, aus=None, *, lsc: dict | None = None, gda: dict | None = None,
-             combine: str = default_combine, data: DataInfo | None = None, **shared):
+             members: Sequence[dict] | None = None, combine: str = default_combine, eps: float = 1e-6,
+             data: DataInfo | None = None, **shared) -> Ensemble:
+        # the pretrained-part options are read from the top model's config (load_pretrained_parts)
+        top = {k: shared[k] for k in ("backbone_weights", "allow_random_pretrained") if shared.get(k) is not None}
+        if members is not None:  # rebuilt from a checkpoint, which records each member's name and args
+            if lsc or gda or set(shared) - set(top):
+                raise TypeError("escda: give either members=[...] (a recorded ensemble) or lsc/gda/shared arguments")
+            ens = ensemble(num_aus, aus, members=members, combine=combine, eps=eps, data=data)
+            ens.config.update(top)
+            return ens
         unknown = set(shared) - set(_SHARED)
         if unknown:
             raise TypeError(f"escda: unknown argument(s) {sorted(unknown)}; member-specific ones go under "
                             f"lsc: {{...}} or gda: {{...}}; shared ones are {', '.join(_SHARED)}")
-        members = [LSC(num_aus, aus, **{**shared, **(lsc or {}), "data": data}),
-                   GDA(num_aus, aus, **{**shared, **(gda or {}), "data": data})]
-        for m, n in zip(members, ("escda_lsc", "escda_gda")):
-            m.model_name = n
-        config = dict(num_aus=members[0].num_aus, aus=list(aus) if aus is not None else None, lsc=dict(lsc or {}),
-                      gda=dict(gda or {}), **{k: list(v) if isinstance(v, tuple) else v for k, v in shared.items()})
-        return ESCDAEnsemble(members, combine, ("lsc", "gda"), data=data, config=config)
+        built = []
+        for cls, name, own in ((LSC, "escda_lsc", lsc), (GDA, "escda_gda", gda)):
+            m = cls(num_aus, aus, **{**shared, **(own or {}), "data": data})
+            m.model_name = name  # recorded in the ensemble's config (checkpoint rebuild)
+            built.append(m)
+        ens = Ensemble(built, combine, eps=eps, data=data)
+        ens.config.update(top)
+        return ens
 
     return make
 
@@ -538,8 +457,8 @@ _VARIANTS = {
 }
 for _name, (_variant, _cls, _defaults) in _VARIANTS.items():
     register_model(_make(_cls, _defaults), name=_name, variant=_variant, table="Tables 5-6",
-                   defaults=dict(_defaults), **_INFO)
-register_model(_make_ensemble("vote"), name="escda_v", variant="ESCDA-V", table="Tables 5-6",
-               defaults={"combine": "vote"}, **_INFO)
-register_model(_make_ensemble("mean"), name="escda", variant="ESCDA", table="Tables 1-3, 5-6",
-               defaults={"combine": "mean"}, **_INFO)
+                   defaults=dict(_defaults), small_config=dict(_SMALL_LSC if _cls is LSC else _SMALL), **_INFO)
+for _name, _variant, _combine, _table in (("escda_v", "ESCDA-V", "vote", "Tables 5-6"),
+                                          ("escda", "ESCDA", "mean", "Tables 1-3, 5-6")):
+    register_model(_make_ensemble(_combine), name=_name, variant=_variant, table=_table,
+                   defaults={"combine": _combine}, small_config=dict(_SMALL, lsc={"head_dim": 16}), **_INFO)
