@@ -39,10 +39,10 @@ def main(argv=None) -> int:
     from audet.engine.checkpoint import load_checkpoint
     from audet.engine.evaluate import _eval_dataset
     from audet.metrics import au_report, paired_bootstrap_f1_diff, to_markdown
-    from audet.models.escda import ESCDAEnsemble, average_probabilities, vote_probabilities
+    from audet.models.ensemble import Ensemble
 
     model = load_checkpoint(args.checkpoint).eval()
-    if not isinstance(model, ESCDAEnsemble):
+    if not isinstance(model, Ensemble) or len(model.members) != 2:
         raise SystemExit(f"{args.checkpoint} holds {model.model_name!r}, not an ESCDA ensemble (escda / escda_v)")
     data = Path(args.data)
     meta = json.loads((data / "dataset.json").read_text())
@@ -57,9 +57,9 @@ def main(argv=None) -> int:
             labels.append(b["labels"].numpy())
             mask.append(b["mask"].numpy())
     probs = {n: np.concatenate(p) for n, p in zip(("LSC", "GDA"), member_p)}
-    stacked = torch.as_tensor(np.stack([probs["LSC"], probs["GDA"]]))
-    probs["ESCDA-V (vote)"] = vote_probabilities(stacked).numpy()
-    probs["ESCDA (mean)"] = average_probabilities(stacked).numpy()
+    stacked = np.stack([probs["LSC"], probs["GDA"]])
+    probs["ESCDA-V (vote)"] = (stacked >= 0.5).mean(axis=0)  # the contract Ensemble's vote (tie = yes)
+    probs["ESCDA (mean)"] = stacked.mean(axis=0)
     y, m = np.concatenate(labels), np.concatenate(mask)
     lab = np.where(m > 0, y, 9)
     groups = ds.sequence_ids
