@@ -420,3 +420,37 @@ def test_checkpoint_round_trip(tmp_path, name):
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         assert torch.allclose(back.forward_logits(x), m.forward_logits(x), atol=1e-6)
+
+
+def test_resize_exports_to_onnx(tmp_path):
+    """The 176 -> 112 antialiased resize has no ONNX op; under export it runs as R X R^T."""
+    onnx = pytest.importorskip("onnx")  # third-party export dependencies
+    ort = pytest.importorskip("onnxruntime")
+    import warnings
+
+    torch.manual_seed(0)
+    m = create_model("escda_gda", aus=[1, 2], width=0.125, depths=(1, 1, 1)).eval()
+    x = torch.randn(2, 3, 176, 176)
+    r = m._resize_matrix(176)
+    assert r.shape == (112, 176) and torch.allclose(r.sum(1), torch.ones(112), atol=1e-6)
+    assert torch.allclose(r @ x @ r.T, m.resize_input(x), atol=1e-4)
+
+    class LogitsOnly(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, images):
+            return self.model.forward_logits(images)
+
+    wrapper = LogitsOnly(m).eval()
+    path = tmp_path / "gda.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(wrapper, (x,), str(path), dynamo=False, opset_version=17, input_names=["image"])
+    onnx.checker.check_model(onnx.load(str(path)))
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"image": x.numpy()})[0]
+    wrapper.eval()
+    with torch.no_grad():
+        ref = m.forward_logits(x).numpy()
+    np.testing.assert_allclose(got, ref, atol=1e-4, rtol=1e-4)

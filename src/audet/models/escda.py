@@ -240,13 +240,31 @@ class _ESCDANet(AUModel):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
 
+    def _resize_matrix(self, side: int) -> torch.Tensor:
+        """``(input_size, side)`` weights R of the antialiased bilinear resize along one axis, so that
+        the 2-D resize is ``R X R^T`` (it is separable)."""
+        eye = torch.eye(side, dtype=torch.float64)[None, None]
+        return F.interpolate(eye, size=(self.input_size, side), mode="bilinear", align_corners=False,
+                             antialias=True)[0, 0].float()
+
     def resize_input(self, images: torch.Tensor) -> torch.Tensor:
-        """The 176 crop -> ``input_size`` (bilinear, antialiased); unchanged when already that size."""
+        """The 176 crop -> ``input_size`` (bilinear, antialiased); unchanged when already that size.
+
+        Under ONNX export / tracing the same resize runs as two matrix products with precomputed
+        weights (``_upsample_bilinear2d_aa`` has no ONNX form); eager mode uses ``F.interpolate``
+        (identical up to float rounding, and not counted as FLOPs, like the paper's 112 input).
+        """
         if images.dim() != 4 or images.shape[1] != self.config["in_chans"]:
             raise ValueError(f"{self.model_name or type(self).__name__} takes frames B x "
                              f"{self.config['in_chans']} x H x W, got {tuple(images.shape)}")
-        if tuple(images.shape[-2:]) == (self.input_size, self.input_size):
+        H, W = int(images.shape[-2]), int(images.shape[-1])
+        if (H, W) == (self.input_size, self.input_size):
             return images
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            if H != W:
+                raise ValueError(f"ONNX export of the resize needs a square input; got {H}x{W}")
+            r = self._resize_matrix(H).to(images.device, images.dtype)
+            return r @ images @ r.T
         return F.interpolate(images, size=(self.input_size, self.input_size), mode="bilinear",
                              align_corners=False, antialias=True)
 
