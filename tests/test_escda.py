@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from audet.geometry import lsc_attention_maps
-from audet.losses import escda_au_weights, escda_weighted_loss, weighted_bce, au_weights
-from audet.models import AUModel, LossContext, ModelOutput, create_model, list_models, model_info
+from audet.losses import au_weights, escda_au_weights, escda_weighted_loss
+from audet.models import create_model, list_models, model_info
 from audet.models.base import load_pretrained_parts
 from audet.models.ensemble import Ensemble
 from audet.models.escda import GDA, LSC, lsc_mask, predefined_mask, template_subcenters
