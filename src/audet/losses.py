@@ -401,3 +401,21 @@ def aar_attention_regression_loss(pred_maps: torch.Tensor, target_maps: torch.Te
         raise ValueError(f"attention maps {tuple(pred_maps.shape)} and predefined maps "
                          f"{tuple(target_maps.shape)} differ in shape")
     return F.mse_loss(pred_maps.float(), target_maps.to(pred_maps.device).float(), reduction="mean")
+
+
+# --- ESCDA (escda.md) ---
+def escda_au_weights(labels, mask=None):
+    """ESCDA Eq. 8: ``w^(i) = (n / n_occ^(i)) / sum_k (n / n_occ^(k))`` and
+    ``v^(i) = (n - n_occ^(i)) / n_occ^(i)`` from the training labels.
+
+    The same weights as AC2D Eq. 14 (:func:`au_weights`, with its guards for AUs without positives
+    and ``n`` taken per AU over the labelled frames); named here for the ESCDA equation.
+    """
+    return au_weights(labels, mask)
+
+
+def escda_weighted_loss(logits, labels, mask=None, au_weight=None, pos_weight=None, reduction: Reduction = "mean"):
+    """ESCDA Eq. 7: ``L_u = -sum_i w^(i) [v^(i) p^(i) log p^_(i) + (1 - p^(i)) log(1 - p^_(i))]``,
+    averaged over the frames, masked by missing labels (:func:`weighted_bce` with the Eq. 8 weights).
+    Used by LSC and GDA alike (section 3.2: "the same AU detection loss")."""
+    return weighted_bce(logits, labels, mask, au_weight, pos_weight, reduction)
