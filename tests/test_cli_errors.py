@@ -185,6 +185,13 @@ def test_training_prints_a_line_per_epoch_without_progress_bar(data, tmp_path, c
     assert "epoch 1/1: loss " in out and "val F1" in out
 
 
+def test_cv_prints_a_line_per_epoch_without_progress_bar(data, tmp_path, capsys):
+    rc, out, err = cli(capsys, "cv", "resnet_tiny_synth", f"data.root={data}", *TINY, "--folds", "0",
+                       "--out", tmp_path / "cv")
+    assert rc == 0, err
+    assert "epoch 1/1: loss " in out
+
+
 # --- 12. the attention figure shows the ground truth and a colour bar -----------------------------
 def test_attention_figure_shows_truth_and_colour_bar(data, tmp_path, monkeypatch):
     import matplotlib.pyplot as plt

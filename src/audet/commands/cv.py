@@ -23,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from audet.commands._common import UsageError, check_data_root, config_from_args
+    from audet.commands._common import UsageError, check_data_root, config_from_args, epoch_lines
     from audet.engine.cv import cross_validate
 
     cfg = config_from_args(args)  # the whole config is checked here, before any work
@@ -39,5 +39,5 @@ def run(args) -> int:
         bad = [k for k in folds if n and k >= n]
         if bad:
             raise UsageError(f"--folds: {cfg['data']['root']} has {n} folds (0..{n - 1}); fold(s) {bad} do not exist")
-    cross_validate(cfg, folds=folds)
+    cross_validate(cfg, folds=folds, callbacks=[epoch_lines()])
     return 0

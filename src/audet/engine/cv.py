@@ -38,7 +38,8 @@ def num_folds_of(config: dict) -> int:
     raise ValueError(f"cannot tell the number of folds of {root}: no 'folds' in dataset.json and no data.dataset")
 
 
-def cross_validate(config: dict, *, folds: Sequence[int] | None = None, verbose: bool = True) -> dict:
+def cross_validate(config: dict, *, folds: Sequence[int] | None = None, verbose: bool = True,
+                   callbacks: Sequence = ()) -> dict:
     """Train every fold (skipping finished ones) and write ``cv_report.md/.csv`` + ``cv_results.json``."""
     import pandas as pd
 
@@ -63,7 +64,7 @@ def cross_validate(config: dict, *, folds: Sequence[int] | None = None, verbose:
             continue
         if verbose:
             print(f"== fold {k} ==", flush=True)
-        per_fold[k] = fit(cfg, verbose=verbose)
+        per_fold[k] = fit(cfg, verbose=verbose, callbacks=callbacks)
 
     aus = next(iter(per_fold.values()))["aus"]
     out: dict = {"name": config.get("name"), "folds": ks, "aus": aus, "selection": None, "per_fold": {}}
