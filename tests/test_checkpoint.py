@@ -158,3 +158,19 @@ def test_recorded_preprocessing_is_restored(tmp_path):
     loaded = load_checkpoint(w)
     assert loaded.preprocess["resize"] == 120 and loaded.preprocess["crop_size"] == 104
     assert create_model("resnet_tiny", num_aus=2, width=4).preprocess.get("resize") is None
+
+
+def test_to_jsonable_plain_values():
+    """Checkpoint metadata, DataInfo and ensemble configs go through one converter."""
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+
+    from audet.utils.io import to_jsonable
+
+    got = to_jsonable({1: np.float32(0.5), "t": torch.tensor(2.0), "a": np.arange(3), "p": Path("x/y"),
+                       "nested": ({"m": torch.ones(2, 1)},), "none": None, "o": object})
+    assert got == {"1": 0.5, "t": 2.0, "a": [0, 1, 2], "p": "x/y", "nested": [{"m": [[1.0], [1.0]]}],
+                   "none": None, "o": str(object)}
+    assert json.loads(json.dumps(got)) == got

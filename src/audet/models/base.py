@@ -45,6 +45,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from audet.utils.io import to_jsonable
+
 __all__ = [
     "ModelOutput",
     "LossContext",
@@ -157,7 +159,7 @@ class DataInfo:
         return [pos[s] for s in self.train_subjects]
 
     def to_dict(self) -> dict:
-        return _plain(asdict(self))
+        return to_jsonable(asdict(self))
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "DataInfo | None":
@@ -165,18 +167,6 @@ class DataInfo:
             return None
         known = {"aus", "subjects", "train_subjects", "label_stats", "clip", "dataset"}
         return cls(**{k: v for k, v in dict(d).items() if k in known})
-
-
-def _plain(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return obj
 
 
 @dataclass

@@ -38,7 +38,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from audet.utils.io import write_bytes_atomic, write_json_atomic
+from audet.utils.io import to_jsonable, write_bytes_atomic, write_json_atomic
 from audet.utils.state import describe_mismatch
 
 __all__ = [
@@ -75,22 +75,6 @@ def checkpoint_paths(path: str | os.PathLike) -> tuple[Path, Path]:
     return p.with_name(p.name + ".safetensors"), p.with_name(p.name + ".json")
 
 
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, torch.Tensor):
-        return obj.item() if obj.numel() == 1 else obj.tolist()
-    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 1) == 0:
-        return obj.item()
-    if isinstance(obj, Path):
-        return str(obj)
-    if obj is None or isinstance(obj, (bool, int, float, str)):
-        return obj
-    return str(obj)
-
-
 def save_checkpoint(
     model: nn.Module,
     path: str | os.PathLike,
@@ -122,19 +106,19 @@ def save_checkpoint(
     meta = {
         "format": FORMAT,
         "model": name,
-        "model_config": _jsonable(getattr(model, "config", {}) or {}),
+        "model_config": to_jsonable(getattr(model, "config", {}) or {}),
         "num_aus": int(getattr(model, "num_aus", len(aus))),
         "aus": aus,
-        "preprocess": _jsonable(getattr(model, "preprocess", {}) or {}),
+        "preprocess": to_jsonable(getattr(model, "preprocess", {}) or {}),
         "data_info": info.to_dict() if info is not None else None,
-        "pretrained": _jsonable(pretrained),
+        "pretrained": to_jsonable(pretrained),
         "epoch": epoch,
         "global_step": global_step,
-        "metrics": _jsonable(metrics or {}),
+        "metrics": to_jsonable(metrics or {}),
         "audet_version": __version__,
         "torch_version": torch.__version__,
-        "config": _jsonable(config or {}),
-        **_jsonable(dict(extra or {})),
+        "config": to_jsonable(config or {}),
+        **to_jsonable(dict(extra or {})),
     }
     # clone: safetensors refuses shared storage (tied weights); contiguous CPU copies are safe
     skip = {k for keys in left_out.values() for k in keys}

@@ -23,12 +23,12 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
 from audet.models.base import AUModel, DataInfo, LossContext, ModelOutput, PretrainedPart
 from audet.models.registry import create_model, register_model
+from audet.utils.io import to_jsonable
 
 __all__ = ["Ensemble", "COMBINE", "ensemble"]
 
@@ -185,17 +185,7 @@ class Ensemble(AUModel):
 
 def _member_args(m: AUModel) -> dict:
     args = {k: v for k, v in (m.config or {}).items() if k not in ("num_aus", "aus", "data")}
-    return _plain(args)
-
-
-def _plain(obj):
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
+    return to_jsonable(args)
 
 
 @register_model(

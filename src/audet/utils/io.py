@@ -11,7 +11,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 
 @contextlib.contextmanager
@@ -66,3 +66,23 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def to_jsonable(obj: Any) -> Any:
+    """``obj`` as plain JSON values: mappings (keys as text), lists, numbers, text, ``None``.
+
+    numpy arrays and scalars and torch tensors become (nested) lists or numbers via ``tolist()``,
+    paths become text, anything else its ``str``. Checkpoint metadata, ``DataInfo`` and ensemble
+    member configs are all stored through it.
+    """
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if isinstance(obj, Path):
+        return str(obj)
+    if callable(getattr(obj, "tolist", None)):  # numpy arrays/scalars, torch tensors
+        return to_jsonable(obj.tolist())
+    return str(obj)
