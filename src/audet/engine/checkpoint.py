@@ -213,8 +213,8 @@ def _index_of(aus: Sequence[int]) -> dict[int, int]:
 
 def _au_lists(model: nn.Module, state_keys: Sequence[str], n_old: int, n_new: int) -> list[str]:
     """Prefixes ``p`` of per-AU module lists (keys ``p.<i>.rest``)."""
-    declared = getattr(model, "au_module_lists", None)
-    if declared is not None:
+    declared = tuple(getattr(model, "au_module_lists", ()) or ())
+    if declared:
         return list(declared)
     found = []
     for name, mod in model.named_modules():
@@ -252,8 +252,9 @@ def map_state_by_au(
     """
     new_aus = list(new_aus if new_aus is not None else (getattr(model, "aus", None) or []))
     old_aus = [int(a) for a in old_aus]
-    if hasattr(model, "au_state_map"):
-        state, report = model.au_state_map(dict(old_state), old_aus, new_aus)
+    mapped = model.au_state_map(dict(old_state), old_aus, new_aus) if hasattr(model, "au_state_map") else None
+    if mapped is not None:
+        state, report = mapped
         report = dict(report)
         report.setdefault("method", "model.au_state_map")
         return state, report
@@ -268,7 +269,7 @@ def map_state_by_au(
         "per_au": [],
         "kept": [],
         "fresh": [],
-        "method": "declared" if hasattr(model, "au_state_keys") or hasattr(model, "au_module_lists") else "heuristic",
+        "method": "declared" if getattr(model, "au_state_keys", None) or getattr(model, "au_module_lists", None) else "heuristic",
     }
     out = {k: v.clone() for k, v in own.items()}
     lists = _au_lists(model, list(old_state), len(old_aus), len(new_aus))

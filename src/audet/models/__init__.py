@@ -3,7 +3,7 @@
 >>> from audet.models import create_model, list_models
 >>> model = create_model("ac2d", num_aus=12)
 """
-from audet.models.base import AUModel, LossContext, ModelOutput
+from audet.models.base import AUModel, DataInfo, LossContext, ModelOutput, PretrainedPart
 from audet.models.registry import create_model, list_models, model_info, register_model
 
 # Importing a method module registers its models. Each is optional while the toolkit grows.
@@ -16,4 +16,4 @@ for _m in ("ac2d", "baseline", "cisnet", "escda", "aar", "aunet"):
         if _exc.name != f"audet.models.{_m}":
             raise
 
-__all__ = ["AUModel", "LossContext", "ModelOutput", "create_model", "list_models", "model_info", "register_model"]
+__all__ = ["AUModel", "DataInfo", "LossContext", "PretrainedPart", "ModelOutput", "create_model", "list_models", "model_info", "register_model"]

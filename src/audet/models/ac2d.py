@@ -81,7 +81,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from audet.models.base import AUModel, LossContext, ModelOutput
+from audet.models.base import AUModel, DataInfo, LossContext, ModelOutput
 from audet.models.layers import Block, CausalIntervention, ConvStem, PatchEmbed, init_restv2_weights, tokens_to_map
 from audet.models.layers.embed import LN_EPS
 from audet.models.registry import register_model
@@ -173,11 +173,12 @@ class AC2D(AUModel):
         lambda_a: float = 12800.0,
         sigma: float = 3.0,
         preprocess: dict | None = None,
+        data: DataInfo | None = None,
     ):
         if num_aus is None:
             num_aus = len(aus) if aus is not None else 12
         pre = {"crop_size": int(img_size), **(preprocess or {})}
-        super().__init__(num_aus, aus, pre)
+        super().__init__(num_aus, aus, pre, data)
         _check("attention_loss", attention_loss, ATTENTION_LOSSES)
         _check("intervention", intervention, INTERVENTIONS)
         _check("prototype", prototype, PROTOTYPE_MODES)

@@ -1,27 +1,63 @@
-"""The uniform interface every audet model follows.
+"""The model contract: the one interface every audet model follows (docs/adding-a-method.md).
 
 A model maps images (``B x 3 x H x W``) or clips (``B x T x 3 x H x W``) to a
 :class:`ModelOutput`: per-AU logits plus named auxiliary tensors its losses need. The training
-engine never special-cases a method: it calls
+engine never special-cases a method; everything method-specific is one of these hooks, each
+declared here with a default:
 
-- ``model(images)`` -> :class:`ModelOutput`,
-- ``model.loss_terms(output, batch, ctx)`` -> ``{name: scalar tensor}`` (summed by the engine,
-  each already multiplied by its trade-off weight, e.g. ``lambda_a * L_a``),
-- the state hooks ``on_train_epoch_start/on_train_batch_end/on_train_epoch_end`` for state
-  that lives across batches (AC2D sample prototypes, CISNet subject dictionary). Such state is
-  kept in registered buffers so that checkpoints and DDP carry it without special code.
+construction
+    ``create_model(name, num_aus=A, aus=[...], data=DataInfo|None, **args)``; the factory passes
+    ``data`` to :class:`AUModel`, which keeps it as ``self.data_info`` (:class:`DataInfo`: AU list,
+    GLOBAL subject vocabulary, training subjects, label statistics, clip spec). A checkpoint
+    records it, so a subject-dependent model is rebuilt without the training set.
+outputs
+    ``model(x)`` -> :class:`ModelOutput` (training path, with aux for the losses);
+    ``forward_features(x)`` / ``forward_head(feats)`` / ``forward_logits(x)`` (logits only, no
+    state mutation, traceable by ``torch.onnx.export``: evaluation, inference and export).
+losses
+    ``loss_context(data, labels, mask)`` -> :class:`LossContext` (once, from the training labels);
+    ``loss_terms(output, batch, ctx)`` -> ``{name: scalar}`` (each already multiplied by its
+    trade-off weight); the engine sums and logs them.
+state across batches
+    ``on_train_epoch_start(epoch)``, ``on_train_batch_end(output, batch)``,
+    ``on_train_epoch_end(epoch)``; the epoch-end data pass ``wants_data_pass(epoch)`` /
+    ``data_pass_step(batch)`` / ``data_pass_end(results)``; ``on_stage_start(stage)`` and
+    ``self.stage``. State lives in registered buffers so checkpoints and DDP carry it.
+optimisation and transfer
+    ``no_weight_decay()``, ``au_module_lists``, ``au_state_keys``, ``au_state_map(...)``,
+    ``flop_count_context()``, ``pretrained_parts()`` (:class:`PretrainedPart`, loaded by
+    :func:`load_pretrained_parts`), ``freeze(patterns)``.
 
 ``batch`` is the dict produced by :class:`audet.data.AUDataset` (keys ``image``, ``labels``,
-``mask``, ``landmarks``, ``subcenters``, ``subject``, ``sequence``, ``frame``, ...), and ``ctx`` is a
-:class:`LossContext` with the AU weights computed once from the training labels.
+``mask``, ``landmarks``, ``subcenters``, ``subject`` (a global index into
+``DataInfo.subjects``), ``sequence``, ``frame``, ``index``, ...).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+import contextlib
+import fnmatch
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
 
+import numpy as np
 import torch
 from torch import nn
+
+__all__ = [
+    "ModelOutput",
+    "LossContext",
+    "DataInfo",
+    "PretrainedPart",
+    "PretrainedWeightsMissing",
+    "AUModel",
+    "DEFAULT_PREPROCESS",
+    "load_pretrained_parts",
+    "pretrained_state_keys",
+]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -41,7 +77,7 @@ class LossContext:
     """Quantities computed once from the training labels and handed to ``loss_terms``.
 
     ``au_weight`` is w_j and ``pos_weight`` is v_j of AC2D Eq. 14 (see :mod:`audet.losses`).
-    ``extra`` holds method-specific statistics (e.g. CISNet's adaptive loss weights).
+    ``extra`` holds method-specific statistics (e.g. CISNet's adaptive loss weights, Eq. 6).
     """
 
     au_weight: torch.Tensor | None = None
@@ -51,6 +87,119 @@ class LossContext:
     def to(self, device) -> "LossContext":
         mv = lambda t: t.to(device) if isinstance(t, torch.Tensor) else t  # noqa: E731
         return LossContext(mv(self.au_weight), mv(self.pos_weight), {k: mv(v) for k, v in self.extra.items()})
+
+
+@dataclass
+class DataInfo:
+    """What the training data says, handed to a model factory (``create_model(..., data=)``).
+
+    Attributes:
+        aus: AU numbers in label-column order.
+        subjects: the GLOBAL subject vocabulary: sorted ids of ALL subjects of the prepared dataset
+            (every split). ``batch["subject"]`` is an int64 index into it, identical across the
+            train/val/test splits.
+        train_subjects: the subjects the model trains on (a subset of ``subjects``).
+        label_stats: ``{"n_frames": int, "pos": [per-AU positives], "valid": [per-AU labelled
+            frames], "train_frames_per_subject": {subject: n}}`` over the training frames.
+        clip: the clip spec the data serves (None = single frames).
+        dataset: the dataset name, e.g. ``"BP4D"``.
+
+    JSON-able through :meth:`to_dict` / :meth:`from_dict`; every checkpoint stores it as
+    ``"data_info"`` and :func:`audet.engine.checkpoint.load_checkpoint` rebuilds the model with it.
+    """
+
+    aus: list[int]
+    subjects: list[str] = field(default_factory=list)
+    train_subjects: list[str] = field(default_factory=list)
+    label_stats: dict = field(default_factory=dict)
+    clip: dict | None = None
+    dataset: str | None = None
+
+    def __post_init__(self) -> None:
+        self.aus = [int(a) for a in self.aus]
+        self.subjects = [str(s) for s in self.subjects]
+        self.train_subjects = [str(s) for s in self.train_subjects]
+        unknown = sorted(set(self.train_subjects) - set(self.subjects))
+        if unknown and self.subjects:
+            raise ValueError(f"DataInfo: train_subjects {unknown[:5]} are not in the subject vocabulary")
+
+    @property
+    def num_aus(self) -> int:
+        return len(self.aus)
+
+    @property
+    def num_subjects(self) -> int:
+        return len(self.subjects)
+
+    @property
+    def num_train_subjects(self) -> int:
+        return len(self.train_subjects)
+
+    def subject_index(self, subject: str) -> int:
+        """The global index of ``subject`` (what ``batch["subject"]`` holds)."""
+        try:
+            return self.subjects.index(str(subject))
+        except ValueError:
+            raise KeyError(f"subject {subject!r} is not in the data's subject vocabulary") from None
+
+    def train_subject_indices(self) -> list[int]:
+        """Global indices of the training subjects (in ``train_subjects`` order)."""
+        pos = {s: i for i, s in enumerate(self.subjects)}
+        return [pos[s] for s in self.train_subjects]
+
+    def to_dict(self) -> dict:
+        return _plain(asdict(self))
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "DataInfo | None":
+        if d is None:
+            return None
+        known = {"aus", "subjects", "train_subjects", "label_stats", "clip", "dataset"}
+        return cls(**{k: v for k, v in dict(d).items() if k in known})
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return obj
+
+
+@dataclass
+class PretrainedPart:
+    """A sub-network whose weights come from a file (e.g. a frozen face-alignment network).
+
+    Attributes:
+        module: attribute path inside the model, e.g. ``"fan"``.
+        description: what it is, e.g. ``"2-stack FAN face-alignment network (2DFAN-2)"``.
+        source: where a user gets the file (docs text; a URL is allowed in the text).
+        option: the model argument that points to the file, e.g. ``"fan_weights"`` (set it with
+            ``model.args.<option>=PATH``).
+        loader: ``loader(module, path)`` reads the file into the module (its format, expected names
+            and shapes); None = a safetensors file of the module's ``state_dict`` loaded strictly.
+        frozen: kept in eval mode, ``requires_grad=False``, not in the optimiser.
+        store_in_checkpoint: whether the run's checkpoints carry its weights (when False,
+            ``load_checkpoint`` re-reads the file through the recorded option).
+        required: without the file the run refuses (unless ``allow_random_pretrained=True``).
+    """
+
+    module: str
+    description: str
+    source: str
+    option: str
+    loader: Callable[[nn.Module, str], None] | None = None
+    frozen: bool = True
+    store_in_checkpoint: bool = False
+    required: bool = True
+
+
+class PretrainedWeightsMissing(FileNotFoundError):
+    """A required pretrained part has no file; the message says which, from where, which option."""
 
 
 #: Preprocessing every model carries (like torchvision's Weights.transforms()).
@@ -65,29 +214,82 @@ DEFAULT_PREPROCESS = {
 
 
 class AUModel(nn.Module):
-    """Base class: holds the AU list, the preprocessing and the default hooks."""
+    """Base class: holds the AU list, the preprocessing, the data info and every hook's default."""
 
     #: registry name, set by create_model
     model_name: str = ""
+    #: names of ModuleLists with one entry per AU (keys ``name.<i>.*``), for AU-identity transfer
+    au_module_lists: tuple[str, ...] = ()
+    #: ``{fnmatch pattern: dim}`` of tensors with an AU dimension, e.g. ``{"fc.weight": 0}``
+    au_state_keys: dict[str, int] = {}
 
-    def __init__(self, num_aus: int, aus: list[int] | tuple[int, ...] | None = None, preprocess: dict | None = None):
+    def __init__(self, num_aus: int, aus: Sequence[int] | None = None, preprocess: dict | None = None,
+                 data: DataInfo | None = None):
         super().__init__()
         if aus is not None and len(aus) != num_aus:
             raise ValueError(f"num_aus={num_aus} but {len(aus)} AU numbers were given: {list(aus)}")
         self.num_aus = int(num_aus)
         self.aus = tuple(int(a) for a in aus) if aus is not None else None
         self.preprocess = {**DEFAULT_PREPROCESS, **(preprocess or {})}
+        if data is not None and not isinstance(data, DataInfo):
+            data = DataInfo.from_dict(data)
+        #: what the training data said at construction (None when built without data)
+        self.data_info: DataInfo | None = data
         #: the constructor arguments, stored in checkpoints (set by subclasses)
         self.config: dict[str, Any] = {}
+        #: the current training stage ("" outside staged runs); set by :meth:`on_stage_start`
+        self.stage: str = ""
+        #: attribute paths of sub-modules kept in eval mode (see :meth:`freeze`)
+        self._frozen_modules: tuple[str, ...] = ()
+        #: {part name: "file PATH" | "random <description>"} after :func:`load_pretrained_parts`
+        self.pretrained_status: dict[str, str] = {}
 
-    # --- losses -------------------------------------------------------------------------
+    # --- outputs --------------------------------------------------------------------------
+    def forward_features(self, images: torch.Tensor):
+        """Features before the classifier (a tensor or a tuple); override with :meth:`forward_head`."""
+        raise NotImplementedError(f"{type(self).__name__} does not split forward_features/forward_head")
+
+    def forward_head(self, features) -> torch.Tensor:
+        """Per-AU logits from :meth:`forward_features`' output."""
+        raise NotImplementedError(f"{type(self).__name__} does not split forward_features/forward_head")
+
+    def forward_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits only (``B x A`` or ``B x T x A``): no aux, no state mutation, ONNX-traceable.
+
+        Default: ``forward_head(forward_features(x))`` when the model splits them, else
+        ``forward(x).logits``. This is what evaluation, inference and export call.
+        """
+        if type(self).forward_features is not AUModel.forward_features:
+            return self.forward_head(self.forward_features(images))
+        return self(images).logits
+
+    # --- losses ---------------------------------------------------------------------------
+    def loss_context(self, data: DataInfo | None, labels: np.ndarray, mask: np.ndarray) -> LossContext:
+        """Statistics of the training labels for :meth:`loss_terms`, computed once per run.
+
+        ``labels`` ``(N, A)`` float 0/1 and ``mask`` ``(N, A)`` (1 = labelled) over the training
+        frames. Default: w_j and v_j of AC2D Eq. 14 (:func:`audet.losses.au_weights`).
+        """
+        import warnings
+
+        from audet.losses import au_weights
+
+        labels = np.asarray(labels, dtype=np.float64)
+        mask = np.asarray(mask, dtype=np.float64)
+        if labels.ndim != 2 or labels.shape != mask.shape:
+            raise ValueError(f"loss_context needs (N, A) labels and mask; got {labels.shape} and {mask.shape}")
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            w, v = au_weights(labels, mask)
+        return LossContext(au_weight=torch.as_tensor(w).float(), pos_weight=torch.as_tensor(v).float())
+
     def loss_terms(self, output: ModelOutput, batch: dict, ctx: LossContext) -> dict[str, torch.Tensor]:
         """Default: the weighted BCE of AC2D Eq. 14 (masked by missing labels)."""
         from audet.losses import weighted_bce
 
         return {"au": weighted_bce(output.logits, batch["labels"], batch["mask"], ctx.au_weight, ctx.pos_weight)}
 
-    # --- cross-batch state ----------------------------------------------------------------
+    # --- cross-batch state ------------------------------------------------------------------
     def on_train_epoch_start(self, epoch: int) -> None:
         """Called by the engine before each training epoch."""
 
@@ -95,4 +297,167 @@ class AUModel(nn.Module):
         """Called after each training step with that step's output (no grad)."""
 
     def on_train_epoch_end(self, epoch: int) -> None:
-        """Called after each training epoch (synchronise buffers across processes here)."""
+        """Called after each training epoch (after the data pass, before validation; no grad).
+        Synchronise buffers across processes here."""
+
+    def wants_data_pass(self, epoch: int) -> bool:
+        """Whether the engine should run an epoch-end pass over the training data (default False).
+
+        The engine then calls :meth:`data_pass_step` on every training batch IN ORDER (no grad,
+        eval mode) after the epoch's last training batch (before validation), and
+        :meth:`data_pass_end` with the list of the step results. A stage with
+        ``collect_only: true`` runs only this pass (no training steps).
+        """
+        return False
+
+    def data_pass_step(self, batch: dict) -> Any:
+        """One batch of the epoch-end data pass (no grad, eval mode; the whole batch incl. "subject")."""
+        return None
+
+    def data_pass_end(self, results: list[Any]) -> None:
+        """Aggregate the data pass (e.g. fill prototype or dictionary buffers)."""
+
+    def on_stage_start(self, stage: str) -> None:
+        """Called when a training stage starts (and when a run resumes inside it); sets ``self.stage``."""
+        self.stage = str(stage)
+
+    # --- optimisation and transfer ------------------------------------------------------------
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names (full or leaf) the optimiser must not decay (timm convention)."""
+        return set()
+
+    def au_state_map(self, state: dict, old_aus: Sequence[int], new_aus: Sequence[int]):
+        """Map a state dict trained on ``old_aus`` onto this model's ``new_aus`` by AU identity.
+
+        Return ``(state, report)`` to override the generic mapping of
+        :func:`audet.engine.checkpoint.map_state_by_au`, or None (default) to use it (driven by
+        :attr:`au_module_lists` and :attr:`au_state_keys`).
+        """
+        return None
+
+    def flop_count_context(self):
+        """Context manager entered around the forward pass whose FLOPs are counted (default none)."""
+        return contextlib.nullcontext()
+
+    def pretrained_parts(self) -> dict[str, PretrainedPart]:
+        """Sub-networks whose weights come from a file (default none); see :class:`PretrainedPart`."""
+        return {}
+
+    # --- frozen sub-modules -------------------------------------------------------------------
+    def freeze(self, patterns: Iterable[str]) -> list[str]:
+        """Freeze parameters whose names match any fnmatch pattern (``"fan.*"``): ``requires_grad``
+        False, and every sub-module all of whose parameters are frozen (or whose name matches) is
+        kept in eval mode by :meth:`train`. Returns the frozen parameter names. Cumulative."""
+        pats = [str(p) for p in patterns]
+        names = []
+        for name, p in self.named_parameters():
+            if any(fnmatch.fnmatchcase(name, pat) for pat in pats):
+                p.requires_grad_(False)
+                names.append(name)
+        mods = set(self._frozen_modules)
+        for mname, mod in self.named_modules():
+            if not mname:
+                continue
+            params = list(mod.parameters())
+            by_name = any(fnmatch.fnmatchcase(mname, pat) or fnmatch.fnmatchcase(mname + ".x", pat) for pat in pats)
+            if by_name or (params and all(not p.requires_grad for p in params)):
+                if not any(mname.startswith(m + ".") for m in mods):
+                    mods = {m for m in mods if not m.startswith(mname + ".")}
+                    mods.add(mname)
+        self._frozen_modules = tuple(sorted(mods))
+        if self._frozen_modules:
+            self.train(self.training)
+        return names
+
+    def unfreeze(self) -> None:
+        """Undo :meth:`freeze` (every parameter trainable; no module locked in eval)."""
+        for p in self.parameters():
+            p.requires_grad_(True)
+        self._frozen_modules = ()
+        self.train(self.training)
+
+    @property
+    def frozen_modules(self) -> tuple[str, ...]:
+        return tuple(self._frozen_modules)
+
+    def train(self, mode: bool = True):
+        """``nn.Module.train`` that keeps frozen sub-modules (BatchNorm statistics!) in eval mode."""
+        super().train(mode)
+        for name in getattr(self, "_frozen_modules", ()):
+            self.get_submodule(name).eval()
+        return self
+
+
+# ----------------------------------------------------------------------------------------------
+# pretrained parts
+# ----------------------------------------------------------------------------------------------
+def _default_loader(module: nn.Module, path: str) -> None:
+    from safetensors.torch import load_file
+
+    state = load_file(path)
+    module.load_state_dict(state, strict=True)
+
+
+def pretrained_state_keys(model: nn.Module, stored_only: bool | None = None) -> dict[str, list[str]]:
+    """``{part name: [state-dict keys of its module]}``; ``stored_only=False`` keeps only the parts
+    NOT stored in checkpoints (their keys are left out of saved weights)."""
+    parts = model.pretrained_parts() if isinstance(model, AUModel) else {}
+    status = getattr(model, "pretrained_status", {}) or {}
+    out = {}
+    for name, part in parts.items():
+        stored = part.store_in_checkpoint or str(status.get(name, "")).startswith("random")
+        if stored_only is False and stored:
+            continue
+        if stored_only is True and not stored:
+            continue
+        prefix = part.module + "."
+        out[name] = [k for k in model.state_dict() if k.startswith(prefix)]
+    return out
+
+
+def load_pretrained_parts(model: nn.Module, *, allow_random: bool | None = None,
+                          paths: dict[str, str] | None = None) -> dict[str, str]:
+    """Load every :class:`PretrainedPart` of ``model`` from its file and freeze the frozen ones.
+
+    The file of a part comes from ``paths[option]`` or the model argument ``model.config[option]``.
+    Without a file, a ``required`` part raises :class:`PretrainedWeightsMissing` naming the part,
+    where to get it and the option to set -- unless ``allow_random`` (default: the model argument
+    ``allow_random_pretrained``) is true, in which case the part keeps its random init and is
+    reported as ``"random <description>"`` (such weights are then always stored in checkpoints).
+    Returns (and sets ``model.pretrained_status``) ``{part: "file PATH" | "random ..." | "absent"}``.
+    """
+    if not isinstance(model, AUModel):
+        return {}
+    parts = model.pretrained_parts()
+    cfg = getattr(model, "config", {}) or {}
+    if allow_random is None:
+        allow_random = bool(cfg.get("allow_random_pretrained", False))
+    status: dict[str, str] = {}
+    for name, part in parts.items():
+        try:
+            module = model.get_submodule(part.module)
+        except AttributeError:
+            raise ValueError(f"{model.model_name or type(model).__name__}: pretrained part {name!r} names "
+                             f"module {part.module!r}, which the model does not have") from None
+        path = (paths or {}).get(part.option) or cfg.get(part.option)
+        if path:
+            p = Path(str(path)).expanduser()
+            if not p.is_file():
+                raise PretrainedWeightsMissing(
+                    f"{part.description}: file {p} (model.args.{part.option}) not found; get it from {part.source}")
+            (part.loader or _default_loader)(module, str(p))
+            status[name] = f"file {p}"
+        elif part.required and not allow_random:
+            raise PretrainedWeightsMissing(
+                f"{model.model_name or type(model).__name__} needs the {part.description} weights: set "
+                f"model.args.{part.option}=PATH (get the file from {part.source}), or opt in to random "
+                f"weights with model.args.allow_random_pretrained=true (labelled in every report)")
+        elif part.required:
+            status[name] = f"random {part.description}"
+            log.warning("%s: running with RANDOM %s (allow_random_pretrained)", model.model_name, part.description)
+        else:
+            status[name] = "absent"
+        if part.frozen:
+            model.freeze([part.module + ".*"])
+    model.pretrained_status = status
+    return status

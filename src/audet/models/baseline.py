@@ -17,7 +17,7 @@ from torch import nn
 from torchvision.models import resnet18 as tv_resnet18
 from torchvision.models.resnet import BasicBlock
 
-from audet.models.base import AUModel, ModelOutput
+from audet.models.base import AUModel, DataInfo, ModelOutput
 from audet.models.registry import register_model
 
 __all__ = ["ResNetAU", "TinyResNet", "resnet18", "resnet_tiny", "SMALL_CONFIGS"]
@@ -67,18 +67,25 @@ class ResNetAU(AUModel):
     #: the classifier's rows are per AU (used when initialising from a checkpoint by AU identity)
     au_state_keys = {"fc.weight": 0, "fc.bias": 0}
 
-    def __init__(self, trunk: nn.Module, features: int, num_aus: int, aus=None, preprocess=None, dropout: float = 0.0):
-        super().__init__(num_aus, aus, preprocess)
+    def __init__(self, trunk: nn.Module, features: int, num_aus: int, aus=None, preprocess=None, dropout: float = 0.0,
+                 data: DataInfo | None = None):
+        super().__init__(num_aus, aus, preprocess, data)
         self.trunk = trunk
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.fc = nn.Linear(features, num_aus)
 
-    def forward(self, images: torch.Tensor) -> ModelOutput:
+    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Pooled trunk features ``(..., F)`` (frames of a clip run one by one)."""
         lead = images.shape[:-3]
-        x = images.reshape(-1, *images.shape[-3:])
-        feat = self.trunk(x)
-        logits = self.fc(self.dropout(feat))
-        return ModelOutput(logits.reshape(*lead, self.num_aus), {"features": feat.reshape(*lead, -1)})
+        feat = self.trunk(images.reshape(-1, *images.shape[-3:]))
+        return feat.reshape(*lead, feat.shape[-1])
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.dropout(features))
+
+    def forward(self, images: torch.Tensor) -> ModelOutput:
+        feat = self.forward_features(images)
+        return ModelOutput(self.forward_head(feat), {"features": feat})
 
 
 class _TorchvisionTrunk(nn.Module):
@@ -93,8 +100,9 @@ class _TorchvisionTrunk(nn.Module):
 
 
 @register_model(paper="baseline", description="torchvision ResNet-18, random init, linear AU head", small_config={})
-def resnet18(num_aus: int = 12, aus=None, preprocess: dict | None = None, dropout: float = 0.0) -> ResNetAU:
-    model = ResNetAU(_TorchvisionTrunk(), 512, num_aus, aus, preprocess, dropout)
+def resnet18(num_aus: int = 12, aus=None, preprocess: dict | None = None, dropout: float = 0.0,
+             data: DataInfo | None = None) -> ResNetAU:
+    model = ResNetAU(_TorchvisionTrunk(), 512, num_aus, aus, preprocess, dropout, data)
     model.config = {"num_aus": num_aus, "aus": list(aus) if aus else None, "preprocess": preprocess, "dropout": dropout}
     return model
 
@@ -111,9 +119,10 @@ def resnet_tiny(
     width: int = 16,
     layers: tuple[int, ...] | list[int] = (1, 1, 1, 1),
     dropout: float = 0.0,
+    data: DataInfo | None = None,
 ) -> ResNetAU:
     trunk = TinyResNet(width, tuple(layers))
-    model = ResNetAU(trunk, trunk.out_features, num_aus, aus, preprocess, dropout)
+    model = ResNetAU(trunk, trunk.out_features, num_aus, aus, preprocess, dropout, data)
     model.config = {
         "num_aus": num_aus,
         "aus": list(aus) if aus else None,

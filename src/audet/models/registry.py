@@ -1,8 +1,10 @@
 """One model registry for every method and ablation variant.
 
-``register_model`` decorates a factory ``fn(num_aus=..., **cfg) -> AUModel``; the factory's
-name (or the ``name=`` given) is the registry key. ``create_model(name, num_aus=..., **cfg)``
-builds one, ``list_models(pattern)`` lists the names.
+``register_model`` decorates a factory ``fn(num_aus=..., aus=..., data=None, **cfg) -> AUModel``;
+the factory's name (or the ``name=`` given) is the registry key.
+``create_model(name, num_aus=A, aus=[...], data=DataInfo|None, **cfg)`` builds one (``data``: what
+the training data says, :class:`audet.models.base.DataInfo`), ``list_models(pattern)`` lists the
+names.
 """
 from __future__ import annotations
 
@@ -52,13 +54,37 @@ def _unknown(name: str) -> str:
     return f"unknown model {name!r}{hint} (see `audet models` or audet.models.list_models())"
 
 
-def create_model(name: str, num_aus: int | None = None, **cfg):
-    """Build a registered model. ``aus`` (AU numbers) may be given instead of ``num_aus``."""
+def _accepts(fn: Callable, arg: str) -> bool:
+    import inspect
+
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return True
+    return arg in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def create_model(name: str, num_aus: int | None = None, *, data=None, **cfg):
+    """Build a registered model. ``aus`` (AU numbers) may be given instead of ``num_aus``.
+
+    ``data`` (a :class:`audet.models.base.DataInfo` or its dict) is what the training data says;
+    it is passed to the factory when given (a model that needs it raises a clear error without it).
+    """
     _ensure_builtin_models()
     if name not in _REGISTRY:
         raise KeyError(_unknown(name))
     if num_aus is not None:
         cfg["num_aus"] = num_aus
-    model = _REGISTRY[name](**cfg)
+    fn = _REGISTRY[name]
+    if data is not None:
+        from audet.models.base import DataInfo
+
+        if not isinstance(data, DataInfo):
+            data = DataInfo.from_dict(data)
+        if _accepts(fn, "data"):
+            cfg["data"] = data
+    model = fn(**cfg)
     model.model_name = name
+    if data is not None and getattr(model, "data_info", None) is None:
+        model.data_info = data
     return model
