@@ -13,7 +13,13 @@ def _ac2d(src, aus=None, **kw):
     return convert_ac2d(src, aus, **kw)
 
 
+def _aunet(src, aus=None, **kw):
+    from audet.models.convert.aunet import convert_aunet
+
+    return convert_aunet(src, aus, **kw)
+
+
 #: converter name -> function(src, aus=None, **options) -> model
-CONVERTERS = {"ac2d": _ac2d}
+CONVERTERS = {"ac2d": _ac2d, "aunet": _aunet}
 
 __all__ = ["CONVERTERS"]
