@@ -573,6 +573,8 @@ def _factory(cls, defaults: dict):
 
 for _name, (_variant, _defaults, _counts) in _VARIANTS.items():
     register_model(_factory(AUNet, _defaults), name=_name, variant=_variant, table="Table VI",
-                   defaults=dict(_defaults), counts=_counts, **_INFO)
+                   defaults=dict(_defaults), counts=_counts,
+                   small_config={"img_size": 64, "allow_random_pretrained": True,
+                                 **({"vae_latent": 8} if _defaults["use_vae"] else {})}, **_INFO)
 register_model(_factory(ResNet18A, {}), name="aunet_resnet18a", variant="ResNet18-A", table="Tables XIII-XIV",
-               defaults={"temporal": True, "use_vae": True}, **{**_INFO, "input_size": 256})
+               defaults={"temporal": True, "use_vae": True}, small_config={"img_size": 64, "vae_latent": 8}, **_INFO)

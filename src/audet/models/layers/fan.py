@@ -242,9 +242,10 @@ def load_fan_weights(fan: FAN, path: str | os.PathLike) -> dict:
     sd = read_fan_state_dict(path)
     own = fan.state_dict()
     stacks = {int(m.group(1)) for k in sd if (m := re.match(r"^m(\d+)\.", k))}
-    if stacks and len(stacks) != fan.num_modules:
+    n_stacks = max(stacks) + 1 if stacks else 0
+    if stacks and n_stacks != fan.num_modules:
         raise FANWeightsError(
-            f"{path}: a {len(stacks)}-stack FAN (2DFAN-{len(stacks)}); this network needs {fan.num_modules} "
+            f"{path}: a {n_stacks}-stack FAN (2DFAN-{n_stacks}); this network needs {fan.num_modules} "
             f"stacks (2DFAN-{fan.num_modules}, AU-Net's 2dfan2.pth)"
         )
     missing = [k for k in own if k not in sd]
