@@ -288,14 +288,14 @@ def test_batch_prototype_is_current_minibatch_mean_and_eval_uses_stored():
 def test_epoch_mode_prototype_pass_and_fallback():
     torch.manual_seed(0)
     m = tiny("ac2d_avces")
-    assert m.needs_prototype_pass and not tiny("ac2d").needs_prototype_pass
+    assert m.wants_data_pass(0) and not tiny("ac2d").wants_data_pass(0)
     xs = [make_batch(seed=s)["image"] for s in range(3)]
     m.train()
     m.on_train_epoch_start(0)
     out = m(xs[0])
     m.on_train_batch_end(out, {})
     m.eval()
-    assert m.update_prototypes(m.prototype_features(x) for x in xs)
+    assert m.data_pass_end([m.data_pass_step({"image": x}) for x in xs])
     with torch.no_grad():
         ref = torch.cat([m(x, intervention=False).aux["features"] for x in xs]).mean(0)
     assert torch.allclose(m.proto_k, ref, atol=1e-5) and float(m.proto_count) == 6
@@ -306,7 +306,7 @@ def test_epoch_mode_prototype_pass_and_fallback():
     m.on_train_epoch_start(1)
     out = m(xs[1])
     m.on_train_batch_end(out, {})
-    with pytest.warns(UserWarning, match="update_prototypes"):
+    with pytest.warns(UserWarning, match="data pass"):
         m.on_train_epoch_end(1)
     assert torch.allclose(m.proto_k, out.aux["features"].detach().mean(0), atol=1e-6)
 

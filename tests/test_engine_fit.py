@@ -146,19 +146,19 @@ def test_ddp_two_cpu_processes(tmp_path):
 
 
 def test_epoch_end_prototype_pass_for_models_that_ask(tmp_path, monkeypatch):
-    """AC2D's C^e(s) variant asks (needs_prototype_pass) for a data pass before on_train_epoch_end;
+    """AC2D's C^e(s) variant asks (wants_data_pass) for a data pass before on_train_epoch_end;
     the engine runs it generically, and the prototypes (buffers) are in the checkpoint."""
     import audet.models.ac2d as ac2d
 
     calls = []
-    orig = ac2d.AC2D.update_prototypes
+    orig = ac2d.AC2D.data_pass_end
 
-    def spy(self, feats):
-        out = orig(self, feats)
+    def spy(self, results):
+        out = orig(self, results)
         calls.append(int(self.proto_count))
         return out
 
-    monkeypatch.setattr(ac2d.AC2D, "update_prototypes", spy)
+    monkeypatch.setattr(ac2d.AC2D, "data_pass_end", spy)
     cfg = tensor_config(tmp_path / "run", **{
         "model.name": "ac2d_avces", "trainer.max_epochs": 2, "selection.test_after_fit": False,
         "model.args": {"img_size": 32, "depths": [1, 1, 2], "embed_dim": 16, "causal_dim": 16, "drop_path_rate": 0.0}})

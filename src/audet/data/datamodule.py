@@ -6,6 +6,16 @@
   ``val_fraction=0`` disables it; ``val_subjects=[...]`` fixes it;
 - test: the test prefix, :class:`EvalTransform`.
 
+Subject ids: with ``subjects="global"`` (or an explicit list) every split's ``batch["subject"]``
+indexes ONE vocabulary (:func:`audet.data.dataset.subject_vocabulary`: all subjects of the
+prepared dataset), so train, validation and test ids never collide; by default each dataset
+indexes its own subjects.
+
+:meth:`AUDataModule.describe` tells what the training data is (AU list, subject vocabulary,
+training subjects, training labels) before any dataset is built, and
+:meth:`AUDataModule.use_preprocess` sets a model's preprocessing (crop, normalisation, clip)
+afterwards -- so a model can be built from the data and the data served as the model wants.
+
 Clips: ``clip`` applies to all three. For runs (``{"length": t}``) the validation and test
 datasets always use ``windows="disjoint"`` with padding, so every frame is scored exactly once.
 
@@ -26,7 +36,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from audet.data.dataset import AUDataset, data_aus
+from audet.data.dataset import AUDataset, data_aus, eval_clip, subject_vocabulary
 from audet.data.folds import split_validation
 from audet.data.images import collate, worker_init
 from audet.data.listfile import read_list
@@ -53,6 +63,9 @@ class AUDataModule(L.LightningDataModule):
         augment: extra :class:`TrainTransform` arguments (``flip_p``, ``brightness``, ``contrast``).
         image_root: images folder if not ``root/images``.
         pin_memory, drop_last: passed to the training DataLoader (``pin_memory`` to all).
+        subjects: None (each dataset indexes its own subjects), ``"global"`` (the vocabulary of
+            :func:`~audet.data.dataset.subject_vocabulary` over the dataset and both prefixes) or an
+            explicit sorted list: the names ``batch["subject"]`` indexes in every split.
     """
 
     def __init__(self, root, train_prefix: str | None = None, test_prefix: str | None = None, *,
@@ -60,7 +73,8 @@ class AUDataModule(L.LightningDataModule):
                  num_workers: int = 2, clip: dict | None = None, val_fraction: float = 0.15,
                  val_subjects: Sequence[str] | None = None, seed: int = 0, crop: int | None = None,
                  preprocess: dict | None = None, augment: dict | None = None, image_root=None,
-                 pin_memory: bool = False, drop_last: bool = False):
+                 pin_memory: bool = False, drop_last: bool = False,
+                 subjects: Sequence[str] | str | None = None):
         super().__init__()
         self.root = Path(root)
         self.train_prefix, self.test_prefix = train_prefix, test_prefix
@@ -72,14 +86,16 @@ class AUDataModule(L.LightningDataModule):
         self.val_fraction = float(val_fraction or 0.0)
         self.fixed_val = None if val_subjects is None else sorted(str(s) for s in val_subjects)
         self.seed = int(seed)
-        pre = dict(preprocess or {})
-        if crop is not None:
-            pre["crop_size"] = int(crop)
-        if pre.get("clip") and self.clip is None:
-            self.clip = dict(pre["clip"])
-        self.train_transform = TrainTransform.from_preprocess(pre, **(augment or {}))
-        self.eval_transform = EvalTransform.from_preprocess(pre)
+        self._crop = crop
+        self._augment = dict(augment or {})
+        self._explicit_clip = self.clip is not None
+        self.use_preprocess(preprocess)
         self.image_root = image_root
+        if isinstance(subjects, str) and subjects != "global":
+            raise ValueError(f"subjects must be None, 'global' or a list of subject ids; got {subjects!r}")
+        self._subjects_spec = subjects if isinstance(subjects, str) or subjects is None else sorted(map(str, subjects))
+        self._vocab: list[str] | None = None
+        self._train_lists = None
         self.pin_memory = bool(pin_memory)
         self.drop_last = bool(drop_last)
         self.train_dataset: AUDataset | None = None
@@ -101,6 +117,81 @@ class AUDataModule(L.LightningDataModule):
         f = folds[int(fold_index)]
         return cls(root, f["train"], f["test"], **kwargs)
 
+    def use_preprocess(self, preprocess: dict | None) -> None:
+        """Serve the data as ``preprocess`` (a model's: crop size, mean/std, clip) wants.
+
+        Must be called before :meth:`setup` builds the datasets. A ``clip`` given to the
+        constructor wins over the model's."""
+        if getattr(self, "train_dataset", None) is not None:
+            raise RuntimeError("use_preprocess() after setup(): the datasets are already built")
+        pre = dict(preprocess or {})
+        if self._crop is not None:
+            pre["crop_size"] = int(self._crop)
+        if not self._explicit_clip:
+            self.clip = dict(pre["clip"]) if pre.get("clip") else None
+        self.train_transform = TrainTransform.from_preprocess(pre, **self._augment)
+        self.eval_transform = EvalTransform.from_preprocess(pre)
+
+    def subject_vocabulary(self) -> list[str] | None:
+        """The names ``batch["subject"]`` indexes in every split (None: per-dataset subjects)."""
+        if self._subjects_spec is None:
+            return None
+        if self._vocab is None:
+            if isinstance(self._subjects_spec, list):
+                self._vocab = list(self._subjects_spec)
+            else:
+                self._vocab = subject_vocabulary(self.root, [p for p in (self.train_prefix, self.test_prefix) if p],
+                                                 image_root=self.image_root)
+        return list(self._vocab)
+
+    def _lists(self):
+        if self._train_lists is None:
+            if not self.train_prefix:
+                raise ValueError("no train_prefix given")
+            self._train_lists = read_list(self.root, self.train_prefix, image_root=self.image_root)
+        return self._train_lists
+
+    def _split(self, lists) -> tuple[list[str], list[str]]:
+        subjects = sorted({p.subject for p in lists.info})
+        if self.fixed_val is not None:
+            unknown = set(self.fixed_val) - set(subjects)
+            if unknown:
+                raise ValueError(f"val_subjects {sorted(unknown)} are not training subjects of {self.train_prefix}")
+            if set(self.fixed_val) == set(subjects):
+                raise ValueError(f"val_subjects would leave no training subject in {self.train_prefix}")
+            return [s for s in subjects if s not in self.fixed_val], list(self.fixed_val)
+        if self.val_fraction > 0:
+            return split_validation(subjects, self.val_fraction, self.seed)
+        return subjects, []
+
+    def describe(self) -> dict:
+        """What the training data is, before any dataset is built (cheap: the list files only).
+
+        ``{"aus", "subjects" (vocabulary or None), "train_subjects", "val_subjects", "labels"
+        ((N, A) int8 of the training frames, 9 = missing), "frame_subjects" ((N,) subject of each
+        training frame), "clip", "dataset"}``."""
+        lists = self._lists()
+        train, val = self._split(lists)
+        keep = set(train)
+        rows = np.asarray([i for i, p in enumerate(lists.info) if p.subject in keep], dtype=np.int64)
+        have = data_aus(self.root, lists.num_aus, lists.info[0].dataset if len(lists) else None)
+        cols = list(range(lists.num_aus))
+        aus = self._aus if self._aus is not None else have
+        if self._aus is not None and have is not None:
+            cols = [have.index(a) for a in self._aus]
+        meta_path = self.root / "dataset.json"
+        dataset = json.loads(meta_path.read_text()).get("dataset") if meta_path.is_file() else None
+        return {
+            "aus": list(aus or []),
+            "subjects": self.subject_vocabulary(),
+            "train_subjects": list(train),
+            "val_subjects": list(val),
+            "labels": lists.labels[rows][:, cols],
+            "frame_subjects": [lists.info[i].subject for i in rows],
+            "clip": self.clip,
+            "dataset": dataset,
+        }
+
     @property
     def aus(self) -> list[int]:
         if self._aus is not None:
@@ -114,35 +205,22 @@ class AUDataModule(L.LightningDataModule):
         return got
 
     def _eval_clip(self) -> dict | None:
-        if self.clip and "length" in self.clip:
-            return {**self.clip, "windows": "disjoint", "pad": True}
-        return self.clip
+        return eval_clip(self.clip)
 
     def setup(self, stage: str | None = None) -> None:
+        vocab = self.subject_vocabulary()
         if stage in (None, "fit", "validate") and self.train_dataset is None:
-            if not self.train_prefix:
-                raise ValueError("no train_prefix given")
-            lists = read_list(self.root, self.train_prefix, image_root=self.image_root)
-            subjects = sorted({p.subject for p in lists.info})
-            if self.fixed_val is not None:
-                unknown = set(self.fixed_val) - set(subjects)
-                if unknown:
-                    raise ValueError(f"val_subjects {sorted(unknown)} are not training subjects of {self.train_prefix}")
-                if set(self.fixed_val) == set(subjects):
-                    raise ValueError(f"val_subjects would leave no training subject in {self.train_prefix}")
-                train, val = [s for s in subjects if s not in self.fixed_val], list(self.fixed_val)
-            elif self.val_fraction > 0:
-                train, val = split_validation(subjects, self.val_fraction, self.seed)
-            else:
-                train, val = subjects, []
+            lists = self._lists()
+            train, val = self._split(lists)
             self.train_subjects, self.val_subjects = train, val
             self.train_dataset = AUDataset(self.root, self.train_prefix, aus=self._aus, transform=self.train_transform,
-                                           clip=self.clip, subjects=train, lists=lists)
+                                           clip=self.clip, subjects=train, lists=lists, subject_vocab=vocab)
             self.val_dataset = (AUDataset(self.root, self.train_prefix, aus=self._aus, transform=self.eval_transform,
-                                          clip=self._eval_clip(), subjects=val, lists=lists) if val else None)
+                                          clip=self._eval_clip(), subjects=val, lists=lists, subject_vocab=vocab)
+                                if val else None)
         if stage in (None, "test", "predict") and self.test_dataset is None and self.test_prefix:
             self.test_dataset = AUDataset(self.root, self.test_prefix, aus=self._aus, transform=self.eval_transform,
-                                          clip=self._eval_clip(), image_root=self.image_root)
+                                          clip=self._eval_clip(), image_root=self.image_root, subject_vocab=vocab)
 
     @property
     def test_subjects(self) -> list[str]:

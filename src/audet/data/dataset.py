@@ -7,7 +7,9 @@ One sample (the DataLoader stacks them)::
     mask        float32 (A,) 1 where the label is known, 0 where the list file says 9; (T, A)
     landmarks   float32 (49, 2) in the returned image's pixels (after crop/flip); (T, 49, 2)
     subcenters  float32 (A, 2, 2) = audet.facs.au_subcenters(landmarks, aus); (T, A, 2, 2)
-    subject, sequence   int64 indices into dataset.subjects / dataset.sequences
+    subject, sequence   int64 indices into dataset.subject_vocab / dataset.sequences (subject_vocab is
+                        the GLOBAL vocabulary when one is given, ``subject_vocab=``, else the
+                        dataset's own sorted subjects)
     frame, index        int64 frame number and list-file row of the (centre) frame
     clips only: frames, indices  int64 (T,) frame numbers and list rows of every clip frame;
                 centre           int64 position of the centre frame in the clip
@@ -50,7 +52,7 @@ from audet.data.listfile import ListFiles, read_list
 from audet.data.transforms import EvalTransform
 from audet.facs import DATASET_AUS, au_subcenters
 
-__all__ = ["AUDataset", "data_aus", "parse_clip"]
+__all__ = ["AUDataset", "data_aus", "eval_clip", "parse_clip", "subject_vocabulary"]
 
 _WINDOWS = {"sliding": "sliding", "disjoint": "disjoint", "non-overlapping": "disjoint", "nonoverlapping": "disjoint"}
 
@@ -71,6 +73,34 @@ def data_aus(root, num_aus: int | None = None, dataset: str | None = None) -> li
             if key.lower() == str(dataset).lower() and (num_aus is None or len(aus) == num_aus):
                 return list(aus)
     return None
+
+
+def eval_clip(clip: dict | None) -> dict | None:
+    """The clip spec used to SCORE a clip model: runs (``{"length": t}``) become disjoint padded
+    windows, so every listed frame is in exactly one run; offsets clips are unchanged (one clip per
+    frame, centred on it). The training-end test, ``audet evaluate`` and ``audet cv`` all use it."""
+    c = parse_clip(clip)
+    if c and "length" in c:
+        return {**c, "windows": "disjoint", "pad": True}
+    return c
+
+
+def subject_vocabulary(root, prefixes: Sequence[str] = (), *, image_root=None) -> list[str]:
+    """The GLOBAL subject vocabulary of a prepared directory: sorted ids of every subject of the
+    dataset (``dataset.json``'s ``parts``) plus those of the list ``prefixes`` given (read without
+    checking images). ``batch["subject"]`` indexes it identically in every split."""
+    subjects: set[str] = set()
+    meta_path = Path(root) / "dataset.json"
+    if meta_path.is_file():
+        parts = json.loads(meta_path.read_text()).get("parts") or {}
+        if isinstance(parts, dict):
+            for members in parts.values():
+                subjects.update(str(s) for s in members or [])
+    for prefix in prefixes:
+        if prefix:
+            lf = read_list(root, prefix, image_root=image_root, check_images=False)
+            subjects.update(p.subject for p in lf.info)
+    return sorted(subjects)
 
 
 def parse_clip(clip: dict | None) -> dict | None:
@@ -122,16 +152,19 @@ class AUDataset(Dataset):
         check_images: check that every image exists when reading the lists.
         lists: already-read :class:`ListFiles` of ``prefix`` (skips reading; the DataModule
             reads a training prefix once for its train and validation datasets).
+        subject_vocab: the GLOBAL subject vocabulary (:func:`subject_vocabulary`); when given,
+            ``sample["subject"]`` indexes it (identical ids across splits), else ``subjects``.
 
     Attributes:
-        aus, subjects, sequences (name lists the sample indices refer to), labels (``(N, A)`` int8,
+        aus, subjects (the subjects present, sorted), subject_vocab (the names ``sample["subject"]``
+        indexes), sequences (the names ``sample["sequence"]`` indexes), labels (``(N, A)`` int8,
         9 = missing, of the kept frames, for loss weights), rows (list-file row of each kept frame),
         frames (frame numbers), paths.
     """
 
     def __init__(self, root, prefix: str, *, aus: Sequence[int] | None = None, transform=None, clip: dict | None = None,
                  subjects: Sequence[str] | None = None, image_root=None, check_images: bool = True,
-                 lists: ListFiles | None = None):
+                 lists: ListFiles | None = None, subject_vocab: Sequence[str] | None = None):
         self.root = Path(root)
         self.prefix = prefix
         lf = lists if lists is not None else read_list(root, prefix, image_root=image_root, check_images=check_images)
@@ -159,7 +192,12 @@ class AUDataset(Dataset):
         kept = [info[i] for i in rows]
         self.subjects = sorted({p.subject for p in kept})
         self.sequences = sorted({p.sequence for p in kept})
-        sidx = {s: i for i, s in enumerate(self.subjects)}
+        self.subject_vocab = list(self.subjects) if subject_vocab is None else [str(s) for s in subject_vocab]
+        sidx = {s: i for i, s in enumerate(self.subject_vocab)}
+        outside = sorted(set(self.subjects) - set(sidx))
+        if outside:
+            raise ValueError(f"{prefix}: subjects {outside[:5]} are not in the subject vocabulary given "
+                             f"({len(sidx)} subjects); build it with audet.data.dataset.subject_vocabulary")
         qidx = {s: i for i, s in enumerate(self.sequences)}
         self.subject_ids = np.asarray([sidx[p.subject] for p in kept], dtype=np.int64)
         self.sequence_ids = np.asarray([qidx[p.sequence] for p in kept], dtype=np.int64)

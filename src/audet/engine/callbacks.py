@@ -27,8 +27,9 @@ class ExportCheckpoints(Callback):
     """
 
     def __init__(self, run_dir: str | Path, config: dict, monitor: str | None, mode: str = "max",
-                 selection_label: str = "validation"):
+                 selection_label: str = "validation", extra: dict | None = None):
         super().__init__()
+        self.extra = dict(extra or {})
         self.run_dir = Path(run_dir)
         self.config = config
         self.monitor = monitor
@@ -74,7 +75,7 @@ class ExportCheckpoints(Callback):
             metrics=metrics,
             extra={"selection": {"monitor": self.monitor, "mode": self.mode, "on": self.selection_label,
                                  "best_epoch": self.best_epoch, "best_score": self.best_score},
-                   "kind": name},
+                   "kind": name, **self.extra},
         )
 
     def on_validation_end(self, trainer: L.Trainer, pl_module) -> None:

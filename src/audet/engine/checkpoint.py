@@ -4,8 +4,14 @@
 
 - ``run/best.safetensors``: every tensor of ``model.state_dict()`` (parameters AND buffers, e.g.
   AC2D's sample prototypes), with the metadata JSON also embedded in the safetensors header;
-- ``run/best.json``: ``{"format", "model", "model_config", "aus", "preprocess", "epoch",
-  "global_step", "metrics", "audet_version", "config", ...}``.
+- ``run/best.json``: ``{"format", "model", "model_config", "aus", "preprocess", "data_info",
+  "pretrained", "epoch", "global_step", "metrics", "audet_version", "config", ...}``.
+
+``data_info`` is the model's :class:`audet.models.base.DataInfo` (global subject vocabulary etc.),
+so a subject-dependent model is rebuilt without the training set. ``pretrained`` records each
+:class:`audet.models.base.PretrainedPart` (``status``: ``file PATH`` or ``random ...``, and whether
+it is ``stored``): a part with ``store_in_checkpoint=False`` (and real weights) is left out of the
+safetensors file and re-read from its file (the recorded model option) by :func:`load_checkpoint`.
 
 Both are written atomically (temporary file + ``os.replace``). :func:`load_checkpoint` rebuilds
 the model from the metadata alone (no other argument, never unpickles) and loads the weights
@@ -43,6 +49,7 @@ __all__ = [
     "checkpoint_paths",
     "map_state_by_au",
     "init_from_checkpoint",
+    "load_weights",
 ]
 
 FORMAT = "audet-checkpoint/1"
@@ -102,6 +109,14 @@ def save_checkpoint(
     if not name:
         raise CheckpointError("the model has no registry name (build it with audet.models.create_model)")
     aus = list(getattr(model, "aus", None) or [])
+    from audet.models.base import pretrained_state_keys
+
+    info = getattr(model, "data_info", None)
+    parts = model.pretrained_parts() if hasattr(model, "pretrained_parts") else {}
+    status = getattr(model, "pretrained_status", {}) or {}
+    left_out = pretrained_state_keys(model, stored_only=False)
+    pretrained = {n: {"module": p.module, "description": p.description, "option": p.option, "source": p.source,
+                      "status": status.get(n, "unknown"), "stored": n not in left_out} for n, p in parts.items()}
     meta = {
         "format": FORMAT,
         "model": name,
@@ -109,6 +124,8 @@ def save_checkpoint(
         "num_aus": int(getattr(model, "num_aus", len(aus))),
         "aus": aus,
         "preprocess": _jsonable(getattr(model, "preprocess", {}) or {}),
+        "data_info": info.to_dict() if info is not None else None,
+        "pretrained": _jsonable(pretrained),
         "epoch": epoch,
         "global_step": global_step,
         "metrics": _jsonable(metrics or {}),
@@ -118,7 +135,8 @@ def save_checkpoint(
         **_jsonable(dict(extra or {})),
     }
     # clone: safetensors refuses shared storage (tied weights); contiguous CPU copies are safe
-    tensors = {k: v.detach().to("cpu").clone().contiguous() for k, v in model.state_dict().items()}
+    skip = {k for keys in left_out.values() for k in keys}
+    tensors = {k: v.detach().to("cpu").clone().contiguous() for k, v in model.state_dict().items() if k not in skip}
     blob = st_save(tensors, metadata={_META_KEY: json.dumps(meta, sort_keys=True)})
     write_bytes_atomic(weights_path, blob)
     write_json_atomic(meta_path, meta)
@@ -160,12 +178,27 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{weights_path}: not a readable safetensors file ({exc})") from None
 
 
-def load_state_strict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
-    problem = describe_mismatch(model.state_dict(), state)
+def load_state_strict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str = "checkpoint",
+                      exclude: set[str] | frozenset = frozenset()) -> None:
+    """Load ``state`` strictly; keys in ``exclude`` (pretrained parts read from their own file) may
+    be absent."""
+    own = {k: v for k, v in model.state_dict().items() if k not in exclude or k in state}
+    problem = describe_mismatch(own, state)
     if problem:
         name = getattr(model, "model_name", type(model).__name__)
         raise CheckpointError(f"{source} does not fit model {name!r}: {problem}")
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(state, strict=not exclude)
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike) -> None:
+    """Load an audet checkpoint's weights into ``model`` (same architecture) in place; pretrained
+    parts the checkpoint does not store keep the model's (file) weights."""
+    from audet.models.base import pretrained_state_keys
+
+    exclude = {k for keys in pretrained_state_keys(model, stored_only=False).values() for k in keys}
+    device = next(iter(model.state_dict().values())).device if model.state_dict() else "cpu"
+    state = {k: v.to(device) for k, v in read_state_dict(path).items()}
+    load_state_strict(model, state, str(checkpoint_paths(path)[0]), exclude)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu", *, model_name: str | None = None):
@@ -176,6 +209,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     holding the metadata.
     """
     from audet.models import create_model
+    from audet.models.base import DataInfo, PretrainedWeightsMissing, load_pretrained_parts, pretrained_state_keys
 
     meta = read_checkpoint_meta(path)
     name = meta["model"]
@@ -188,16 +222,27 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     kwargs.setdefault("num_aus", meta.get("num_aus") or (len(aus) if aus else None))
     if aus and "aus" not in kwargs:
         kwargs["aus"] = aus
+    kwargs.pop("data", None)
+    data = DataInfo.from_dict(meta.get("data_info"))
     try:
-        model = create_model(name, **kwargs)
+        model = create_model(name, data=data, **kwargs)
     except KeyError as exc:
         raise CheckpointError(f"{path}: {exc.args[0] if exc.args else exc}") from None
     except TypeError as exc:
         raise CheckpointError(f"{path}: cannot rebuild {name!r} from its recorded config {kwargs}: {exc}") from None
     if isinstance(meta.get("preprocess"), dict):  # recorded preprocessing wins (e.g. an opt-in resize)
         model.preprocess = {**getattr(model, "preprocess", {}), **meta["preprocess"]}
+    recorded = meta.get("pretrained") or {}
+    stored = [n for n, r in recorded.items() if r.get("stored")]
+    model.pretrained_status = {n: r.get("status", "") for n, r in recorded.items()}
+    try:
+        load_pretrained_parts(model, from_checkpoint=stored)
+    except PretrainedWeightsMissing as exc:
+        raise CheckpointError(f"{path} does not store its pretrained part(s) (store_in_checkpoint=False), so they "
+                              f"are re-read from their file: {exc}") from None
+    exclude = {k for keys in pretrained_state_keys(model, stored_only=False).values() for k in keys}
     state = read_state_dict(path)
-    load_state_strict(model, state, str(checkpoint_paths(path)[0]))
+    load_state_strict(model, state, str(checkpoint_paths(path)[0]), exclude)
     model.to(map_location)
     model.eval()
     model.checkpoint_meta = meta

@@ -38,6 +38,8 @@ __all__ = [
     "apply_overrides",
     "parse_overrides",
     "validate_config",
+    "check_stages",
+    "STAGE_KEYS",
     "config_path",
     "packaged_configs",
     "dump_config",
@@ -73,7 +75,11 @@ DEFAULTS: dict[str, Any] = {
         "clip": None,  # temporal models: e.g. {"offsets": [-10, 0, 10]}
         "eval_batch_size": None,  # default: batch_size
     },
+    "stages": None,  # a list of training stages (see STAGE_KEYS, docs/training.md); None = one stage
     "optim": {
+        "name": "adamw",  # adamw | adam | sgd
+        "momentum": 0.9,  # sgd only
+        "nesterov": True,  # sgd only (Nesterov momentum)
         "lr": 2.0e-3,  # base learning rate per 256 samples (paper: 2e-3; published code: 4e-3)
         "scale_lr": True,  # lr = optim.lr * global_batch / 256
         "weight_decay": 0.05,
@@ -118,8 +124,67 @@ DEFAULTS: dict[str, Any] = {
     },
 }
 
-#: Keys below which anything goes (their content is checked elsewhere).
-FREE_FORM = {"model.args", "recipes", "data.clip"}
+#: Keys below which anything goes (their content is checked elsewhere: stages by check_stages).
+FREE_FORM = {"model.args", "recipes", "data.clip", "stages"}
+
+#: The keys a stage of ``stages`` may set, with their defaults.
+STAGE_KEYS: dict[str, Any] = {
+    "name": None,  # required, unique; the stage's run subdirectory is stages/<index>_<name>
+    "epochs": None,  # required (>= 1)
+    "optim": {},  # overrides of the ``optim`` section (name, lr, weight_decay, schedule, ...)
+    "trainable": None,  # fnmatch patterns over parameter names; default: every parameter not frozen
+    "frozen": [],  # patterns: requires_grad False, sub-modules kept in eval mode, not optimised
+    "collect_only": False,  # no training step: only the model's data pass over the training set
+    "init": "previous",  # previous (the last weights of the previous stage) | none (as built) | PATH
+    "gradient_clip_val": "inherit",  # default: trainer.gradient_clip_val
+}
+
+
+def check_stages(stages: Any, source: str = "config") -> list[dict]:
+    """Validate ``stages`` and fill each stage's defaults; raise :class:`ConfigError` naming the problem."""
+    if stages is None:
+        return []
+    if not isinstance(stages, list) or not stages:
+        raise ConfigError(f"{source}: 'stages' must be a non-empty list of stage mappings (or absent)")
+    out, names = [], set()
+    optim_keys = set(DEFAULTS["optim"])
+    for i, st in enumerate(stages):
+        if not isinstance(st, Mapping):
+            raise ConfigError(f"{source}: stage {i} must be a mapping with name, epochs, optim, ...; got {st!r}")
+        unknown = sorted(set(st) - set(STAGE_KEYS))
+        if unknown:
+            raise ConfigError(f"{source}: stage {i} has unknown key(s) {unknown}; a stage may set {', '.join(STAGE_KEYS)}")
+        full = {**copy.deepcopy(STAGE_KEYS), **copy.deepcopy(dict(st))}
+        name = full["name"]
+        if not isinstance(name, str) or not name or not name.replace("_", "").replace("-", "").isalnum():
+            raise ConfigError(f"{source}: stage {i} needs a name of letters, digits, '-' or '_' (got {name!r})")
+        if name in names:
+            raise ConfigError(f"{source}: stage name {name!r} is used twice")
+        names.add(name)
+        if full["epochs"] is None and full["collect_only"]:
+            full["epochs"] = 1
+        if not isinstance(full["epochs"], int) or full["epochs"] < 1:
+            raise ConfigError(f"{source}: stage {name!r} needs epochs >= 1 (got {full['epochs']!r})")
+        if not isinstance(full["optim"], Mapping):
+            raise ConfigError(f"{source}: stage {name!r}: optim must be a mapping of optim keys")
+        bad = sorted(set(full["optim"]) - optim_keys)
+        if bad:
+            raise ConfigError(f"{source}: stage {name!r}: unknown optim key(s) {bad} (known: {', '.join(sorted(optim_keys))})")
+        oname = str(full["optim"].get("name", "adamw")).lower()
+        if oname not in ("adamw", "adam", "sgd"):
+            raise ConfigError(f"{source}: stage {name!r}: optim.name={oname!r}; choose adamw, adam or sgd")
+        for key in ("trainable", "frozen"):
+            v = full[key]
+            if v is not None and (not isinstance(v, list) or not all(isinstance(p, str) for p in v)):
+                raise ConfigError(f"{source}: stage {name!r}: {key} must be a list of fnmatch patterns (e.g. ['vae.*'])")
+        if not isinstance(full["collect_only"], bool):
+            raise ConfigError(f"{source}: stage {name!r}: collect_only must be true or false")
+        if not isinstance(full["init"], str) or not full["init"]:
+            raise ConfigError(f"{source}: stage {name!r}: init must be 'previous', 'none' or a checkpoint path")
+        if i == 0 and full["init"] == "previous":
+            full["init"] = "none"
+        out.append(full)
+    return out
 
 
 class ConfigError(ValueError):
@@ -355,6 +420,8 @@ def _check_values(cfg: Mapping, source: str) -> None:
          "data.val_fraction must be in [0, 1) (or a number of subjects)")
     need(float(get(cfg, "optim.lr")) > 0, "optim.lr must be > 0")
     need(get(cfg, "optim.schedule") in ("cosine", "constant"), "optim.schedule must be 'cosine' or 'constant'")
+    need(str(get(cfg, "optim.name")).lower() in ("adamw", "adam", "sgd"), "optim.name must be adamw, adam or sgd")
+    check_stages(cfg.get("stages"), source)
     need(get(cfg, "selection.mode") in ("max", "min"), "selection.mode must be 'max' or 'min'")
     need(int(get(cfg, "trainer.max_epochs")) >= 1, "trainer.max_epochs must be >= 1")
     need(str(get(cfg, "output.resume")).lower() in ("auto", "true", "false"), "output.resume must be auto, true or false")

@@ -1,13 +1,20 @@
 """The engine's view of the data: AUDataModule from a config, wrapped for selection and resuming.
 
-:class:`FitData` wraps an :class:`audet.data.AUDataModule` and
+:func:`build_datamodule` builds an :class:`audet.data.AUDataModule` with GLOBAL subject ids
+(``subjects="global"``: ``batch["subject"]`` indexes one vocabulary over every split).
+:class:`FitData` wraps it (or any LightningDataModule with ``train_labels()``) and
+
+- describes the training data as a :class:`audet.models.base.DataInfo` (:meth:`FitData.data_info`:
+  AU list, subject vocabulary, training subjects, label statistics, clip) for ``create_model``;
 
 - serves validation dataloader 0 = the validation split (held-out TRAINING subjects) and, with
   ``selection.on_test``, dataloader 1 = the test prefix (the published habit);
 - rebuilds the training DataLoader around :class:`EpochShuffleSampler`, whose permutation and
   worker seeds depend only on ``(seed, epoch)``: after resuming at an epoch boundary the epoch
   sees exactly the batches an uninterrupted run would. Under DDP the loader keeps
-  ``shuffle=True`` and Lightning installs its (equally seeded) DistributedSampler.
+  ``shuffle=True`` and Lightning installs its (equally seeded) DistributedSampler;
+- serves the epoch-end data pass (:meth:`FitData.data_pass_dataloader`: the training set in
+  order, with the training transforms), which a ``collect_only`` stage uses as its training loader.
 """
 from __future__ import annotations
 
@@ -16,10 +23,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-__all__ = ["EpochShuffleSampler", "FitData", "build_datamodule", "dataset_meta"]
+__all__ = ["EpochShuffleSampler", "FitData", "build_datamodule", "dataset_meta", "label_arrays", "label_stats"]
 
 
 class EpochShuffleSampler(Sampler[int]):
@@ -57,8 +65,31 @@ def dataset_meta(root: str | Path) -> dict:
     return json.loads(p.read_text())
 
 
+def label_arrays(labels, mask=None) -> tuple[np.ndarray, np.ndarray]:
+    """``(labels, mask)`` float ``(N, A)`` from training labels (``9`` = missing when ``mask`` is None)."""
+    y = np.asarray(labels)
+    if y.ndim != 2:
+        y = y.reshape(-1, y.shape[-1])
+    if mask is None:
+        m = (y == 0) | (y == 1)
+    else:
+        m = np.asarray(mask).reshape(y.shape) > 0
+    return np.where(m, y == 1, False).astype(np.float32), m.astype(np.float32)
+
+
+def label_stats(labels: np.ndarray, mask: np.ndarray, frame_subjects: Sequence[str] | None = None) -> dict:
+    """``DataInfo.label_stats`` of the training frames."""
+    out = {"n_frames": int(labels.shape[0]), "pos": [int(v) for v in (labels * mask).sum(0)],
+           "valid": [int(v) for v in mask.sum(0)]}
+    if frame_subjects is not None:
+        names, counts = np.unique(np.asarray(frame_subjects, dtype=str), return_counts=True)
+        out["train_frames_per_subject"] = {str(n): int(c) for n, c in zip(names, counts)}
+    return out
+
+
 def build_datamodule(config: dict, *, fold: int | None = None, preprocess: dict | None = None):
-    """An :class:`audet.data.AUDataModule` from the ``data`` section (``fold`` overrides ``data.fold``)."""
+    """An :class:`audet.data.AUDataModule` from the ``data`` section (``fold`` overrides ``data.fold``),
+    with global subject ids. ``preprocess`` may also be given later (``use_preprocess``)."""
     d = config["data"]
     if not d.get("root"):
         raise ValueError("data.root is not set: give the prepared directory, e.g. `audet train CONFIG data.root=DIR`")
@@ -75,6 +106,7 @@ def build_datamodule(config: dict, *, fold: int | None = None, preprocess: dict 
         num_workers=int(d["num_workers"]),
         val_fraction=d.get("val_fraction") or 0.0,
         seed=int(config.get("seed") or 0),
+        subjects="global",
     )
     for key in ("clip", "eval_batch_size"):
         if d.get(key) is not None:
@@ -126,6 +158,40 @@ class FitData(L.LightningDataModule):
     def train_labels(self):
         return self.inner.train_labels()
 
+    def data_info(self, dataset: str | None = None):
+        """A :class:`audet.models.base.DataInfo` of the training data.
+
+        From ``inner.describe()`` when the data module has it (:class:`audet.data.AUDataModule`:
+        no dataset is built, so the model's preprocessing can still be applied); otherwise from the
+        set-up module's ``aus``, ``train_labels()``, ``train/val/test_subjects`` and ``clip``.
+        """
+        from audet.models.base import DataInfo
+
+        if hasattr(self.inner, "describe"):
+            d = self.inner.describe()
+            y, m = label_arrays(d["labels"])
+            vocab = d.get("subjects") or sorted({*d["train_subjects"], *d["val_subjects"]})
+            return DataInfo(aus=d["aus"], subjects=vocab, train_subjects=d["train_subjects"],
+                            label_stats=label_stats(y, m, d.get("frame_subjects")), clip=d.get("clip"),
+                            dataset=d.get("dataset") or dataset)
+        self.setup("fit")
+        got = self.inner.train_labels()
+        y, m = label_arrays(*got) if isinstance(got, tuple) else label_arrays(got)
+        train = self.subjects("train")
+        vocab = getattr(self.inner, "subject_vocabulary", None)
+        vocab = vocab() if callable(vocab) else None
+        if not vocab:
+            vocab = sorted({*train, *self.subjects("val"), *self.subjects("test")})
+        return DataInfo(aus=self.aus, subjects=vocab, train_subjects=train, label_stats=label_stats(y, m),
+                        clip=getattr(self.inner, "clip", None), dataset=dataset)
+
+    def training_labels(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(labels, mask)`` float ``(N, A)`` of the training frames (input of ``loss_context``)."""
+        if hasattr(self.inner, "describe"):
+            return label_arrays(self.inner.describe()["labels"])
+        got = self.inner.train_labels()
+        return label_arrays(*got) if isinstance(got, tuple) else label_arrays(got)
+
     @property
     def aus(self) -> list[int]:
         return list(self.inner.aus)
@@ -161,7 +227,12 @@ class FitData(L.LightningDataModule):
         return None
 
     # loaders -----------------------------------------------------------------
+    #: set by the engine for a ``collect_only`` stage: the training loader is the data-pass loader
+    collect_only: bool = False
+
     def train_dataloader(self) -> DataLoader:
+        if self.collect_only:
+            return self.data_pass_dataloader()
         base = self.inner.train_dataloader()
         trainer = self.trainer
         world = trainer.world_size if trainer is not None else 1
@@ -193,8 +264,8 @@ class FitData(L.LightningDataModule):
     def test_dataloader(self):
         return self.inner.test_dataloader()
 
-    def prototype_dataloader(self) -> DataLoader | None:
-        """The training set in order (for models that need an epoch-end pass)."""
+    def data_pass_dataloader(self) -> DataLoader:
+        """The training set in order, training transforms (the epoch-end data pass)."""
         base = self.inner.train_dataloader()
         sampler = None
         trainer = self.trainer
@@ -208,13 +279,9 @@ class FitData(L.LightningDataModule):
 
     def subjects(self, split: str) -> list[str]:
         """Subject ids of a split (``train``/``val``/``test``) as the inner module exposes them."""
-        for name in (f"{split}_subjects",):
-            v = getattr(self.inner, name, None)
-            if v is not None:
-                return list(v() if callable(v) else v)
-        ds = getattr(self.inner, f"{split}_dataset", None)
-        if ds is not None and hasattr(ds, "subjects"):
-            return list(ds.subjects)
+        v = getattr(self.inner, f"{split}_subjects", None)
+        if v is not None:
+            return list(v() if callable(v) else v)
         return []
 
 

@@ -3,89 +3,60 @@
 Cross-dataset evaluation (paper section 4.3.3) scores the AUs the checkpoint and the data share:
 a BP4D model (12 AUs) on GFT (10 AUs) is scored on the 10 common AUs; the result says which AUs
 were evaluated and which of the checkpoint's / data's AUs were left out.
+
+Scoring goes through :class:`audet.engine.evaluator.AUEvaluator` on ``model.forward_logits`` over
+:func:`eval_dataset` (a clip model's clips as :func:`audet.data.dataset.eval_clip` serves them) --
+the same path as the training-end test, so both score the same frames.
 """
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
+from audet.data.dataset import data_aus
 from audet.engine.checkpoint import load_checkpoint
-from audet.engine.data import dataset_meta, shared_aus
+from audet.engine.data import shared_aus
+from audet.engine.evaluator import AUEvaluator
 
-__all__ = ["evaluate", "data_aus", "predict"]
-
-
-def data_aus(root: str | Path, prefix: str | None = None) -> list[int]:
-    """The AU numbers of a prepared directory (``dataset.json``)."""
-    meta = dataset_meta(root)
-    aus = meta.get("aus")
-    if aus:
-        return [int(a) for a in aus]
-    if meta.get("dataset"):
-        from audet.facs import DATASET_AUS
-
-        ds = meta["dataset"]
-        if ds in DATASET_AUS:
-            return [int(a) for a in DATASET_AUS[ds]]
-    raise ValueError(f"{root}: cannot tell its AUs (no 'aus' in dataset.json); pass --aus")
+__all__ = ["evaluate", "eval_dataset", "predict", "run_evaluator"]
 
 
-def _eval_dataset(root, prefix: str, aus: Sequence[int], preprocess: dict, clip=None):
+def eval_dataset(root, prefix: str, aus: Sequence[int], preprocess: dict, clip=None):
+    """The scoring dataset of ``root``/``prefix``: the model's eval transform and, for a clip model,
+    :func:`audet.data.dataset.eval_clip` of its clip (the same frames the training-end test scores)."""
     from audet.data import AUDataset
+    from audet.data.dataset import eval_clip
+    from audet.data.transforms import EvalTransform
 
-    try:
-        from audet.data.transforms import EvalTransform
-    except ImportError:  # pragma: no cover
-        EvalTransform = None
-    transform = None
-    if EvalTransform is not None:
-        transform = _make_eval_transform(EvalTransform, preprocess)
-    kwargs = {"aus": list(aus), "transform": transform}
-    if clip is not None:
-        kwargs["clip"] = clip
-    return AUDataset(root, prefix, **kwargs)
+    if clip is None:
+        clip = preprocess.get("clip")
+    return AUDataset(root, prefix, aus=list(aus), transform=EvalTransform.from_preprocess(preprocess),
+                     clip=eval_clip(clip))
 
 
-def _make_eval_transform(cls, preprocess: dict):
-    """Build ``EvalTransform`` from a model's preprocess dict (crop size, mean, std)."""
-    if hasattr(cls, "from_preprocess"):
-        return cls.from_preprocess(preprocess)
-    import inspect
-
-    params = inspect.signature(cls).parameters
-    kw = {}
-    for key, names in {"crop_size": ("crop_size", "size", "crop"), "mean": ("mean",), "std": ("std",)}.items():
-        for n in names:
-            if n in params and preprocess.get(key) is not None:
-                kw[n] = preprocess[key]
-                break
-    if "preprocess" in params:
-        kw = {"preprocess": preprocess}
-    return cls(**kw)
+_eval_dataset = eval_dataset  # the benchmarks' name
 
 
 @torch.inference_mode()
-def predict(model, loader, columns: Sequence[int], device="cpu") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(probs, labels, mask)`` over a loader, keeping the model's output ``columns``."""
-    probs, labels, masks = [], [], []
-    cols = torch.as_tensor(list(columns), dtype=torch.long)
+def run_evaluator(model, loader, evaluator: AUEvaluator, device="cpu") -> AUEvaluator:
+    """Feed every batch of ``loader`` through ``model.forward_logits`` into ``evaluator``."""
+    from lightning.fabric.utilities.apply_func import move_data_to_device
+
+    model.eval()
+    evaluator.reset()
     for batch in loader:
-        out = model(batch["image"].to(device))
-        p = torch.sigmoid(out.logits.float()).cpu().index_select(-1, cols)
-        y, m = batch["labels"].float(), batch["mask"].float()
-        if p.ndim == 3:
-            p, y, m = (t.reshape(-1, t.shape[-1]) for t in (p, y, m))
-        probs.append(p.numpy())
-        labels.append(y.numpy())
-        masks.append(m.numpy())
-    A = len(cols)
-    if not probs:
-        return np.zeros((0, A)), np.zeros((0, A)), np.zeros((0, A))
-    return np.concatenate(probs), np.concatenate(labels), np.concatenate(masks)
+        evaluator.process(batch, model.forward_logits(move_data_to_device(batch, device)["image"]))
+    return evaluator
+
+
+def predict(model, loader, columns: Sequence[int], device="cpu") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(probs, labels, mask)`` over a loader (every labelled frame once), keeping the model's
+    output ``columns``."""
+    aus = list(range(len(columns)))
+    return run_evaluator(model, loader, AUEvaluator(aus, columns), device).arrays()
 
 
 def evaluate(
@@ -108,13 +79,13 @@ def evaluate(
     """
     from torch.utils.data import DataLoader
 
-    from audet.metrics import au_report
-
     model = load_checkpoint(checkpoint, map_location=device)
     model_aus = [int(a) for a in (model.aus or [])]
     if not model_aus:
         raise ValueError(f"{checkpoint}: the checkpoint has no AU list")
-    have = data_aus(root, prefix)
+    have = data_aus(root)
+    if have is None:
+        raise ValueError(f"{root}: cannot tell its AUs (no 'aus' in dataset.json); pass --aus")
     common = shared_aus(model_aus, have)
     if aus:
         wanted = [int(a) for a in aus]
@@ -127,24 +98,24 @@ def evaluate(
     if not common:
         raise ValueError(f"the checkpoint's AUs {model_aus} and the data's AUs {have} have nothing in common")
     columns = [model_aus.index(a) for a in common]
-    ds = _eval_dataset(root, prefix, common, model.preprocess, model.preprocess.get("clip"))
+    ds = eval_dataset(root, prefix, common, model.preprocess)
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    probs, labels, mask = predict(model, loader, columns, device)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="f1_frame")
-        table = au_report(labels, probs, common, mask=mask)
-    table.index = [f"{model.model_name} -> {Path(str(root)).name}/{prefix}"]
-    table.index.name = "F1"
+    ev = run_evaluator(model, loader, AUEvaluator(common, columns), device)
+    scores = ev.evaluate()
+    table = ev.table(f"{model.model_name} -> {Path(str(root)).name}/{prefix}")
     result = {
         "table": table,
         "aus": common,
         "skipped_checkpoint_aus": [a for a in model_aus if a not in common],
         "skipped_data_aus": [a for a in have if a not in common],
-        "n": int(probs.shape[0]),
+        "n": int(scores["n"]),
+        "f1": scores["f1"],
+        "per_au": scores["per_au"],
         "checkpoint": str(checkpoint),
         "data": f"{root}:{prefix}",
         "model": model.model_name,
         "selection": (getattr(model, "checkpoint_meta", {}) or {}).get("selection"),
+        "pretrained": dict(getattr(model, "pretrained_status", {}) or {}),
     }
     if out is not None:
         from audet.engine.reports import write_table
@@ -159,5 +130,8 @@ def evaluate(
         sel = result.get("selection") or {}
         if sel:
             notes.append(f"checkpoint selected on: {sel.get('on')}")
+        for part, status in result["pretrained"].items():
+            if str(status).startswith("random"):
+                notes.append(f"WARNING: {part} has RANDOM weights ({status}; allow_random_pretrained)")
         write_table(table, out, title=title or f"{Path(str(checkpoint)).name} on {prefix}", notes=notes)
     return result

@@ -10,11 +10,26 @@ A run directory (``output.dir``, default ``runs/<name>``) holds::
     init_map.json              which AU branches came from model.init_from (if used)
     logs/csv/version_N/metrics.csv, logs/tb/version_N/   (one version per (re)start)
     results.json, report.md, report.csv   test-prefix F1 of best and last, selection policy
+
+A config with ``stages`` (docs/training.md) runs every stage in order, each in its own
+subdirectory ``stages/<index>_<name>/`` with the layout above (its own ``checkpoints/last.ckpt``,
+``best``/``last`` exports, logs) plus ``stage.json`` once the stage has finished. A restart skips
+the finished stages and continues the current one from its ``last.ckpt``; the run directory's
+``best``/``last`` are the final stage's, and ``results.json`` lists every stage. Per stage the
+engine freezes the model's frozen pretrained parts and the stage's ``frozen`` patterns (eval mode,
+no grad, not optimised), leaves only ``trainable`` parameters to the stage's optimiser, calls
+``model.on_stage_start(name)`` and initialises from the previous stage's ``last`` weights
+(``init: previous``), the weights as built (``none``) or a checkpoint (a path). The model is
+built ONCE, from :meth:`FitData.data_info`, before the datasets (which then follow the model's
+preprocessing).
 """
 from __future__ import annotations
 
+import copy
+import fnmatch
 import json
 import os
+import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -142,17 +157,6 @@ def build_trainer(config: dict, run_dir: Path, callbacks: Sequence[L.Callback] =
     return L.Trainer(**kwargs)
 
 
-def _should_resume(config: dict, resume: bool | None, last: Path) -> Path | None:
-    setting = str(get(config, "output.resume", "auto")).lower() if resume is None else ("true" if resume else "false")
-    if setting == "false":
-        return None
-    if last.is_file():
-        return last
-    if setting == "true" and resume:
-        raise FileNotFoundError(f"--resume: no {last} to resume from")
-    return None
-
-
 _QUIET = (
     r".*isinstance\(treespec, LeafSpec\)",  # torch/lightning pytree deprecation
     r".*Using `DistributedSampler` with the dataloaders. During `trainer.test\(\)`",  # we de-duplicate
@@ -167,6 +171,38 @@ def _quiet_warnings() -> None:
         warnings.filterwarnings("ignore", message=pattern)
 
 
+def _stages_of(config: dict) -> tuple[list[dict], bool]:
+    """(stages, staged): the validated ``stages`` list, or one implicit stage from optim/trainer."""
+    from audet.engine.config import check_stages
+
+    stages = check_stages(config.get("stages"), "config")
+    if stages:
+        return stages, True
+    return [{"name": "", "epochs": int(get(config, "trainer.max_epochs")), "optim": {}, "trainable": None,
+             "frozen": [], "collect_only": False, "init": "none", "gradient_clip_val": "inherit"}], False
+
+
+def _stage_dir(run_dir: Path, idx: int, stage: dict, staged: bool) -> Path:
+    return run_dir / "stages" / f"{idx}_{stage['name']}" if staged else run_dir
+
+
+def _set_trainable(model, stage: dict) -> dict:
+    """Freeze per the model's frozen pretrained parts and the stage; returns a summary."""
+    model.unfreeze()
+    frozen = [p.module + ".*" for p in model.pretrained_parts().values() if p.frozen]
+    frozen += list(stage.get("frozen") or [])
+    if frozen:
+        model.freeze(frozen)
+    patterns = stage.get("trainable")
+    if patterns is not None:
+        for name, p in model.named_parameters():
+            if not any(fnmatch.fnmatchcase(name, pat) for pat in patterns):
+                p.requires_grad_(False)
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    n_all = sum(p.numel() for p in model.parameters())
+    return {"trainable_params": n_train, "frozen_params": n_all - n_train, "frozen_modules": list(model.frozen_modules)}
+
+
 def fit(
     config: dict,
     *,
@@ -176,75 +212,154 @@ def fit(
     fold: int | None = None,
     verbose: bool = True,
 ) -> dict:
-    """Train ``config``; return the results dict (also written to ``<run_dir>/results.json``).
+    """Train ``config`` (all its stages); return the results dict (also ``<run_dir>/results.json``).
 
-    ``resume``: ``None`` follows ``output.resume`` (``auto``: continue from
-    ``checkpoints/last.ckpt`` when present), ``True`` requires it, ``False`` starts afresh.
+    ``resume``: ``None`` follows ``output.resume`` (``auto``: continue from the checkpoints when
+    present: finished stages are skipped, the current one continues from its ``last.ckpt``),
+    ``True`` requires something to resume, ``False`` starts afresh.
     """
+    from audet.engine.checkpoint import init_from_checkpoint, load_weights
+    from audet.engine.task import build_model
+    from audet.models.base import load_pretrained_parts
+
     _quiet_warnings()
     run_dir = run_dir_of(config)
     seed = int(config.get("seed") or 0)
+    stages, staged = _stages_of(config)
     L.seed_everything(seed, workers=True, verbose=False)
     if get(config, "trainer.deterministic"):
         torch.use_deterministic_algorithms(True, warn_only=True)
 
-    if datamodule is None:
-        # the model's preprocessing (crop size, mean/std, clip) decides the transforms
-        from audet.engine.data import dataset_meta
-        from audet.engine.task import build_model
-
-        aus0 = get(config, "data.aus") or (dataset_meta(get(config, "data.root")).get("aus")
-                                            if get(config, "data.root") else None)
-        preprocess = dict(build_model(config, aus0).preprocess) if aus0 else None
-        inner = build_datamodule(config, fold=fold, preprocess=preprocess)
-        L.seed_everything(seed, workers=True, verbose=False)
-    else:
-        inner = datamodule
+    # the data first (no dataset is built yet), then the model ONCE from what the data says
+    inner = build_datamodule(config, fold=fold) if datamodule is None else datamodule
     on_test = bool(get(config, "selection.on_test"))
     data = FitData(inner, seed=seed, on_test=on_test)
+    info = data.data_info(dataset=get(config, "data.dataset"))
+    L.seed_everything(seed, workers=True, verbose=False)
+    model = build_model(config, info.aus, data=info)
+    pretrained = load_pretrained_parts(model)
+    if datamodule is None and hasattr(inner, "use_preprocess"):
+        inner.use_preprocess(model.preprocess)  # the model's crop, normalisation and clip
+        if info.clip is None and model.preprocess.get("clip"):
+            info.clip = dict(model.preprocess["clip"])
     data.setup("fit")
     aus = data.aus
     monitor, selection_label = monitor_of(config, data.has_val)
     if on_test:
         warnings.warn("selection.on_test=true: the best epoch is chosen ON THE TEST FOLD (the published habit); "
                       "results are optimistic and labelled so", stacklevel=2)
-    task = AUTask(config, aus, val_names=data.val_names)
-    export = ExportCheckpoints(run_dir, config, monitor, get(config, "selection.mode") or "max", selection_label)
-    trainer = build_trainer(config, run_dir, [export, *callbacks])
+    labels, mask = data.training_labels()
+    ctx = model.loss_context(info, labels, mask)
 
-    last_ckpt = run_dir / "checkpoints" / "last.ckpt"
-    ckpt_path = _should_resume(config, resume, last_ckpt)
+    setting = str(get(config, "output.resume", "auto")).lower() if resume is None else ("true" if resume else "false")
+    dirs = [_stage_dir(run_dir, i, st, staged) for i, st in enumerate(stages)]
+    done = [setting != "false" and staged and _stage_done(d) for d in dirs]
+    ckpts = [d / "checkpoints" / "last.ckpt" if setting != "false" and (d / "checkpoints" / "last.ckpt").is_file()
+             else None for d in dirs]
+    if setting == "true" and resume and not any(done) and not any(ckpts):
+        raise FileNotFoundError(f"--resume: no {dirs[0] / 'checkpoints' / 'last.ckpt'} to resume from")
+    resuming = any(done) or any(ckpts)
+
     init_report = None
-    if get(config, "model.init_from") and ckpt_path is None:
-        from audet.engine.checkpoint import init_from_checkpoint
-
-        init_report = init_from_checkpoint(task.model, get(config, "model.init_from"),
+    if get(config, "model.init_from"):
+        init_report = init_from_checkpoint(model, get(config, "model.init_from"),
                                            strict_trunk=bool(get(config, "model.init_strict_trunk", True)))
-    if trainer.is_global_zero:
+    initial = {k: v.detach().clone() for k, v in model.state_dict().items()} if staged else None
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    if getattr(rank_zero_only, "rank", 0) == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_text_atomic(run_dir / "config.yaml", dump_config(config))
-        if init_report is not None:
+        if init_report is not None and not resuming:
             write_json_atomic(run_dir / "init_map.json", _init_summary(init_report))
             if verbose:
                 print(_init_text(init_report), flush=True)
-        if verbose and ckpt_path is not None:
-            print(f"resuming from {ckpt_path}", flush=True)
+        for name, st in pretrained.items():
+            if st.startswith("random") and verbose:
+                print(f"WARNING: {name}: {st} (allow_random_pretrained)", flush=True)
 
-    trainer.fit(task, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    stage_results: list[dict] = []
+    task = trainer = export = None
+    for idx, stage in enumerate(stages):
+        sdir = dirs[idx]
+        if done[idx]:
+            stage_results.append(json.loads((sdir / "stage.json").read_text()))
+            if verbose:
+                print(f"stage {stage['name']}: finished earlier ({sdir}); not rerun", flush=True)
+            continue
+        trainable = _set_trainable(model, stage)
+        model.on_stage_start(stage["name"])
+        ckpt_path = ckpts[idx]
+        if ckpt_path is None and staged:  # the stage's initial weights
+            init = stage["init"]
+            if init == "previous":
+                load_weights(model, dirs[idx - 1] / "last.safetensors")
+            elif init == "none":
+                model.load_state_dict(initial)
+            else:
+                init_from_checkpoint(model, init, strict_trunk=bool(get(config, "model.init_strict_trunk", True)))
+        stage_seed = seed + 1009 * idx
+        if idx > 0:
+            L.seed_everything(stage_seed, workers=True, verbose=False)
+        scfg = copy.deepcopy(config)
+        scfg["trainer"]["max_epochs"] = int(stage["epochs"])
+        if stage["collect_only"]:
+            scfg["trainer"]["gradient_clip_val"] = None
+        elif stage["gradient_clip_val"] != "inherit":
+            scfg["trainer"]["gradient_clip_val"] = stage["gradient_clip_val"]
+        data.collect_only = bool(stage["collect_only"])
+        task = AUTask(config, model, ctx, val_names=data.val_names, optim={**config["optim"], **stage["optim"]},
+                      collect_only=stage["collect_only"], seed=stage_seed)
+        extra = {"stage": stage["name"], "stage_index": idx} if staged else None
+        export = ExportCheckpoints(sdir, config, monitor, get(config, "selection.mode") or "max", selection_label,
+                                   extra=extra)
+        trainer = build_trainer(scfg, sdir, [export, *callbacks])
+        if trainer.is_global_zero and verbose:
+            if staged:
+                print(f"== stage {idx}: {stage['name']} ({stage['epochs']} epoch(s)"
+                      f"{', collect only' if stage['collect_only'] else ''}; {trainable['trainable_params']:,} "
+                      f"trainable, {trainable['frozen_params']:,} frozen parameters) ==", flush=True)
+            if ckpt_path is not None:
+                print(f"resuming from {ckpt_path}", flush=True)
+        trainer.fit(task, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None)
+        res = {"name": stage["name"], "index": idx, "epochs": int(trainer.current_epoch),
+               "collect_only": bool(stage["collect_only"]), "optim": str({**config["optim"], **stage["optim"]}.get("name")),
+               "best_epoch": export.best_epoch, "best_score": export.best_score, "history": export.history,
+               "run_dir": str(sdir), **trainable}
+        stage_results.append(res)
+        if staged and trainer.is_global_zero:
+            write_json_atomic(sdir / "stage.json", {**res, "done": True})
+        trainer.strategy.barrier("audet-stage-end")
+    data.collect_only = False
 
+    last_stage = stage_results[-1]
+    if staged and (trainer is None or trainer.is_global_zero):
+        for which in ("best", "last"):  # the run's checkpoints are the final stage's
+            for suffix in (".safetensors", ".json"):
+                src = dirs[-1] / f"{which}{suffix}"
+                if src.is_file():
+                    shutil.copyfile(src, run_dir / f"{which}{suffix}")
+    if trainer is None:  # every stage finished earlier: test with a fresh trainer
+        task = AUTask(config, model, ctx, val_names=data.val_names)
+        trainer = build_trainer(config, dirs[-1], [], enable_logging=False)
     results: dict[str, Any] = {
         "name": config.get("name"),
         "model": config["model"]["name"],
         "aus": aus,
         "recipe": config.get("recipe"),
         "selection": {"monitor": monitor, "on": selection_label, "on_test": on_test,
-                      "best_epoch": export.best_epoch, "best_score": export.best_score},
-        "epochs": int(trainer.current_epoch),
-        "history": export.history,
+                      "best_epoch": last_stage["best_epoch"], "best_score": last_stage["best_score"]},
+        "epochs": int(last_stage["epochs"]),
+        "history": last_stage["history"],
         "run_dir": str(run_dir),
         "val_subjects": data.subjects("val"),
         "test_subjects": data.subjects("test"),
+        "data_info": {"subjects": info.num_subjects, "train_subjects": info.num_train_subjects,
+                      "train_frames": info.label_stats.get("n_frames"), "clip": info.clip},
+        "pretrained": dict(model.pretrained_status),
     }
+    if staged:
+        results["stages"] = stage_results
     if init_report is not None:
         results["init_from"] = _init_summary(init_report)
     if get(config, "selection.test_after_fit") and get(config, "data.test_root"):
@@ -262,12 +377,20 @@ def fit(
     return results
 
 
+def _stage_done(stage_dir: Path) -> bool:
+    p = stage_dir / "stage.json"
+    try:
+        return p.is_file() and bool(json.loads(p.read_text()).get("done"))
+    except json.JSONDecodeError:
+        return False
+
+
 def _has_test(inner) -> bool:
     return bool(getattr(inner, "test_prefix", None)) or hasattr(inner, "test_dataloader")
 
 
 def _test_best_and_last(task: AUTask, trainer: L.Trainer, data: FitData, run_dir: Path) -> dict:
-    from audet.engine.checkpoint import load_state_strict, read_state_dict
+    from audet.engine.checkpoint import load_weights
 
     out = {}
     data.inner.setup("test")
@@ -277,7 +400,7 @@ def _test_best_and_last(task: AUTask, trainer: L.Trainer, data: FitData, run_dir
         trainer.strategy.barrier(f"audet-test-{which}")
         if not path.is_file():
             continue
-        load_state_strict(task.model, {k: v.to(task.device) for k, v in read_state_dict(path).items()}, str(path))
+        load_weights(task.model, path)
         task.results.pop("test", None)
         trainer.test(task, dataloaders=data.test_dataloader(), verbose=False)
         res = task.results.get("test")

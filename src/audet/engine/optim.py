@@ -1,6 +1,9 @@
-"""Optimiser and learning-rate schedule of the AC2D recipe (paper section 4.1.2).
+"""Optimisers and learning-rate schedules (the AC2D recipe, paper section 4.1.2, by default).
 
-- AdamW, ``lr = optim.lr * global_batch / 256`` where the global batch is the per-process batch
+- ``optim.name``: ``adamw`` (default; ``betas``, ``eps``), ``adam`` (same arguments; weight decay
+  as L2 in the gradient, as torch.optim.Adam) or ``sgd`` (``momentum``, ``nesterov``); only
+  parameters with ``requires_grad`` (not frozen, trainable in the stage) are optimised;
+- ``lr = optim.lr * global_batch / 256`` where the global batch is the per-process batch
   times the number of processes (and gradient-accumulation steps);
 - weight decay 0.05 on weights only: no decay on biases, on every parameter of a normalisation
   layer, on 1-d parameters, on position embeddings (names containing ``pos_embed``/``position``/
@@ -17,7 +20,10 @@ from typing import Iterable
 import torch
 from torch import nn
 
-__all__ = ["param_groups", "scaled_lr", "WarmupCosine", "build_optimizer"]
+__all__ = ["param_groups", "scaled_lr", "WarmupCosine", "build_optimizer", "OPTIMIZERS"]
+
+#: optimiser names of ``optim.name``
+OPTIMIZERS = ("adamw", "adam", "sgd")
 
 _NORM_TYPES = (
     nn.modules.batchnorm._NormBase,
@@ -42,9 +48,8 @@ def param_groups(
     Each group carries ``names`` (the parameter names) so tests and logs can inspect them.
     """
     keywords = tuple(no_decay_keywords)
-    skip = set()
-    if hasattr(model, "no_weight_decay"):
-        skip = {str(n) for n in model.no_weight_decay()}
+    nwd = getattr(model, "no_weight_decay", None)  # AUModel declares it; a plain nn.Module may not
+    skip = {str(n) for n in nwd()} if callable(nwd) else set()
     norm_params: set[int] = set()
     for mod in model.modules():
         if _is_norm(mod):
@@ -124,16 +129,28 @@ def build_optimizer(
     steps_per_epoch: float,
     max_epochs: int,
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    """AdamW over :func:`param_groups` with the scaled lr, and the per-step warm-up + cosine schedule."""
+    """``optim.name`` over :func:`param_groups` with the scaled lr, and the per-step warm-up +
+    cosine (or constant) schedule."""
     lr = scaled_lr(optim_cfg["lr"], batch_size, world_size, accumulate, optim_cfg.get("scale_lr", True))
     groups = param_groups(model, optim_cfg["weight_decay"], optim_cfg.get("no_decay_keywords") or ())
-    opt = torch.optim.AdamW(
-        [{k: v for k, v in g.items()} for g in groups],
-        lr=lr,
-        betas=tuple(optim_cfg.get("betas", (0.9, 0.999))),
-        eps=float(optim_cfg.get("eps", 1e-8)),
-        weight_decay=float(optim_cfg["weight_decay"]),
-    )
+    if not groups:
+        raise ValueError("no trainable parameter: every parameter is frozen (check the stage's trainable/frozen "
+                         "patterns, or use collect_only: true for a stage without training)")
+    name = str(optim_cfg.get("name") or "adamw").lower()
+    groups = [{k: v for k, v in g.items()} for g in groups]
+    wd = float(optim_cfg["weight_decay"])
+    if name == "adamw":
+        opt = torch.optim.AdamW(groups, lr=lr, betas=tuple(optim_cfg.get("betas", (0.9, 0.999))),
+                                eps=float(optim_cfg.get("eps", 1e-8)), weight_decay=wd)
+    elif name == "adam":
+        opt = torch.optim.Adam(groups, lr=lr, betas=tuple(optim_cfg.get("betas", (0.9, 0.999))),
+                               eps=float(optim_cfg.get("eps", 1e-8)), weight_decay=wd)
+    elif name == "sgd":
+        momentum = float(optim_cfg.get("momentum", 0.9))
+        nesterov = bool(optim_cfg.get("nesterov", True)) and momentum > 0
+        opt = torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=wd)
+    else:
+        raise ValueError(f"optim.name={name!r}; choose one of {', '.join(OPTIMIZERS)}")
     total = max(1, int(round(steps_per_epoch * max_epochs)))
     warmup = int(round(float(optim_cfg.get("warmup_epochs", 1.0)) * steps_per_epoch))
     min_ratio = float(optim_cfg.get("min_lr", 0.0)) / lr if lr > 0 else 0.0

@@ -1,21 +1,25 @@
 """``AUTask``: the one LightningModule that trains and evaluates every registered model.
 
-The task never special-cases a method. It
+The task never names a method; everything method-specific is a hook of
+:class:`audet.models.base.AUModel` (docs/adding-a-method.md). It
 
-- builds ``create_model(config.model.name, aus=..., **config.model.args)``;
-- computes the :class:`~audet.models.LossContext` once from the training labels
-  (:func:`audet.losses.au_weights`; w_j and v_j of AC2D Eq. 14) when fitting starts;
-- sums ``model.loss_terms(output, batch, ctx)`` in ``training_step`` and logs each term
+- wraps a model built ONCE by the engine (:func:`build_model`: ``create_model(config.model.name,
+  aus=..., data=DataInfo, **config.model.args)``);
+- asks the model for its loss context once when fitting starts
+  (``model.loss_context(data_info, labels, mask)`` over the training labels) and sums the named
+  terms of ``model.loss_terms(output, batch, ctx)`` in ``training_step``, logging each term
   (``train/<term>``) and the total (``train/loss``);
 - calls the model's state hooks: ``on_train_epoch_start(epoch)`` before the epoch,
-  ``on_train_batch_end(output, batch)`` after every optimiser step (no grad), and
-  ``on_train_epoch_end(epoch)`` right after the epoch's LAST training batch -- before that epoch's
-  validation and checkpoint, so both see the refreshed state (Lightning itself would run
-  validation first). Models that ask for an epoch-end data pass (``needs_prototype_pass``) get
-  ``update_prototypes(prototype_features(images) for each training batch)`` just before;
-- gathers probabilities, labels and masks over the whole validation/test epoch (all-gathered
-  under DDP, de-duplicated by the sample index that DistributedSampler may repeat) and logs
-  F1-frame per AU (``<split>/f1_AU<n>``) and the mean (``<split>/f1``), in [0, 1];
+  ``on_train_batch_end(output, batch)`` after every optimiser step (no grad), and -- right after
+  the epoch's LAST training batch, before that epoch's validation and checkpoint (Lightning itself
+  would validate first) -- the epoch-end data pass when ``model.wants_data_pass(epoch)``
+  (``data_pass_step(batch)`` over the training set in order, eval mode, no grad, then
+  ``data_pass_end(results)``) followed by ``on_train_epoch_end(epoch)``;
+- in a ``collect_only`` stage runs no training step at all: the training loader IS the data-pass
+  loader, each batch goes to ``data_pass_step`` and the epoch ends with ``data_pass_end``;
+- evaluates with :class:`audet.engine.evaluator.AUEvaluator` on ``model.forward_logits`` (every
+  labelled frame once; all-gathered and de-duplicated under DDP) and logs F1-frame per AU
+  (``<split>/f1_AU<n>``) and the mean (``<split>/f1``), in [0, 1];
 - re-seeds torch/numpy/random at every epoch start from ``(seed, epoch, rank)``, so an epoch is a
   function of the weights at its start: resuming from an epoch-boundary checkpoint reproduces an
   uninterrupted run exactly (deterministic CPU kernels assumed).
@@ -33,20 +37,23 @@ import lightning as L
 import numpy as np
 import torch
 
+from audet.engine.evaluator import AUEvaluator
 from audet.engine.optim import build_optimizer
 from audet.models import LossContext, ModelOutput, create_model
 
-__all__ = ["AUTask", "build_model", "loss_context_from_labels", "reseed", "epoch_seed"]
+__all__ = ["AUTask", "build_model", "reseed", "epoch_seed"]
 
 
-def build_model(config: dict, aus: Sequence[int]):
-    """``create_model`` from a config's ``model`` section for the AU list ``aus``."""
+def build_model(config: dict, aus: Sequence[int], data=None):
+    """``create_model`` from a config's ``model`` section for the AU list ``aus`` and the
+    :class:`~audet.models.base.DataInfo` ``data``."""
     mcfg = config["model"]
     args = dict(mcfg.get("args") or {})
     args.pop("num_aus", None)
     args.pop("aus", None)
+    args.pop("data", None)
     try:
-        return create_model(mcfg["name"], num_aus=len(aus), aus=list(aus), **args)
+        return create_model(mcfg["name"], num_aus=len(aus), aus=list(aus), data=data, **args)
     except TypeError as exc:
         import inspect
 
@@ -62,19 +69,6 @@ def build_model(config: dict, aus: Sequence[int]):
         raise ValueError(f"model.args {args} do not fit model {mcfg['name']!r}: {exc}{sig}") from None
 
 
-def loss_context_from_labels(labels, mask=None) -> LossContext:
-    """w_j and v_j (AC2D Eq. 14) from the training labels (``9`` = missing when ``mask`` is None)."""
-    from audet.losses import au_weights
-
-    labels = torch.as_tensor(np.asarray(labels)).float()
-    if mask is None:
-        mask = (labels == 0) | (labels == 1)
-        labels = torch.where(mask, labels, torch.zeros_like(labels))
-    mask = torch.as_tensor(np.asarray(mask)).float()
-    w, v = au_weights(labels, mask)
-    return LossContext(au_weight=torch.as_tensor(w).float(), pos_weight=torch.as_tensor(v).float())
-
-
 def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
     return (int(seed) * 1_000_003 + int(epoch) * 7_919 + int(rank) * 104_729) % (2**31 - 1)
 
@@ -87,29 +81,40 @@ def reseed(seed: int) -> None:
 
 
 class AUTask(L.LightningModule):
-    """Trains ``config.model.name`` on AUs ``aus`` with the config's optimiser and schedule.
+    """Trains ``model`` with the config's (or the stage's) optimiser and schedule.
 
     Args:
         config: a resolved config (:func:`audet.engine.config.load_config`).
-        aus: the AU numbers the model predicts (columns of the labels).
-        ctx: the loss context; computed from the datamodule's training labels when ``None``.
+        model: the :class:`~audet.models.base.AUModel` (built once by the engine).
+        ctx: the loss context; from ``model.loss_context`` over the datamodule's training labels
+            when ``None``.
         val_names: names under which validation dataloaders are logged (default ``["val"]``).
+        optim: the optimiser section to use (default ``config["optim"]``; a stage's).
+        collect_only: no training steps, only the data pass (a ``collect_only`` stage).
+        seed: the seed of the epoch re-seeding (default ``config["seed"]``).
     """
 
-    def __init__(self, config: dict, aus: Sequence[int], ctx: LossContext | None = None,
-                 val_names: Sequence[str] | None = None):
+    def __init__(self, config: dict, model, ctx: LossContext | None = None,
+                 val_names: Sequence[str] | None = None, *, optim: dict | None = None,
+                 collect_only: bool = False, seed: int | None = None):
         super().__init__()
         self.config = config
-        self.aus = [int(a) for a in aus]
-        self.model = build_model(config, self.aus)
+        self.model = model
+        self.aus = [int(a) for a in (model.aus or range(model.num_aus))]
         self.ctx = ctx
         self.val_names = list(val_names or ["val"])
-        self.seed = int(config.get("seed") or 0)
-        self._buffers_eval: dict[int, dict[str, list]] = {}
+        self.optim_cfg = dict(optim if optim is not None else config["optim"])
+        self.collect_only = bool(collect_only)
+        self.automatic_optimization = not self.collect_only
+        self.seed = int(config.get("seed") or 0) if seed is None else int(seed)
+        self._evaluators: dict[int, AUEvaluator] = {}
         self._epoch_end_done = False
         self._last_output: ModelOutput | None = None
-        #: filled by evaluation: {split: {"f1": mean, "per_au": {au: f1}}}
+        self._pass_results: list = []
+        #: filled by evaluation: {split: {"f1": mean, "per_au": {au: f1}, "n", "epoch"}}
         self.results: dict[str, dict] = {}
+        #: the name the test dataloader is logged under
+        self.test_name = "test"
 
     # ------------------------------------------------------------------ model
     def forward(self, images: torch.Tensor) -> ModelOutput:
@@ -119,11 +124,16 @@ class AUTask(L.LightningModule):
     def setup(self, stage: str) -> None:
         if stage == "fit" and self.ctx is None:
             dm = self.trainer.datamodule
-            if dm is None or not hasattr(dm, "train_labels"):
+            if dm is None or not (hasattr(dm, "training_labels") or hasattr(dm, "train_labels")):
                 raise ValueError("AUTask needs a datamodule with train_labels() (or pass ctx=) to weight the loss")
-            got = dm.train_labels()
-            labels, mask = got if isinstance(got, tuple) else (got, None)
-            self.ctx = loss_context_from_labels(labels, mask)
+            if hasattr(dm, "training_labels"):
+                labels, mask = dm.training_labels()
+            else:
+                from audet.engine.data import label_arrays
+
+                got = dm.train_labels()
+                labels, mask = label_arrays(*got) if isinstance(got, tuple) else label_arrays(got)
+            self.ctx = self.model.loss_context(self.model.data_info, labels, mask)
 
     def _ctx(self) -> LossContext:
         ctx = self.ctx if self.ctx is not None else LossContext()
@@ -133,9 +143,15 @@ class AUTask(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         reseed(epoch_seed(self.seed, self.current_epoch, self.global_rank))
         self._epoch_end_done = False
+        self._pass_results = []
         self.model.on_train_epoch_start(self.current_epoch)
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict, batch_idx: int):
+        if self.collect_only:
+            self.model.eval()
+            with torch.no_grad():
+                self._pass_results.append(self.model.data_pass_step(batch))
+            return None
         out = self.model(batch["image"])
         terms = self.model.loss_terms(out, batch, self._ctx())
         if not terms:
@@ -168,32 +184,45 @@ class AUTask(L.LightningModule):
         if self._epoch_end_done:
             return
         self._epoch_end_done = True
-        if getattr(self.model, "needs_prototype_pass", False):
-            self._prototype_pass()
+        epoch = self.current_epoch
+        if self.collect_only:
+            with torch.no_grad():
+                self.model.data_pass_end(self._pass_results)
+            self._pass_results = []
+            self.model.train(self.training)
+        elif self.model.wants_data_pass(epoch):
+            self._data_pass()
         with torch.no_grad():
-            self.model.on_train_epoch_end(self.current_epoch)
+            self.model.on_train_epoch_end(epoch)
 
     @torch.no_grad()
-    def _prototype_pass(self) -> None:
-        """An epoch-end pass over the training data with the current parameters (e.g. AC2D C^e(s))."""
+    def _data_pass(self) -> None:
+        """The epoch-end pass over the training data in order, current parameters, eval mode."""
+        from lightning.fabric.utilities.apply_func import move_data_to_device
+
         dm = self.trainer.datamodule
-        loader = dm.prototype_dataloader() if hasattr(dm, "prototype_dataloader") else None
-        if loader is None:
-            return
+        if dm is None or not hasattr(dm, "data_pass_dataloader"):
+            raise ValueError(f"{self.model.model_name} asks for an epoch-end data pass but the datamodule "
+                             "has no data_pass_dataloader() (use audet.engine.data.FitData)")
         was_training = self.model.training
         self.model.eval()
-        feats = (self.model.prototype_features(b["image"].to(self.device)) for b in loader)
-        self.model.update_prototypes(feats)
-        self.model.train(was_training)
+        try:
+            results = [self.model.data_pass_step(move_data_to_device(b, self.device))
+                       for b in dm.data_pass_dataloader()]
+            self.model.data_pass_end(results)
+        finally:
+            self.model.train(was_training)
 
     def configure_optimizers(self):
+        if self.collect_only:
+            return None
         trainer = self.trainer
         steps_total = trainer.estimated_stepping_batches
         max_epochs = max(1, int(trainer.max_epochs or 1))
         steps_per_epoch = float(steps_total) / max_epochs
         opt, sched = build_optimizer(
             self.model,
-            self.config["optim"],
+            self.optim_cfg,
             batch_size=int(self.config["data"]["batch_size"]),
             world_size=int(trainer.world_size),
             accumulate=int(trainer.accumulate_grad_batches),
@@ -204,21 +233,10 @@ class AUTask(L.LightningModule):
 
     # ------------------------------------------------------------------ evaluation
     def _eval_step(self, batch: dict, dataloader_idx: int) -> None:
-        out = self.model(batch["image"])
-        probs = torch.sigmoid(out.logits.float())
-        labels, mask = batch["labels"], batch["mask"]
-        if probs.ndim == 3:  # clips: score every frame of every clip
-            probs, labels, mask = (t.reshape(-1, t.shape[-1]) for t in (probs, labels, mask))
-            T = out.logits.shape[1]
-            frame = torch.arange(T, device=probs.device)
-            index = (batch["index"].reshape(-1, 1).to(probs.device) * T + frame).reshape(-1)
-        else:
-            index = batch.get("index", torch.full((probs.shape[0],), -1, device=probs.device))
-        buf = self._buffers_eval.setdefault(dataloader_idx, {"p": [], "y": [], "m": [], "i": []})
-        buf["p"].append(probs.detach())
-        buf["y"].append(labels.detach().float())
-        buf["m"].append(mask.detach().float())
-        buf["i"].append(index.detach().long().reshape(-1))
+        ev = self._evaluators.get(dataloader_idx)
+        if ev is None:
+            ev = self._evaluators[dataloader_idx] = AUEvaluator(self.aus)
+        ev.process(batch, self.model.forward_logits(batch["image"]))
 
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._eval_step(batch, dataloader_idx)
@@ -227,66 +245,47 @@ class AUTask(L.LightningModule):
         self._eval_step(batch, dataloader_idx)
 
     def on_validation_epoch_start(self) -> None:
-        self._buffers_eval = {}
+        self._evaluators = {}
 
     def on_test_epoch_start(self) -> None:
-        self._buffers_eval = {}
+        self._evaluators = {}
 
-    def _gathered(self, idx: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        buf = self._buffers_eval.get(idx)
-        A = len(self.aus)
-        if not buf or not buf["p"]:
-            p = torch.zeros(0, A, device=self.device)
-            y, m, i = p.clone(), p.clone(), torch.zeros(0, dtype=torch.long, device=self.device)
-        else:
-            p, y, m, i = (torch.cat(buf[k]) for k in ("p", "y", "m", "i"))
+    def _gathered(self, idx: int) -> AUEvaluator:
+        ev = self._evaluators.get(idx) or AUEvaluator(self.aus)
         if self.trainer is not None and self.trainer.world_size > 1:
-            # DistributedSampler gives every rank the same number of samples (padding by repeats)
-            p, y, m, i = (self.all_gather(t).reshape(-1, *t.shape[1:]) for t in (p, y, m, i))
-            if (i >= 0).all():
-                _, first = np.unique(i.cpu().numpy(), return_index=True)
-                keep = torch.as_tensor(np.sort(first), device=p.device)
-                p, y, m = p[keep], y[keep], m[keep]
-        return p.float().cpu().numpy(), y.cpu().numpy(), m.cpu().numpy()
+            # DistributedSampler gives every rank the same number of samples (padding by repeats);
+            # the evaluator's (sequence, frame) keys remove the repeats
+            st = ev.state()
+            gathered = {k: self.all_gather(torch.as_tensor(v, device=self.device)).cpu().numpy() for k, v in st.items()}
+            world = self.trainer.world_size
+            ev.merge([{k: v[r] for k, v in gathered.items()} for r in range(world)])
+        return ev
 
     def _log_split(self, split: str, idx: int) -> None:
-        from audet.metrics import f1_frame
-
-        probs, labels, mask = self._gathered(idx)
-        if probs.shape[0] == 0:
+        res = self._gathered(idx).evaluate()
+        if res["n"] == 0:
             return
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            warnings.filterwarnings("ignore", message="f1_frame")
-            f1 = np.asarray(f1_frame(labels, probs, mask=mask), dtype=np.float64)
-        mean = float(np.nanmean(f1)) if np.isfinite(f1).any() else float("nan")
         # every rank computed the same values from the gathered epoch; sync_dist only silences the
         # "log with sync_dist" warning (a mean of equal numbers)
         sync = self.trainer.world_size > 1
-        self.log(f"{split}/f1", mean, prog_bar=(split == "val"), sync_dist=sync)
-        for au, v in zip(self.aus, f1):
+        self.log(f"{split}/f1", res["f1"], prog_bar=(split == "val"), sync_dist=sync)
+        for au, v in res["per_au"].items():
             self.log(f"{split}/f1_AU{au}", float(v), sync_dist=sync)
-        self.results[split] = {
-            "f1": mean,
-            "per_au": {int(a): float(v) for a, v in zip(self.aus, f1)},
-            "n": int(probs.shape[0]),
-            "epoch": int(self.current_epoch),
-        }
-        self._last_eval = {"split": split, "probs": probs, "labels": labels, "mask": mask}
+        self.results[split] = {"f1": res["f1"], "per_au": res["per_au"], "n": res["n"],
+                               "epoch": int(self.current_epoch)}
+        self._last_eval = {"split": split, "probs": res["probs"], "labels": res["labels"], "mask": res["mask"]}
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
-            self._buffers_eval = {}
+            self._evaluators = {}
             return
-        for idx in sorted(self._buffers_eval) or [0]:
+        for idx in sorted(self._evaluators) or [0]:
             name = self.val_names[idx] if idx < len(self.val_names) else f"val{idx}"
             self._log_split(name, idx)
-        self._buffers_eval = {}
+        self._evaluators = {}
 
     def on_test_epoch_end(self) -> None:
-        name = getattr(self, "test_name", "test")
-        for idx in sorted(self._buffers_eval) or [0]:
+        name = self.test_name
+        for idx in sorted(self._evaluators) or [0]:
             self._log_split(name if idx == 0 else f"{name}{idx}", idx)
-        self._buffers_eval = {}
+        self._evaluators = {}

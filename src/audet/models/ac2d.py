@@ -41,10 +41,11 @@ Sample prototypes (``prototype=``), i.e. ``bar f`` of Eq. 12a, which is the sing
 - ``"epoch_stale"`` (published code): the mean of the pooled features of all augmented
   training batches of the previous epoch; epoch 0 trains without intervention.
 - ``"epoch"`` (paper, C^e(s)): static, recomputed at each epoch end with the current parameters.
-  That needs a data pass: the model says ``needs_prototype_pass = True`` and the engine calls
-  ``model.update_prototypes(model.prototype_features(x) for x in train_images)`` at epoch end
-  (eval mode recommended). Without that pass, ``on_train_epoch_end`` falls back to the features
-  gathered during the epoch (= ``epoch_stale``) and warns once.
+  That needs a data pass (the model contract's epoch-end pass): ``wants_data_pass(epoch)`` is
+  True, the engine calls ``data_pass_step(batch)`` on every training batch in order (eval mode,
+  no grad; each returns the batch's feature sum and count) and ``data_pass_end(results)`` sets the
+  prototypes. Without that pass, ``on_train_epoch_end`` falls back to the features gathered during
+  the epoch (= ``epoch_stale``) and warns once.
 
 Confounder scale (``confounder_scale=``): ``"paper"`` (default) uses ``V = bar f`` (Eq. 13);
 ``"code"`` uses ``V = P * bar f`` with ``P = 1/N``, N = the number of samples the prototype was
@@ -236,9 +237,13 @@ class AC2D(AUModel):
         return self.intervention != "none"
 
     @property
-    def needs_prototype_pass(self) -> bool:
-        """True for ``prototype="epoch"`` (C^e(s)): the engine should run :meth:`update_prototypes`."""
+    def _static_prototypes(self) -> bool:
+        """``prototype="epoch"`` (C^e(s)): prototypes come from an epoch-end data pass."""
         return self.has_intervention and self.prototype == "epoch"
+
+    def wants_data_pass(self, epoch: int) -> bool:
+        """C^e(s) asks for the epoch-end pass over the training data (Eq. 12a with current parameters)."""
+        return self._static_prototypes
 
     def forward_trunk(self, images: torch.Tensor) -> tuple[torch.Tensor, int, int]:
         """Stem + stages 1-2: the shared rich feature as tokens ``(B, (l/4)^2, C)`` and its (H, W)."""
@@ -394,14 +399,14 @@ class AC2D(AUModel):
         """Turn the epoch's features into prototypes (all-reduced across processes)."""
         if not self.has_intervention:
             return
-        if self.needs_prototype_pass:
+        if self._static_prototypes:
             if self._fresh_pass:
                 self._reset_accumulators()
                 return
             if not self._warned_no_pass:
                 warnings.warn(
-                    "AC2D prototype='epoch' (C^e(s)) expects model.update_prototypes(...) with a data pass at "
-                    "epoch end; falling back to the features gathered during the epoch (= 'epoch_stale')",
+                    "AC2D prototype='epoch' (C^e(s)) expects the engine's epoch-end data pass (data_pass_step/"
+                    "data_pass_end); falling back to the features gathered during the epoch (= 'epoch_stale')",
                     stacklevel=2,
                 )
                 self._warned_no_pass = True
@@ -455,9 +460,26 @@ class AC2D(AUModel):
     def update_prototypes(self, features) -> bool:
         """C^e(s): prototypes from an iterable of feature batches (from :meth:`prototype_features`)
         computed with the current parameters. Collective under torch.distributed."""
+        return self.data_pass_end([self._feature_sum(f) for f in features])
+
+    @staticmethod
+    def _feature_sum(src: torch.Tensor) -> tuple[torch.Tensor, int]:
+        return src.detach().sum(dim=0).to(torch.float64), int(src.shape[0])
+
+    @torch.no_grad()
+    def data_pass_step(self, batch: dict) -> tuple[torch.Tensor, int]:
+        """One batch of the epoch-end pass: the sum (float64) and count of its prototype features."""
+        return self._feature_sum(self.prototype_features(batch["image"]))
+
+    @torch.no_grad()
+    def data_pass_end(self, results: list) -> bool:
+        """Set the prototypes from the pass's ``(sum, count)`` pairs (all-reduced under DDP)."""
         self._reset_accumulators()
-        for f in features:
-            self._accumulate(f)
+        for total, n in results:
+            if self._acc_sum is None or self._acc_sum.device != total.device:
+                self._acc_sum = torch.zeros_like(total)
+            self._acc_sum += total
+            self._acc_n += int(n)
         ok = self.finalize_prototypes()
         self._fresh_pass = True
         return ok
