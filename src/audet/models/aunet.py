@@ -447,6 +447,10 @@ class AUNet(_AUNetBase):
             self.vae = self._modules.pop("vae")
             self._modules["vae"] = self.vae
         self.predictor = AUNetPredictor(self.num_aus, 768, width, hidden, temporal, fusion)
+        if allow_random_pretrained and not fan_weights:
+            # labelled from construction on, so a checkpoint saved before load_pretrained_parts
+            # also stores (and names) the random FAN
+            self.pretrained_status = {"fan": f"random {self.pretrained_parts()['fan'].description}"}
 
     def pretrained_parts(self) -> dict[str, PretrainedPart]:
         return {"fan": PretrainedPart(
