@@ -275,7 +275,10 @@ class _AUNetBase(AUModel):
 
     def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``B x A`` of frame t; with ``flip_tta`` the mean of the logits of the input and
-        its horizontal flip (all frames flipped)."""
+        its horizontal flip (all frames flipped). During the ``vae`` stage the detector is not
+        trained yet: its validation is skipped (zeros, no FAN pass; such scores mean nothing)."""
+        if self.stage == "vae":
+            return x.new_zeros(x.shape[0], self.num_aus)
         logits = self.forward_head(self.forward_features(x))
         if self.flip_tta:
             logits = 0.5 * (logits + self.forward_head(self.forward_features(torch.flip(x, dims=(-1,)))))
@@ -368,6 +371,42 @@ class _AUNetBase(AUModel):
             return self.vae(y, sample=False)
         recon, mu, logvar = self.vae(y, sample=True, eps=eps)
         return recon, mu, torch.exp(0.5 * logvar)
+
+    # --- transfer (DISFA from BP4D, section V-A) -------------------------------------------------
+    #: the classifier's AU rows (AU-identity transfer)
+    _classifier = "predictor.predictor.3"
+
+    def au_state_map(self, state, old_aus, new_aus):
+        """Initialise from a model trained on other AUs: every tensor is copied except the
+        classifier's last layer, whose rows map by AU identity (new AUs keep their init), and the
+        label VAE, which each dataset trains on its own labels (section IV-B), so it stays fresh."""
+        new_aus = [int(a) for a in (new_aus if new_aus is not None else (self.aus or []))]
+        old_idx = {int(a): i for i, a in enumerate(old_aus)}
+        own = self.state_dict()
+        out = {k: v.clone() for k, v in own.items()}
+        report = {"mapped_aus": {a: a for a in new_aus if a in old_idx},
+                  "fresh_aus": [a for a in new_aus if a not in old_idx],
+                  "dropped_aus": [int(a) for a in old_aus if int(a) not in new_aus],
+                  "copied": [], "per_au": [], "kept": [], "fresh": []}
+        for key, ref in own.items():
+            if key.startswith("vae."):
+                report["fresh"].append(key)
+            elif key.startswith(self._classifier + "."):
+                src = state.get(key)
+                if src is None or src.shape[1:] != ref.shape[1:]:
+                    report["kept"].append(key)
+                    continue
+                for j, a in enumerate(new_aus):
+                    if a in old_idx:
+                        out[key][j] = src[old_idx[a]].to(ref.dtype)
+                report["per_au"].append(key)
+            elif key in state and tuple(state[key].shape) == tuple(ref.shape):
+                out[key] = state[key].detach().clone().to(ref.dtype)
+                report["copied"].append(key)
+            else:
+                report["kept"].append(key)
+        report["unused"] = sorted(k for k in state if k not in own)
+        return out, report
 
     # to implement in subclasses
     def _features(self, cur, former, later) -> torch.Tensor:  # pragma: no cover - abstract
@@ -543,6 +582,8 @@ class ResNet18A(_AUNetBase):
             d = self.diff_block(self.diff_conv(F.avg_pool2d(torch.cat((ft - fp, ft - fn), dim=1), 2)))
             x = self.alpha * ft + self.beta * F.interpolate(d, size=ft.shape[-2:], mode="nearest")
         return self.layers(x).mean(dim=(2, 3))
+
+    _classifier = "classifier.3"
 
     def _head(self, feats) -> torch.Tensor:
         return self.classifier(feats)
