@@ -9,8 +9,10 @@ attention kernels); element-wise ops, norms and softmax are not. ``MACs = FLOPs 
 fvcore/thop and most papers print as "FLOPs" (the AC2D paper's 9.6G; the authors' own model
 counted this way gives 8.95 GFLOPs = 4.48 GMACs).
 
-A model may define ``flop_count_context()`` (a context manager) to select the path that is
-counted (AC2D: the inference path with the causal intervention, as the authors' figure).
+The counted pass is ``model.forward_logits`` (the inference/export path) inside the model's
+``flop_count_context()`` (a context manager declared on :class:`audet.models.base.AUModel`; AC2D:
+the inference path with the causal intervention, as the authors' figure). An ensemble counts as
+one model (the sum over its members).
 """
 from __future__ import annotations
 
@@ -88,11 +90,15 @@ def count_flops(
         inputs = torch.randn(shape, device=device)
     was_training = model.training
     model.eval()
-    ctx = model.flop_count_context() if hasattr(model, "flop_count_context") else contextlib.nullcontext()
+    from audet.models.base import AUModel
+
+    is_au = isinstance(model, AUModel)
+    ctx = model.flop_count_context() if is_au else contextlib.nullcontext()
+    run = model.forward_logits if is_au and not forward_kwargs else model
     counter = FlopCounterMode(display=False)
     try:
         with ctx, torch.no_grad(), sdpa_kernel(SDPBackend.MATH), counter:
-            model(inputs, **forward_kwargs)
+            run(inputs, **forward_kwargs)
     finally:
         model.train(was_training)
     total = int(counter.get_total_flops())

@@ -46,8 +46,26 @@ def _selection_note(results: Mapping) -> str:
             f"{sel.get('best_epoch')})")
 
 
+def _stage_lines(results: Mapping) -> list[str]:
+    out = []
+    for st in results.get("stages") or []:
+        best = st.get("best_score")
+        score = f"best {100 * best:.1f} at epoch {st.get('best_epoch')}" if best is not None else "no selection"
+        kind = "collect only" if st.get("collect_only") else f"optim {st.get('optim')}"
+        out.append(f"stage {st.get('index')} {st.get('name')}: {st.get('epochs')} epoch(s), {kind}, "
+                   f"{st.get('trainable_params', 0):,} trainable / {st.get('frozen_params', 0):,} frozen parameters; "
+                   f"{score}")
+    return out
+
+
+def _pretrained_lines(results: Mapping) -> list[str]:
+    return [f"WARNING: {part} has RANDOM weights ({status}; allow_random_pretrained)"
+            for part, status in (results.get("pretrained") or {}).items() if str(status).startswith("random")]
+
+
 def write_run_report(run_dir: str | Path, results: Mapping) -> None:
-    """``results.json`` plus ``report.md``/``report.csv`` with the test F1 of best and last."""
+    """``results.json`` plus ``report.md``/``report.csv`` with the test F1 of best and last (and,
+    for a staged run, one line per stage; random pretrained parts are flagged)."""
     run_dir = Path(run_dir)
     write_json_atomic(run_dir / "results.json", _jsonable(results))
     test = results.get("test") or {}
@@ -60,7 +78,7 @@ def write_run_report(run_dir: str | Path, results: Mapping) -> None:
             label = f"{results.get('model')} ({which}, epoch {test[which].get('epoch')})"
             rows[label] = test[which]["per_au"]
     df = f1_table(rows, aus)
-    notes = [_selection_note(results)]
+    notes = [_selection_note(results), *_stage_lines(results), *_pretrained_lines(results)]
     if (results.get("selection") or {}).get("on_test"):
         notes.append("WARNING: selected on the test fold (selection.on_test=true); not comparable to "
                      "validation-selected results")
@@ -71,6 +89,8 @@ def summary_text(results: Mapping) -> str:
     lines = [f"== {results.get('name')} ({results.get('model')}, recipe {results.get('recipe')}) =="]
     lines.append(f"run dir: {results.get('run_dir')}")
     lines.append(_selection_note(results))
+    lines.extend(_stage_lines(results))
+    lines.extend(_pretrained_lines(results))
     sel = results.get("selection") or {}
     if sel.get("best_score") is not None:
         lines.append(f"best {sel.get('monitor')}: {100 * sel['best_score']:.1f}")

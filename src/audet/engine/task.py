@@ -145,10 +145,11 @@ class AUTask(L.LightningModule):
         self._epoch_end_done = False
         self._pass_results = []
         self.model.on_train_epoch_start(self.current_epoch)
+        if self.collect_only:  # the pass runs in eval mode (no training step in this stage)
+            self.model.eval()
 
     def training_step(self, batch: dict, batch_idx: int):
         if self.collect_only:
-            self.model.eval()
             with torch.no_grad():
                 self._pass_results.append(self.model.data_pass_step(batch))
             return None

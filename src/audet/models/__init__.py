@@ -9,7 +9,7 @@ from audet.models.registry import create_model, list_models, model_info, registe
 # Importing a method module registers its models. Each is optional while the toolkit grows.
 import importlib as _importlib
 
-for _m in ("ac2d", "baseline", "cisnet", "escda", "aar", "aunet"):
+for _m in ("ac2d", "baseline", "ensemble", "cisnet", "escda", "aar", "aunet"):
     try:
         _importlib.import_module(f"audet.models.{_m}")
     except ModuleNotFoundError as _exc:

@@ -105,7 +105,7 @@ class DataInfo:
         dataset: the dataset name, e.g. ``"BP4D"``.
 
     JSON-able through :meth:`to_dict` / :meth:`from_dict`; every checkpoint stores it as
-    ``"data_info"`` and :func:`audet.engine.checkpoint.load_checkpoint` rebuilds the model with it.
+    ``"data_info"`` and :func:`audet.models.checkpoint.load_checkpoint` rebuilds the model with it.
     """
 
     aus: list[int]
@@ -330,7 +330,7 @@ class AUModel(nn.Module):
         """Map a state dict trained on ``old_aus`` onto this model's ``new_aus`` by AU identity.
 
         Return ``(state, report)`` to override the generic mapping of
-        :func:`audet.engine.checkpoint.map_state_by_au`, or None (default) to use it (driven by
+        :func:`audet.models.checkpoint.map_state_by_au`, or None (default) to use it (driven by
         :attr:`au_module_lists` and :attr:`au_state_keys`).
         """
         return None

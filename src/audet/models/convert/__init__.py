@@ -1,8 +1,7 @@
 """Converters from the authors' original checkpoints to audet models.
 
 ``CONVERTERS[name](src, aus=..., **options) -> model`` (eval mode, with ``conversion_report``);
-write it with :func:`audet.models.convert.ac2d.save_converted` (same format as the engine's
-checkpoints). The CLI is ``audet convert NAME SRC --out DST``.
+write it with :func:`audet.models.convert.ac2d.save_converted` (:mod:`audet.models.checkpoint`). The CLI is ``audet convert NAME SRC --out DST``.
 """
 from __future__ import annotations
 

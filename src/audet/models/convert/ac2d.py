@@ -36,7 +36,6 @@ error naming the offending globals.
 from __future__ import annotations
 
 import importlib
-import json
 import math
 import os
 import re
@@ -313,42 +312,15 @@ def convert_ac2d(
 # ---------------------------------------------------------------------------------------------
 # writing
 def save_converted(model, out: str | os.PathLike, extra: Mapping | None = None) -> tuple[Path, Path]:
-    """Write ``<out>.safetensors`` + ``<out>.json`` (audet checkpoint format).
+    """Write ``<out>.safetensors`` + ``<out>.json`` with :func:`audet.models.checkpoint.save_checkpoint`
+    (the one checkpoint writer), recording the conversion report as ``converted_from``."""
+    from audet.models.checkpoint import save_checkpoint
 
-    Uses :func:`audet.engine.checkpoint.save_checkpoint` when available; otherwise writes the
-    same layout itself: every ``state_dict`` tensor in the safetensors file and a JSON sidecar
-    ``{"format", "model", "model_config", "num_aus", "aus", "preprocess", ...extra}``.
-    """
     extra = {"converted_from": getattr(model, "conversion_report", {}), **dict(extra or {})}
     p = Path(out)
     if p.suffix in (".safetensors", ".json"):
         p = p.with_suffix("")
-    try:
-        from audet.engine.checkpoint import save_checkpoint
-    except ImportError:
-        save_checkpoint = None
-    if save_checkpoint is not None:
-        return save_checkpoint(model, p.with_name(p.name + ".safetensors"), extra=extra)
-    from safetensors.torch import save_file
-
-    from audet import __version__
-
-    weights, meta_path = p.with_name(p.name + ".safetensors"), p.with_name(p.name + ".json")
-    weights.parent.mkdir(parents=True, exist_ok=True)
-    meta = {
-        "format": "audet-checkpoint/1",
-        "model": model.model_name,
-        "model_config": model.config,
-        "num_aus": model.num_aus,
-        "aus": list(model.aus or []),
-        "preprocess": model.preprocess,
-        "audet_version": __version__,
-        **extra,
-    }
-    tensors = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
-    save_file(tensors, str(weights), metadata={"audet": json.dumps(meta, sort_keys=True, default=str)})
-    meta_path.write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
-    return weights, meta_path
+    return save_checkpoint(model, p.with_name(p.name + ".safetensors"), extra=extra)
 
 
 def to_authors_checkpoint(model) -> dict[str, Any]:

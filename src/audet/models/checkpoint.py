@@ -1,0 +1,421 @@
+"""audet checkpoints: safetensors weights + a JSON sidecar, and AU-identity initialisation.
+
+(The engine re-exports these names as :mod:`audet.engine.checkpoint`.)
+
+``save_checkpoint(model, "run/best.safetensors", ...)`` writes
+
+- ``run/best.safetensors``: every tensor of ``model.state_dict()`` (parameters AND buffers, e.g.
+  AC2D's sample prototypes), with the metadata JSON also embedded in the safetensors header;
+- ``run/best.json``: ``{"format", "model", "model_config", "aus", "preprocess", "data_info",
+  "pretrained", "epoch", "global_step", "metrics", "audet_version", "config", ...}``.
+
+``data_info`` is the model's :class:`audet.models.base.DataInfo` (global subject vocabulary etc.),
+so a subject-dependent model is rebuilt without the training set. ``pretrained`` records each
+:class:`audet.models.base.PretrainedPart` (``status``: ``file PATH`` or ``random ...``, and whether
+it is ``stored``): a part with ``store_in_checkpoint=False`` (and real weights) is left out of the
+safetensors file and re-read from its file (the recorded model option) by :func:`load_checkpoint`.
+
+Both are written atomically (temporary file + ``os.replace``). :func:`load_checkpoint` rebuilds
+the model from the metadata alone (no other argument, never unpickles) and loads the weights
+strictly; a checkpoint that does not fit the model raises :class:`CheckpointError` naming the
+missing, unexpected and mis-shaped tensors.
+
+:func:`map_state_by_au` initialises a model for one AU set from a checkpoint trained on another
+(DISFA from BP4D, protocol section 6): shared (trunk) tensors are copied, per-AU tensors and AU
+branches are copied for the AUs both sets contain, AUs without a twin keep their fresh init. A
+model may declare which tensors are per-AU (see the function) or override the whole mapping with a
+method ``au_state_map(state, old_aus, new_aus) -> (state, report)``.
+"""
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from audet.utils.io import write_bytes_atomic, write_json_atomic
+from audet.utils.state import describe_mismatch
+
+__all__ = [
+    "CheckpointError",
+    "FORMAT",
+    "save_checkpoint",
+    "load_checkpoint",
+    "read_checkpoint_meta",
+    "read_state_dict",
+    "checkpoint_paths",
+    "map_state_by_au",
+    "init_from_checkpoint",
+    "load_weights",
+]
+
+FORMAT = "audet-checkpoint/1"
+_META_KEY = "audet"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, malformed or does not fit the model."""
+
+
+def checkpoint_paths(path: str | os.PathLike) -> tuple[Path, Path]:
+    """``(weights.safetensors, weights.json)`` for a path given with either suffix or none."""
+    p = Path(path)
+    if p.suffix in (".ckpt", ".pt", ".pth", ".pkl"):
+        raise CheckpointError(
+            f"{p}: audet loads .safetensors checkpoints (with their .json); a Lightning .ckpt is only for "
+            "resuming training (`audet train ... --resume`), and pickled files are never loaded"
+        )
+    if p.suffix in (".safetensors", ".json"):
+        p = p.with_suffix("")
+    return p.with_name(p.name + ".safetensors"), p.with_name(p.name + ".json")
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, torch.Tensor):
+        return obj.item() if obj.numel() == 1 else obj.tolist()
+    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 1) == 0:
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    return str(obj)
+
+
+def save_checkpoint(
+    model: nn.Module,
+    path: str | os.PathLike,
+    *,
+    config: Mapping | None = None,
+    epoch: int | None = None,
+    global_step: int | None = None,
+    metrics: Mapping | None = None,
+    extra: Mapping | None = None,
+) -> tuple[Path, Path]:
+    """Write ``path`` (.safetensors) and its .json sidecar atomically; return both paths."""
+    from safetensors.torch import save as st_save
+
+    from audet import __version__
+
+    weights_path, meta_path = checkpoint_paths(path)
+    name = getattr(model, "model_name", "") or ""
+    if not name:
+        raise CheckpointError("the model has no registry name (build it with audet.models.create_model)")
+    aus = list(getattr(model, "aus", None) or [])
+    from audet.models.base import pretrained_state_keys
+
+    info = getattr(model, "data_info", None)
+    parts = model.pretrained_parts() if hasattr(model, "pretrained_parts") else {}
+    status = getattr(model, "pretrained_status", {}) or {}
+    left_out = pretrained_state_keys(model, stored_only=False)
+    pretrained = {n: {"module": p.module, "description": p.description, "option": p.option, "source": p.source,
+                      "status": status.get(n, "unknown"), "stored": n not in left_out} for n, p in parts.items()}
+    meta = {
+        "format": FORMAT,
+        "model": name,
+        "model_config": _jsonable(getattr(model, "config", {}) or {}),
+        "num_aus": int(getattr(model, "num_aus", len(aus))),
+        "aus": aus,
+        "preprocess": _jsonable(getattr(model, "preprocess", {}) or {}),
+        "data_info": info.to_dict() if info is not None else None,
+        "pretrained": _jsonable(pretrained),
+        "epoch": epoch,
+        "global_step": global_step,
+        "metrics": _jsonable(metrics or {}),
+        "audet_version": __version__,
+        "torch_version": torch.__version__,
+        "config": _jsonable(config or {}),
+        **_jsonable(dict(extra or {})),
+    }
+    # clone: safetensors refuses shared storage (tied weights); contiguous CPU copies are safe
+    skip = {k for keys in left_out.values() for k in keys}
+    tensors = {k: v.detach().to("cpu").clone().contiguous() for k, v in model.state_dict().items() if k not in skip}
+    blob = st_save(tensors, metadata={_META_KEY: json.dumps(meta, sort_keys=True)})
+    write_bytes_atomic(weights_path, blob)
+    write_json_atomic(meta_path, meta)
+    return weights_path, meta_path
+
+
+def read_checkpoint_meta(path: str | os.PathLike) -> dict:
+    """The checkpoint's metadata: the JSON sidecar, or the copy in the safetensors header."""
+    weights_path, meta_path = checkpoint_paths(path)
+    if meta_path.is_file():
+        try:
+            meta = json.loads(meta_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise CheckpointError(f"{meta_path}: not valid JSON ({exc})") from None
+    elif weights_path.is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(weights_path), framework="pt") as f:
+            header = f.metadata() or {}
+        if _META_KEY not in header:
+            raise CheckpointError(f"{weights_path}: no {meta_path.name} beside it and no audet metadata in its header")
+        meta = json.loads(header[_META_KEY])
+    else:
+        raise FileNotFoundError(f"checkpoint {weights_path} not found")
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not an audet checkpoint (format {meta.get('format')!r}, expected {FORMAT!r})")
+    return meta
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    weights_path, _ = checkpoint_paths(path)
+    if not weights_path.is_file():
+        raise FileNotFoundError(f"checkpoint weights {weights_path} not found")
+    try:
+        return load_file(str(weights_path))
+    except Exception as exc:  # safetensors raises its own error types
+        raise CheckpointError(f"{weights_path}: not a readable safetensors file ({exc})") from None
+
+
+def load_state_strict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str = "checkpoint",
+                      exclude: set[str] | frozenset = frozenset()) -> None:
+    """Load ``state`` strictly; keys in ``exclude`` (pretrained parts read from their own file) may
+    be absent."""
+    own = {k: v for k, v in model.state_dict().items() if k not in exclude or k in state}
+    problem = describe_mismatch(own, state)
+    if problem:
+        name = getattr(model, "model_name", type(model).__name__)
+        raise CheckpointError(f"{source} does not fit model {name!r}: {problem}")
+    model.load_state_dict(state, strict=not exclude)
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike) -> None:
+    """Load an audet checkpoint's weights into ``model`` (same architecture) in place; pretrained
+    parts the checkpoint does not store keep the model's (file) weights."""
+    from audet.models.base import pretrained_state_keys
+
+    exclude = {k for keys in pretrained_state_keys(model, stored_only=False).values() for k in keys}
+    device = next(iter(model.state_dict().values())).device if model.state_dict() else "cpu"
+    state = {k: v.to(device) for k, v in read_state_dict(path).items()}
+    load_state_strict(model, state, str(checkpoint_paths(path)[0]), exclude)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu", *, model_name: str | None = None):
+    """Rebuild the model from a checkpoint's metadata and load its weights (strictly).
+
+    ``model_name`` (optional) asserts the expected model; a different one raises
+    :class:`CheckpointError`. The model is returned in eval mode with ``model.checkpoint_meta``
+    holding the metadata.
+    """
+    from audet.models import create_model
+    from audet.models.base import DataInfo, PretrainedWeightsMissing, load_pretrained_parts, pretrained_state_keys
+
+    meta = read_checkpoint_meta(path)
+    name = meta["model"]
+    if model_name is not None and name != model_name:
+        raise CheckpointError(f"{path} holds a {name!r} model, not {model_name!r}")
+    kwargs = dict(meta.get("model_config") or {})
+    if not kwargs:  # models that do not record their constructor arguments
+        kwargs = dict(((meta.get("config") or {}).get("model") or {}).get("args") or {})
+    aus = meta.get("aus") or None
+    kwargs.setdefault("num_aus", meta.get("num_aus") or (len(aus) if aus else None))
+    if aus and "aus" not in kwargs:
+        kwargs["aus"] = aus
+    kwargs.pop("data", None)
+    data = DataInfo.from_dict(meta.get("data_info"))
+    try:
+        model = create_model(name, data=data, **kwargs)
+    except KeyError as exc:
+        raise CheckpointError(f"{path}: {exc.args[0] if exc.args else exc}") from None
+    except TypeError as exc:
+        raise CheckpointError(f"{path}: cannot rebuild {name!r} from its recorded config {kwargs}: {exc}") from None
+    if isinstance(meta.get("preprocess"), dict):  # recorded preprocessing wins (e.g. an opt-in resize)
+        model.preprocess = {**getattr(model, "preprocess", {}), **meta["preprocess"]}
+    recorded = meta.get("pretrained") or {}
+    stored = [n for n, r in recorded.items() if r.get("stored")]
+    model.pretrained_status = {n: r.get("status", "") for n, r in recorded.items()}
+    try:
+        load_pretrained_parts(model, from_checkpoint=stored)
+    except PretrainedWeightsMissing as exc:
+        raise CheckpointError(f"{path} does not store its pretrained part(s) (store_in_checkpoint=False), so they "
+                              f"are re-read from their file: {exc}") from None
+    exclude = {k for keys in pretrained_state_keys(model, stored_only=False).values() for k in keys}
+    state = read_state_dict(path)
+    load_state_strict(model, state, str(checkpoint_paths(path)[0]), exclude)
+    model.to(map_location)
+    model.eval()
+    model.checkpoint_meta = meta
+    return model
+
+
+# --------------------------------------------------------------------------------------------
+# initialisation by AU identity (protocol section 6)
+# --------------------------------------------------------------------------------------------
+def _index_of(aus: Sequence[int]) -> dict[int, int]:
+    return {int(a): i for i, a in enumerate(aus)}
+
+
+def _au_lists(model: nn.Module, state_keys: Sequence[str], n_old: int, n_new: int) -> list[str]:
+    """Prefixes ``p`` of per-AU module lists (keys ``p.<i>.rest``)."""
+    declared = tuple(getattr(model, "au_module_lists", ()) or ())
+    if declared:
+        return list(declared)
+    found = []
+    for name, mod in model.named_modules():
+        if isinstance(mod, (nn.ModuleList, nn.Sequential)) and len(mod) == n_new and name:
+            rx = re.compile(re.escape(name) + r"\.(\d+)\.")
+            old_idx = {int(m.group(1)) for k in state_keys if (m := rx.match(k))}
+            if len(old_idx) == n_old and n_old != n_new:
+                found.append(name)
+    return found
+
+
+def map_state_by_au(
+    model: nn.Module,
+    old_state: Mapping[str, torch.Tensor],
+    old_aus: Sequence[int],
+    new_aus: Sequence[int] | None = None,
+) -> tuple[dict[str, torch.Tensor], dict]:
+    """A state dict for ``model`` (AUs ``new_aus``) from ``old_state`` trained on ``old_aus``.
+
+    Which tensors are per-AU, in this order:
+
+    1. ``model.au_state_map(old_state, old_aus, new_aus)`` if the model defines it (full override);
+    2. declared: ``model.au_module_lists`` (names of ModuleLists with one entry per AU, keys
+       ``name.<i>.*``) and ``model.au_state_keys`` (``{fnmatch pattern: dim}`` for tensors with an
+       AU dimension, e.g. ``{"fc.weight": 0, "fc.bias": 0}``);
+    3. otherwise a heuristic: a ModuleList/Sequential of length ``len(new_aus)`` whose keys in the
+       old state have ``len(old_aus)`` indices, and tensors whose shapes differ only in one dim of
+       size ``len(old_aus)`` (old) vs ``len(new_aus)`` (new). The heuristic cannot tell per-AU
+       tensors when both AU sets have the same size: declare them in the model.
+
+    Returns ``(state, report)``: ``state`` is complete for ``model`` (unmapped entries keep the
+    model's current values); ``report`` has ``mapped_aus`` ({new AU: old AU}), ``fresh_aus``,
+    ``dropped_aus``, ``copied`` (trunk keys), ``per_au`` (per-AU keys), ``kept`` (keys left at
+    init) and ``method``.
+    """
+    new_aus = list(new_aus if new_aus is not None else (getattr(model, "aus", None) or []))
+    old_aus = [int(a) for a in old_aus]
+    mapped = model.au_state_map(dict(old_state), old_aus, new_aus) if hasattr(model, "au_state_map") else None
+    if mapped is not None:
+        state, report = mapped
+        report = dict(report)
+        report.setdefault("method", "model.au_state_map")
+        return state, report
+    own = model.state_dict()
+    old_idx, new_idx = _index_of(old_aus), _index_of(new_aus)
+    shared = [a for a in new_aus if a in old_idx]
+    report: dict[str, Any] = {
+        "mapped_aus": {int(a): int(a) for a in shared},
+        "fresh_aus": [a for a in new_aus if a not in old_idx],
+        "dropped_aus": [a for a in old_aus if a not in new_idx],
+        "copied": [],
+        "per_au": [],
+        "kept": [],
+        "fresh": [],
+        "method": "declared" if getattr(model, "au_state_keys", None) or getattr(model, "au_module_lists", None) else "heuristic",
+    }
+    out = {k: v.clone() for k, v in own.items()}
+    lists = _au_lists(model, list(old_state), len(old_aus), len(new_aus))
+    declared_keys: dict[str, int] = dict(getattr(model, "au_state_keys", {}) or {})
+    handled: set[str] = set()
+
+    # 1. per-AU module lists: new branch i <- old branch of the same AU
+    for prefix in lists:
+        rx = re.compile(re.escape(prefix) + r"\.(\d+)\.(.*)$")
+        for key in own:
+            m = rx.match(key)
+            if not m:
+                continue
+            handled.add(key)
+            i, rest = int(m.group(1)), m.group(2)
+            au = new_aus[i] if i < len(new_aus) else None
+            src = f"{prefix}.{old_idx[au]}.{rest}" if au in old_idx else None
+            if src is None:
+                report["fresh"].append(key)
+            elif src in old_state and tuple(old_state[src].shape) == tuple(own[key].shape):
+                out[key] = old_state[src].clone().to(own[key].dtype)
+                report["per_au"].append(key)
+            else:
+                report["kept"].append(key)
+
+    # 2. tensors with an AU dimension
+    def au_dim(key: str) -> int | None:
+        for pat, dim in declared_keys.items():
+            if fnmatch.fnmatchcase(key, pat):
+                return int(dim)
+        if declared_keys or key not in old_state or len(old_aus) == len(new_aus):
+            return None
+        a, b = old_state[key].shape, own[key].shape
+        if len(a) != len(b):
+            return None
+        diff = [d for d in range(len(a)) if a[d] != b[d]]
+        if len(diff) == 1 and a[diff[0]] == len(old_aus) and b[diff[0]] == len(new_aus):
+            return diff[0]
+        return None
+
+    for key in own:
+        if key in handled:
+            continue
+        d = au_dim(key)
+        if d is None:
+            continue
+        handled.add(key)
+        if key not in old_state:
+            report["kept"].append(key)
+            continue
+        src, dst = old_state[key], out[key]
+        other = lambda t: tuple(t.shape[:d]) + tuple(t.shape[d + 1:])  # noqa: E731
+        if src.ndim != dst.ndim or other(src) != other(dst) or src.shape[d] != len(old_aus):
+            report["kept"].append(key)
+            continue
+        for au in shared:
+            dst.select(d, new_idx[au]).copy_(src.select(d, old_idx[au]))
+        report["per_au"].append(key)
+
+    # 3. everything else: copy when present with the same shape
+    for key in own:
+        if key in handled:
+            continue
+        if key in old_state and tuple(old_state[key].shape) == tuple(own[key].shape):
+            out[key] = old_state[key].clone().to(own[key].dtype)
+            report["copied"].append(key)
+        else:
+            report["kept"].append(key)
+    report["unused"] = sorted(
+        k for k in old_state if k not in own and not any(k.startswith(p + ".") for p in lists)
+    )
+    return out, report
+
+
+def init_from_checkpoint(model: nn.Module, path: str | os.PathLike, *, strict_trunk: bool = True) -> dict:
+    """Initialise ``model`` in place from an audet checkpoint, mapping AUs by identity.
+
+    With ``strict_trunk`` a non-AU tensor of the model that the checkpoint cannot fill (missing or
+    mis-shaped: another architecture) is an error. Returns the mapping report (see
+    :func:`map_state_by_au`), with ``source`` and the source model name added.
+    """
+    meta = read_checkpoint_meta(path)
+    state = read_state_dict(path)
+    new_name = getattr(model, "model_name", "")
+    old_aus = meta.get("aus") or []
+    if not old_aus:
+        raise CheckpointError(f"{path}: the checkpoint records no AU list; cannot map AU branches")
+    new_state, report = map_state_by_au(model, state, old_aus)
+    if strict_trunk and report.get("kept"):
+        problems = list(report["kept"])
+        raise CheckpointError(
+            f"{path} ({meta['model']!r}) cannot initialise model {new_name!r}: tensors not found or "
+            f"mis-shaped in the checkpoint: {', '.join(problems[:6])}"
+            + (f", ... ({len(problems)} in all)" if len(problems) > 6 else "")
+            + " (set model.init_strict_trunk=false to keep their fresh init)"
+        )
+    model.load_state_dict(new_state, strict=True)
+    report["source"] = str(checkpoint_paths(path)[0])
+    report["source_model"] = meta["model"]
+    report["source_aus"] = old_aus
+    return report
+
