@@ -12,7 +12,7 @@ from audet.engine.checkpoint import (
     read_checkpoint_meta,
     save_checkpoint,
 )
-from audet.models import create_model
+from audet.models import AUModel, create_model
 
 BP4D = [1, 2, 4, 6, 7, 10, 12, 14, 15, 17, 23, 24]
 DISFA = [1, 2, 4, 6, 9, 12, 25, 26]
@@ -108,12 +108,11 @@ def test_init_by_au_identity_disfa_from_bp4d(tmp_path):
     assert "fc.weight" in report["per_au"] and report["kept"] == []
 
 
-class _Branchy(torch.nn.Module):
+class _Branchy(AUModel):
     """A model with one branch per AU in a ModuleList and no declarations (heuristic path)."""
 
     def __init__(self, aus):
-        super().__init__()
-        self.aus = tuple(aus)
+        super().__init__(len(aus), aus)
         self.trunk = torch.nn.Linear(3, 5)
         self.branches = torch.nn.ModuleList(torch.nn.Linear(5, 1) for _ in aus)
         self.register_buffer("proto", torch.randn(len(aus), 5))

@@ -416,7 +416,8 @@ def pretrained_state_keys(model: nn.Module, stored_only: bool | None = None) -> 
 
 
 def load_pretrained_parts(model: nn.Module, *, allow_random: bool | None = None,
-                          paths: dict[str, str] | None = None, from_checkpoint: Iterable[str] = ()) -> dict[str, str]:
+                          paths: dict[str, str] | None = None,
+                          from_checkpoint: dict[str, str] | None = None) -> dict[str, str]:
     """Load every :class:`PretrainedPart` of ``model`` from its file and freeze the frozen ones.
 
     The file of a part comes from ``paths[option]`` or the model argument ``model.config[option]``.
@@ -424,8 +425,8 @@ def load_pretrained_parts(model: nn.Module, *, allow_random: bool | None = None,
     where to get it and the option to set -- unless ``allow_random`` (default: the model argument
     ``allow_random_pretrained``) is true, in which case the part keeps its random init and is
     reported as ``"random <description>"`` (such weights are then always stored in checkpoints).
-    Parts named in ``from_checkpoint`` get their weights elsewhere (a checkpoint that stores
-    them): they are only frozen, and keep the status recorded in ``model.pretrained_status``.
+    Parts named in ``from_checkpoint`` (``{part: recorded status}``) get their weights elsewhere (a
+    checkpoint that stores them): they are only frozen and keep the recorded status.
     Returns (and sets ``model.pretrained_status``) ``{part: "file PATH" | "random ..." | "absent"}``.
     """
     if not isinstance(model, AUModel):
@@ -435,10 +436,10 @@ def load_pretrained_parts(model: nn.Module, *, allow_random: bool | None = None,
     if allow_random is None:
         allow_random = bool(cfg.get("allow_random_pretrained", False))
     status: dict[str, str] = {}
-    skip = set(from_checkpoint)
+    skip = dict(from_checkpoint or {})
     for name, part in parts.items():
         if name in skip:
-            status[name] = (getattr(model, "pretrained_status", {}) or {}).get(name) or "checkpoint"
+            status[name] = skip[name] or "checkpoint"
             if part.frozen:
                 model.freeze([part.module + ".*"])
             continue

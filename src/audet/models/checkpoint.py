@@ -114,7 +114,7 @@ def save_checkpoint(
     from audet.models.base import pretrained_state_keys
 
     info = getattr(model, "data_info", None)
-    parts = model.pretrained_parts() if hasattr(model, "pretrained_parts") else {}
+    parts = model.pretrained_parts()
     status = getattr(model, "pretrained_status", {}) or {}
     left_out = pretrained_state_keys(model, stored_only=False)
     pretrained = {n: {"module": p.module, "description": p.description, "option": p.option, "source": p.source,
@@ -235,8 +235,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if isinstance(meta.get("preprocess"), dict):  # recorded preprocessing wins (e.g. an opt-in resize)
         model.preprocess = {**getattr(model, "preprocess", {}), **meta["preprocess"]}
     recorded = meta.get("pretrained") or {}
-    stored = [n for n, r in recorded.items() if r.get("stored")]
-    model.pretrained_status = {n: r.get("status", "") for n, r in recorded.items()}
+    stored = {n: r.get("status", "") for n, r in recorded.items() if r.get("stored")}
     try:
         load_pretrained_parts(model, from_checkpoint=stored)
     except PretrainedWeightsMissing as exc:
@@ -260,7 +259,7 @@ def _index_of(aus: Sequence[int]) -> dict[int, int]:
 
 def _au_lists(model: nn.Module, state_keys: Sequence[str], n_old: int, n_new: int) -> list[str]:
     """Prefixes ``p`` of per-AU module lists (keys ``p.<i>.rest``)."""
-    declared = tuple(getattr(model, "au_module_lists", ()) or ())
+    declared = tuple(model.au_module_lists)
     if declared:
         return list(declared)
     found = []
@@ -274,7 +273,7 @@ def _au_lists(model: nn.Module, state_keys: Sequence[str], n_old: int, n_new: in
 
 
 def map_state_by_au(
-    model: nn.Module,
+    model,
     old_state: Mapping[str, torch.Tensor],
     old_aus: Sequence[int],
     new_aus: Sequence[int] | None = None,
@@ -283,7 +282,8 @@ def map_state_by_au(
 
     Which tensors are per-AU, in this order:
 
-    1. ``model.au_state_map(old_state, old_aus, new_aus)`` if the model defines it (full override);
+    1. ``model.au_state_map(old_state, old_aus, new_aus)`` when it returns ``(state, report)``
+       (the hook's default returns None);
     2. declared: ``model.au_module_lists`` (names of ModuleLists with one entry per AU, keys
        ``name.<i>.*``) and ``model.au_state_keys`` (``{fnmatch pattern: dim}`` for tensors with an
        AU dimension, e.g. ``{"fc.weight": 0, "fc.bias": 0}``);
@@ -299,7 +299,7 @@ def map_state_by_au(
     """
     new_aus = list(new_aus if new_aus is not None else (getattr(model, "aus", None) or []))
     old_aus = [int(a) for a in old_aus]
-    mapped = model.au_state_map(dict(old_state), old_aus, new_aus) if hasattr(model, "au_state_map") else None
+    mapped = model.au_state_map(dict(old_state), old_aus, new_aus)
     if mapped is not None:
         state, report = mapped
         report = dict(report)
@@ -316,11 +316,11 @@ def map_state_by_au(
         "per_au": [],
         "kept": [],
         "fresh": [],
-        "method": "declared" if getattr(model, "au_state_keys", None) or getattr(model, "au_module_lists", None) else "heuristic",
+        "method": "declared" if model.au_state_keys or model.au_module_lists else "heuristic",
     }
     out = {k: v.clone() for k, v in own.items()}
     lists = _au_lists(model, list(old_state), len(old_aus), len(new_aus))
-    declared_keys: dict[str, int] = dict(getattr(model, "au_state_keys", {}) or {})
+    declared_keys: dict[str, int] = dict(model.au_state_keys)
     handled: set[str] = set()
 
     # 1. per-AU module lists: new branch i <- old branch of the same AU
