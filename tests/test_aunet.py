@@ -283,7 +283,7 @@ def test_clip_input_and_repeated_frame():
 
 
 def _batch(B=2):
-    return {"image": torch.rand(B, 3, 3, 64, 64), "labels": torch.tensor([[1.0, 0, 1, 0], [0, 1, 1, 0]][:B]),
+    return {"image": torch.rand(B, 3, 3, 64, 64), "labels": torch.tensor([[1.0, 0, 1, 0], [0, 1, 0, 1]][:B]),
             "mask": torch.ones(B, 4)}
 
 
