@@ -349,3 +349,14 @@ def test_disfa_from_bp4d_maps_classifier_rows_and_keeps_vae_fresh():
     assert torch.equal(state["predictor.conv1x1.weight"], old["predictor.conv1x1.weight"])
     assert all(torch.equal(state[k], v) for k, v in fresh_vae.items())
     disfa.load_state_dict(state)
+
+
+def test_aunet_crop_rules():
+    from audet.geometry import aunet_crop_box
+
+    box = (0.0, 0.0, 100.0, 130.0)  # w 100, h 130, centre (50, 65)
+    np.testing.assert_allclose(aunet_crop_box(box, "paper"), [-15.0, 0.0, 115.0, 130.0])
+    side = 200.0 * 230.0 / 260.0  # published code: 200 (w + h) / 260
+    np.testing.assert_allclose(aunet_crop_box(box, "code"), [50 - side / 2, 65 - side / 2, 50 + side / 2, 65 + side / 2])
+    with pytest.raises(ValueError, match="crop rule"):
+        aunet_crop_box(box, "retina")
