@@ -50,7 +50,14 @@ def main() -> None:
     from audet.complexity import count_flops
     from audet.models import create_model
 
-    model = create_model(args.model, num_aus=args.num_aus)
+    from audet.models import model_info
+
+    kw = {}
+    if model_info(args.model).get("needs_subjects"):  # e.g. CISNet: a dictionary of 27 placeholder subjects
+        from audet.models.base import DataInfo
+
+        kw["data"] = DataInfo(aus=list(range(args.num_aus)), subjects=[f"subject_{i:02d}" for i in range(27)])
+    model = create_model(args.model, num_aus=args.num_aus, **kw)
     flops = count_flops(model, args.size)["flops"]
     peak = measure_matmul_peak()
     print(f"model {args.model}  A={args.num_aus}  input {args.size}x{args.size}  threads {args.threads}")

@@ -12,13 +12,21 @@ def _ac2d(src, aus=None, **kw):
     return convert_ac2d(src, aus, **kw)
 
 
-def _aunet(src, aus=None, **kw):
+def _cisnet(src, aus=None, *, confounder_scale=None, prototype=None, **kw):
+    # confounder_scale / prototype are AC2D options the CLI passes to every converter
+    from audet.models.convert.cisnet import convert_cisnet
+
+    return convert_cisnet(src, aus, **kw)
+
+
+def _aunet(src, aus=None, *, confounder_scale=None, prototype=None, **kw):
+    # confounder_scale / prototype are AC2D options the CLI passes to every converter
     from audet.models.convert.aunet import convert_aunet
 
     return convert_aunet(src, aus, **kw)
 
 
 #: converter name -> function(src, aus=None, **options) -> model
-CONVERTERS = {"ac2d": _ac2d, "aunet": _aunet}
+CONVERTERS = {"ac2d": _ac2d, "cisnet": _cisnet, "aunet": _aunet}
 
 __all__ = ["CONVERTERS"]
