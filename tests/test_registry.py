@@ -38,10 +38,11 @@ def make_batch(model, B=3, seed=0):
     size = int(model.preprocess["crop_size"])
     clip = model.preprocess.get("clip")
     lead = (B,) if not clip else (B, len(clip.get("offsets", [])) or int(clip.get("length", 2)))
-    labels = (torch.rand(*lead, len(AUS), generator=g) > 0.5).float()
+    centre = bool(clip) and clip.get("targets", clip.get("target")) == "centre"  # B x A targets
+    labels = (torch.rand(*(lead[:1] if centre else lead), len(AUS), generator=g) > 0.5).float()
     labels.reshape(-1, len(AUS))[0] = 1.0
     labels.reshape(-1, len(AUS))[1] = 0.0
-    lm = torch.rand(*lead, 49, 2, generator=g) * size * 0.5 + size * 0.25
+    lm = torch.rand(*(lead[:1] if centre else lead), 49, 2, generator=g) * size * 0.5 + size * 0.25
     return {
         "image": torch.randn(*lead, 3, size, size, generator=g),
         "labels": labels,

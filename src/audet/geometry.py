@@ -24,6 +24,11 @@ __all__ = [
     "ac2d_attention_maps",
     "aar_attention_maps",
     "lsc_attention_maps",
+    "five_points",
+    "similarity_transform",
+    "align_clip_to_frame",
+    "AUNET_CROP_RULES",
+    "aunet_crop_box",
 ]
 
 #: 49-point indices used by the alignment: left-eye points, right-eye points, nose tip,
@@ -289,3 +294,93 @@ def lsc_attention_maps(subcenters, eps, image_size: int = 112, map_size: int | N
         raise ValueError(f"LSC eps must be >= 0 (Eq. 3), got min {float(e.min())}")
     e = e[..., None, None] if e.ndim > 0 else e
     return (g + e) / (1 + e)
+
+
+# ---------------------------------------------------------------------------------------------
+# AU-Net: five-point alignment of neighbour frames (AUNet section IV-C) and the face crop rule
+# ---------------------------------------------------------------------------------------------
+
+
+def five_points(landmarks49) -> np.ndarray:
+    """The five points (left-eye mean, right-eye mean, nose p13, mouth corners p31, p37) of
+    49-point landmarks ``(..., 49, 2)`` -> ``(..., 5, 2)`` float64 (protocol section 2, step 2)."""
+    lm = _as_numpy_landmarks(landmarks49)
+    f = FIVE_POINTS_49
+    return np.stack([lm[..., list(f["left_eye"]), :].mean(-2), lm[..., list(f["right_eye"]), :].mean(-2),
+                     lm[..., f["nose"], :], lm[..., f["mouth_left"], :], lm[..., f["mouth_right"], :]], axis=-2)
+
+
+def similarity_transform(src, dst) -> np.ndarray:
+    """Least-squares similarity (rotation, uniform scale, translation; no reflection) mapping the
+    points ``src`` ``(P, 2)`` onto ``dst`` ``(P, 2)`` (Umeyama 1991) -> 2x3 float64 matrix."""
+    s = np.asarray(src, dtype=np.float64)
+    d = np.asarray(dst, dtype=np.float64)
+    if s.shape != d.shape or s.ndim != 2 or s.shape[1] != 2 or s.shape[0] < 2:
+        raise ValueError(f"need two (P, 2) point sets with P >= 2, got {s.shape} and {d.shape}")
+    ms, md = s.mean(0), d.mean(0)
+    sc, dc = s - ms, d - md
+    var = (sc ** 2).sum() / len(s)
+    if var <= 0:
+        raise ValueError("source points are all identical; no similarity transform")
+    cov = dc.T @ sc / len(s)
+    U, S, Vt = np.linalg.svd(cov)
+    D = np.eye(2)
+    if np.linalg.det(U) * np.linalg.det(Vt) < 0:
+        D[1, 1] = -1.0
+    R = U @ D @ Vt
+    scale = float((S * np.diag(D)).sum() / var)
+    M = np.zeros((2, 3))
+    M[:, :2] = scale * R
+    M[:, 2] = md - scale * R @ ms
+    return M
+
+
+def align_clip_to_frame(frames, landmarks49, reference: int, border: int = 128):
+    """Warp every frame of a clip onto frame ``reference`` by the similarity between their five
+    points (AUNet section IV-C: I_{t-T} and I_{t+T} aligned to I_t by five landmarks).
+
+    ``frames`` ``(T, H, W, C)`` (uint8 or float), ``landmarks49`` ``(T, 49, 2)`` -> aligned frames
+    (same shape and dtype; the reference frame is returned unchanged), landmarks ``(T, 49, 2)``
+    float64 moved with their frames, and the ``(T, 2, 3)`` matrices (identity for the reference).
+    """
+    fr = np.asarray(frames)
+    lm = _as_numpy_landmarks(landmarks49)
+    if fr.ndim != 4 or lm.ndim != 3 or lm.shape[0] != fr.shape[0]:
+        raise ValueError(f"need (T, H, W, C) frames and (T, 49, 2) landmarks, got {fr.shape} and {lm.shape}")
+    T, H, W = fr.shape[:3]
+    if not -T <= reference < T:
+        raise ValueError(f"reference frame {reference} is outside the clip of {T} frames")
+    reference %= T
+    pts5 = five_points(lm)
+    out, out_lm, mats = fr.copy(), lm.copy(), np.tile(np.eye(2, 3), (T, 1, 1))
+    for t in range(T):
+        if t == reference:
+            continue
+        M = similarity_transform(pts5[t], pts5[reference])
+        img = np.ascontiguousarray(fr[t])
+        warped = cv2.warpAffine(img, M, (W, H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                                borderValue=(border,) * 4)
+        out[t] = warped.reshape(out[t].shape)
+        out_lm[t] = transform_points(lm[t], M)
+        mats[t] = M
+    return out, out_lm, mats
+
+
+#: AU-Net face-crop rules from a detector box: "paper" = the box's square (side max(w, h)) around
+#: its centre (section V-C: "cropped ... with the rectangles provided by RetinaFace"); "code" = the
+#: published code's side 200 * (w + h) / 260 around the box centre (protocol section 9).
+AUNET_CROP_RULES = ("paper", "code")
+
+
+def aunet_crop_box(box, rule: str = "paper") -> np.ndarray:
+    """Square crop ``(x0, y0, x1, y1)`` for AU-Net from a detector box ``(x0, y0, x1, y1)``
+    (then resized to 256 x 256); see :data:`AUNET_CROP_RULES`."""
+    if rule not in AUNET_CROP_RULES:
+        raise ValueError(f"crop rule {rule!r}; choose one of {AUNET_CROP_RULES}")
+    x0, y0, x1, y1 = (float(v) for v in box)
+    w, h = x1 - x0, y1 - y0
+    if w <= 0 or h <= 0:
+        raise ValueError(f"empty detector box {box}")
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    side = max(w, h) if rule == "paper" else 200.0 * (w + h) / 260.0
+    return np.array([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2])

@@ -419,3 +419,71 @@ def escda_weighted_loss(logits, labels, mask=None, au_weight=None, pos_weight=No
     averaged over the frames, masked by missing labels (:func:`weighted_bce` with the Eq. 8 weights).
     Used by LSC and GDA alike (section 3.2: "the same AU detection loss")."""
     return weighted_bce(logits, labels, mask, au_weight, pos_weight, reduction)
+
+
+# --- AUNet (aunet.md) ---
+__all__ += ["aunet_vae_loss", "aunet_kl_normal", "aunet_consistency_loss", "aunet_consistency_loss_code"]
+
+
+def aunet_kl_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """Per-sample ``KL(N(mu, diag(exp(logvar))) || N(0, I)) = 1/2 sum_k (mu^2 + s^2 - 1 - log s^2)``
+    (the L_kl of AU-Net Eq. 2), shape ``(B,)``."""
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=-1)
+
+
+def aunet_vae_loss(
+    recon_logits: torch.Tensor,
+    labels: torch.Tensor,
+    mu: torch.Tensor,
+    logvar: torch.Tensor,
+    lam: float = 0.1,
+    mask: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """AU-Net Eq. 2: ``L_vae = L_bce(y, D(E(y~))) + lambda L_kl``, averaged over the batch.
+
+    ``recon_logits`` = D(E(y~)) as logits ``(B, A)`` (the decoder applies no sigmoid), ``labels`` =
+    the CLEAN labels y (the encoder saw the corrupted y~), ``mu``/``logvar`` the encoder outputs for
+    y~. ``L_bce = -sum_i [y_i ln y^_i + (1 - y_i) ln(1 - y^_i)]`` is summed over the AUs (``mask``
+    drops unknown labels); ``L_kl`` is :func:`aunet_kl_normal`. Returns ``{"bce", "kl"}`` with
+    ``kl`` already multiplied by ``lam`` (the paper picks lambda from {0.1, 0.2, 0.3}).
+    """
+    x, y, m = _prepare(recon_logits, labels, mask)
+    bce = (F.binary_cross_entropy_with_logits(x, y, reduction="none") * m).sum(dim=1).mean()
+    kl = aunet_kl_normal(mu.float(), logvar.float()).mean()
+    return {"bce": bce, "kl": float(lam) * kl}
+
+
+def aunet_consistency_loss(
+    mu_p: torch.Tensor,
+    logvar_p: torch.Tensor,
+    mu_g: torch.Tensor,
+    logvar_g: torch.Tensor,
+    weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """AU-Net Eq. 3: ``L_cons = ||mu_p - mu_g||^2 + ||Sigma_p - Sigma_g||^2`` per sample, averaged
+    over the batch.
+
+    ``(mu_p, logvar_p)`` = E(sigmoid(prediction)), ``(mu_g, logvar_g)`` = E(ground truth) of the
+    frozen VAE encoder; ``Sigma = exp(logvar)`` is the diagonal covariance of N(mu, Sigma).
+    ``weight`` ``(B,)`` (optional): per-sample weights (e.g. 0 for frames with unknown labels); the
+    mean is then over the weighted samples.
+    """
+    per = (mu_p - mu_g).pow(2).sum(-1) + (logvar_p.exp() - logvar_g.exp()).pow(2).sum(-1)
+    if weight is None:
+        return per.mean()
+    w = weight.to(per.dtype)
+    return (per * w).sum() / w.sum().clamp_min(1.0)
+
+
+def aunet_consistency_loss_code(
+    mu_p: torch.Tensor, std_p: torch.Tensor, mu_g: torch.Tensor, weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The published AU-Net code's consistency term (train_video_vae.py), not Eq. 3:
+    ``mse(mu_p, mu_g) + mean(std_p)`` with element-wise means over batch and latent dims and
+    ``std_p = exp(logvar_p / 2)`` of the prediction (the teacher's std is not used)."""
+    sq = (mu_p - mu_g).pow(2).mean(-1)
+    sd = std_p.mean(-1)
+    if weight is None:
+        return sq.mean() + sd.mean()
+    w = weight.to(sq.dtype)
+    return ((sq + sd) * w).sum() / w.sum().clamp_min(1.0)

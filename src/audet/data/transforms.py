@@ -3,6 +3,10 @@
 One random draw per sample is applied identically to all of its frames, and landmarks follow
 the pixels exactly (protocol section 2, last line; AC2D section 4.1.2):
 
+- optional clip alignment (``align_reference``; a model's ``preprocess["align_clip"] =
+  "five_point"`` with clip offsets sets it to the centre frame): every other frame of the clip is
+  warped onto the reference frame by the similarity between their five points (AUNet section
+  IV-C), landmarks moved with it, before any augmentation;
 - optional ``resize`` (not in any paper; default off): the aligned face is first resized to
   ``resize`` x ``resize`` (OpenCV ``INTER_AREA``) and the landmarks scaled with it, pixel
   centres kept (x' = (x + 0.5) s - 0.5), for cheaper runs at a smaller input (e.g. 120 -> crop 104);
@@ -113,7 +117,11 @@ def _as_clip(frames, landmarks):
 
 
 class _Base:
-    def __init__(self, crop: int | None = 176, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), resize: int | None = None):
+    def __init__(self, crop: int | None = 176, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), resize: int | None = None,
+                 align_reference: int | None = None):
+        #: clip frame every other frame is aligned to by five points before anything else (AUNet
+        #: section IV-C; :func:`audet.geometry.align_clip_to_frame`); None = no alignment
+        self.align_reference = None if align_reference is None else int(align_reference)
         self.crop = None if crop is None else int(crop)
         self.resize = None if resize is None else int(resize)
         if self.resize is not None and self.resize < 1:
@@ -128,10 +136,18 @@ class _Base:
         """Build from a model's ``preprocess`` dict (``crop_size``, ``mean``, ``std``, ``resize``)."""
         kw = dict(crop=preprocess.get("crop_size", 176), mean=preprocess.get("mean", (0.5,) * 3),
                   std=preprocess.get("std", (0.5,) * 3), resize=preprocess.get("resize"))
+        clip = preprocess.get("clip") or {}
+        if preprocess.get("align_clip") == "five_point" and "offsets" in clip:
+            kw["align_reference"] = [int(o) for o in clip["offsets"]].index(0)
         kw.update(kwargs)
         return cls(**kw)
 
     def _resized(self, frames: np.ndarray, lm: np.ndarray):
+        if self.align_reference is not None and frames.shape[0] > 1:
+            from audet.geometry import align_clip_to_frame
+
+            frames, lm, _ = align_clip_to_frame(frames, lm, self.align_reference)
+            lm = lm.astype(np.float32)
         return (frames, lm) if self.resize is None else resize_frames(frames, lm, self.resize)
 
     def __repr__(self) -> str:
@@ -160,8 +176,9 @@ class TrainTransform(_Base):
     """Random crop, horizontal flip and colour jitter, drawn once per sample, applied to every frame."""
 
     def __init__(self, crop: int | None = 176, flip_p: float = 0.5, brightness: float = 0.5, contrast: float = 0.5,
-                 mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), resize: int | None = None):
-        super().__init__(crop, mean, std, resize)
+                 mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), resize: int | None = None,
+                 align_reference: int | None = None):
+        super().__init__(crop, mean, std, resize, align_reference)
         if not 0.0 <= flip_p <= 1.0:
             raise ValueError(f"flip_p must be in [0, 1], got {flip_p}")
         if brightness < 0 or contrast < 0:

@@ -19,7 +19,14 @@ def _cisnet(src, aus=None, *, confounder_scale=None, prototype=None, **kw):
     return convert_cisnet(src, aus, **kw)
 
 
+def _aunet(src, aus=None, *, confounder_scale=None, prototype=None, **kw):
+    # confounder_scale / prototype are AC2D options the CLI passes to every converter
+    from audet.models.convert.aunet import convert_aunet
+
+    return convert_aunet(src, aus, **kw)
+
+
 #: converter name -> function(src, aus=None, **options) -> model
-CONVERTERS = {"ac2d": _ac2d, "cisnet": _cisnet}
+CONVERTERS = {"ac2d": _ac2d, "cisnet": _cisnet, "aunet": _aunet}
 
 __all__ = ["CONVERTERS"]
