@@ -215,3 +215,50 @@ def tensor_config(out, **overrides) -> dict:
         "output": {"dir": str(out)},
     }
     return resolve_config(raw, overrides, "tensor_config")
+
+
+# ---------------------------------------------------------------------------------------------
+# the authors' reference files in ../shared: only parity tests use them, and skip when absent
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+GOLDEN = SHARED / "reference" / "golden"
+REFERENCE = SHARED / "reference" / "original-checkpoints"
+
+
+def parity_marks(*needed: Path) -> list:
+    """A parity module's ``pytestmark``: marked ``parity``, skipped when a golden file is absent."""
+    import pytest
+
+    missing = [str(p) for p in needed if not Path(p).is_file()]
+    return [pytest.mark.parity, pytest.mark.skipif(bool(missing), reason=f"golden files not found: {', '.join(missing)}")]
+
+
+def golden_io(folder: Path) -> dict:
+    """A golden case's ``io.safetensors``, cloned: safetensors may hand out memory that is not
+    64-byte aligned, which changes the CPU kernel path (golden/README.md)."""
+    from safetensors.torch import load_file
+
+    return {k: v.clone() for k, v in load_file(str(Path(folder) / "io.safetensors")).items()}
+
+
+def one_thread(fn):
+    """``fn()`` with one torch thread, as the golden outputs were made."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return fn()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def reference_layout(path: Path) -> list[tuple[str, tuple[int, ...], str]]:
+    """``(name, shape, kind)`` per row of an original-checkpoints listing
+    (``name<TAB>shape<TAB>numel<TAB>kind``; kind is ``parameter`` or ``buffer``)."""
+    rows = []
+    for line in Path(path).read_text().splitlines():
+        if not line.strip() or line.startswith("#") or line.startswith("name\t"):
+            continue
+        name, shape, _numel, kind = line.split("\t")
+        rows.append((name, tuple(json.loads(shape)), kind))
+    return rows

@@ -7,27 +7,21 @@ as is, and into AAR's ``region_learning`` with the key prefix added. Outputs com
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-GOLDEN = SHARED / "reference" / "golden" / "jaanet_region_layers"
-TSV = SHARED / "reference" / "original-checkpoints" / "jaanet_region_layers.tsv"
+from helpers import GOLDEN as GOLDEN_ROOT, REFERENCE, golden_io, parity_marks, reference_layout
+
+GOLDEN = GOLDEN_ROOT / "jaanet_region_layers"
+TSV = REFERENCE / "jaanet_region_layers.tsv"
 ATOL = 1e-5
 
-pytestmark = [
-    pytest.mark.parity,
-    pytest.mark.skipif(not (GOLDEN / "region_learning_12.pth").is_file(), reason=f"golden files not found under {GOLDEN}"),
-]
+pytestmark = parity_marks(GOLDEN / "region_learning_12.pth")
 
 
 @pytest.fixture(scope="module")
 def golden():
-    from safetensors.torch import load_file
-
-    io = {k: v.clone() for k, v in load_file(str(GOLDEN / "io.safetensors")).items()}  # clone: aligned memory
+    io = golden_io(GOLDEN)
     state = torch.load(GOLDEN / "region_learning_12.pth", map_location="cpu", weights_only=True)
     return io, state
 
@@ -35,8 +29,7 @@ def golden():
 def test_state_dict_names_and_shapes_match_the_reference_table():
     from audet.models.layers.region import RegionLearning
 
-    rows = [ln.split("\t") for ln in TSV.read_text().splitlines() if ln and not ln.startswith("#")][1:]
-    ref = [(r[0], tuple(int(s) for s in r[1].strip("[]").split(",") if s)) for r in rows]
+    ref = [(name, shape) for name, shape, _ in reference_layout(TSV)]
     ours = [(k, tuple(v.shape)) for k, v in RegionLearning(3, 8).state_dict().items()]
     assert ours == ref  # same names, shapes AND order
 

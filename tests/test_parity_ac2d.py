@@ -6,31 +6,26 @@ and compare every stored output with atol 1e-5. Skipped when ../shared is not be
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import torch
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-GOLDEN = SHARED / "reference" / "golden" / "ac2d_bp4d_12au"
+from helpers import GOLDEN as GOLDEN_ROOT, golden_io, parity_marks
+
+GOLDEN = GOLDEN_ROOT / "ac2d_bp4d_12au"
 ATOL = 1e-5
 
-pytestmark = [
-    pytest.mark.parity,
-    pytest.mark.skipif(not (GOLDEN / "net_20.pth").is_file(), reason=f"golden files not found under {GOLDEN}"),
-]
+pytestmark = parity_marks(GOLDEN / "net_20.pth")
 
 
 @pytest.fixture(scope="module")
 def golden():
-    from safetensors.torch import load_file
-
     from audet.models.convert.ac2d import convert_ac2d
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        io = {k: v.clone() for k, v in load_file(str(GOLDEN / "io.safetensors")).items()}  # clone: aligned memory
+        io = golden_io(GOLDEN)
         model = convert_ac2d(GOLDEN / "net_20.pth", "BP4D", confounder_scale="code")
         with torch.no_grad():
             out = model(io["input"], return_full_attention=True)

@@ -8,29 +8,17 @@ is not beside the repo.
 from __future__ import annotations
 
 from collections import OrderedDict
-from pathlib import Path
 
 import pytest
 import torch
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-GOLDEN = SHARED / "reference" / "golden"
+from helpers import GOLDEN, REFERENCE as REF, golden_io as _io, parity_marks, reference_layout
+
 PRED = GOLDEN / "aunet_predictor_12au"
 VAE = GOLDEN / "aunet_vae_bp4d"
-REF = SHARED / "reference" / "original-checkpoints"
 ATOL = 1e-5
 
-pytestmark = [
-    pytest.mark.parity,
-    pytest.mark.skipif(not (PRED / "fc_11.pth").is_file() or not (VAE / "vae_100.pth").is_file(),
-                       reason=f"golden files not found under {GOLDEN}"),
-]
-
-
-def _io(folder: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    return {k: v.clone() for k, v in load_file(str(folder / "io.safetensors")).items()}  # clone: aligned memory
+pytestmark = parity_marks(PRED / "fc_11.pth", VAE / "vae_100.pth")
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +64,7 @@ def test_by_position_ignores_stored_names():
 
 
 def test_predictor_layout_matches_reference_rows(converted):
-    rows = [ln.split("\t") for ln in (REF / "aunet_tdn_12au.tsv").read_text().splitlines()
-            if ln and not ln.startswith("#")][1:]
+    rows = reference_layout(REF / "aunet_tdn_12au.tsv")
     own = converted.predictor.state_dict()
     assert [r[0] for r in rows] == list(own)
     assert sum(p.numel() for p in converted.predictor.parameters()) == 2_657_036

@@ -8,31 +8,25 @@ every stored output must match with atol 1e-5. Skipped when ../shared is not bes
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-GOLDEN = SHARED / "reference" / "golden" / "cis_head_resnet18"
+from helpers import GOLDEN as GOLDEN_ROOT, REFERENCE, golden_io, parity_marks, reference_layout
+
+GOLDEN = GOLDEN_ROOT / "cis_head_resnet18"
 ATOL = 1e-5
 
-pytestmark = [
-    pytest.mark.parity,
-    pytest.mark.skipif(not (GOLDEN / "final_model.pt").is_file(), reason=f"golden files not found under {GOLDEN}"),
-]
+pytestmark = parity_marks(GOLDEN / "final_model.pt")
 
 
 @pytest.fixture(scope="module")
 def golden():
-    from safetensors.torch import load_file
-
     from audet.models.convert.cisnet import convert_cisnet
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        io = {k: v.clone() for k, v in load_file(str(GOLDEN / "io.safetensors")).items()}  # clone: aligned memory
+        io = golden_io(GOLDEN)
         model = convert_cisnet(GOLDEN / "final_model.pt", "BP4D", backbone="resnet18")
         with torch.no_grad():
             feature = model.projector(io["input"])  # the pooled encoder output is the stored input
@@ -83,19 +77,17 @@ def test_eval_without_intervention_is_the_authors_test_phase(golden):
     assert maxdiff(out, io["output_no_subject"]) < ATOL
 
 
-TSV = SHARED / "reference" / "original-checkpoints" / "cis_resnet34_12au.tsv"
+TSV = REFERENCE / "cis_resnet34_12au.tsv"
 
 
 @pytest.mark.skipif(not TSV.is_file(), reason=f"{TSV} not found")
 def test_resnet34_layout_matches_the_authors_state_dict():
     """Every row of the authors' ResNet-34 CISNet state_dict (name, shape, order) maps onto ours."""
-    import json
-
     from audet.models import create_model
     from audet.models.base import DataInfo
     from audet.models.convert.cisnet import to_authors_checkpoint
 
-    rows = [line.split("\t") for line in TSV.read_text().splitlines() if line and not line.startswith("#")][1:]
+    rows = reference_layout(TSV)
     m = create_model("cisnet_r34", aus=[1, 2, 4, 6, 7, 10, 12, 14, 15, 17, 23, 24],
                      data=DataInfo(aus=list(range(12)), subjects=[f"S{i}" for i in range(27)]))
     sd = to_authors_checkpoint(m)["model"]
@@ -104,5 +96,6 @@ def test_resnet34_layout_matches_the_authors_state_dict():
     # same order, except that the authors declare kmap before qmap (we load by name, not position)
     other = lambda ns: [n for n in ns if not n.startswith("subject_attention.")]  # noqa: E731
     assert other(names) == other(sd)
-    assert all(tuple(json.loads(r[1])) == tuple(sd[r[0]].shape) for r in rows)
-    assert sum(int(r[2]) for r in rows if r[3] == "parameter") == sum(p.numel() for p in m.parameters()) == 22_368_908
+    assert all(shape == tuple(sd[name].shape) for name, shape, _ in rows)
+    n_params = sum(torch.Size(shape).numel() for _, shape, kind in rows if kind == "parameter")
+    assert n_params == sum(p.numel() for p in m.parameters()) == 22_368_908
