@@ -33,6 +33,8 @@ Examples:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from audet.commands._common import add_quiet
+
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image, folder, video file or camera index")
     p.add_argument("--checkpoint", "-c", help="audet checkpoint (.safetensors) or an ONNX file from `audet export`")
     p.add_argument("--out", "-o", default="predictions", help="output folder (default: %(default)s)")
@@ -49,7 +51,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--annotate", action="store_true", help="also write annotated images (OUT/<name>/) or video (OUT/<name>_annotated.mp4)")
     p.add_argument("--plot", action="store_true", help="also plot each face's AU probabilities over time (videos)")
     p.add_argument("--overwrite", action="store_true", help="redo inputs whose table already exists")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_quiet(p)
 
 
 def _signature(item, args, detector) -> dict:
@@ -98,7 +100,7 @@ def _process(item, detector, args, out: Path) -> tuple[list[str], list[str], Pat
         frames = src.frames(start)
         total = src.frame_count
         track = True
-    if not args.no_progress:
+    if not args.quiet:
         from tqdm.auto import tqdm
 
         frames = tqdm(frames, total=total, initial=start, unit="frame" if track else "image", desc=item.name,
@@ -117,7 +119,7 @@ def _process(item, detector, args, out: Path) -> tuple[list[str], list[str], Pat
                 src.close()
             raise
     finally:
-        if hasattr(frames, "close") and not args.no_progress:
+        if hasattr(frames, "close") and not args.quiet:
             frames.close()
     if src is not None:
         src.close()
