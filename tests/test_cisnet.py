@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from audet.models import create_model
-from audet.models.base import DataInfo, LossContext, ModelOutput
+from audet.models.base import DataInfo, LogitsOnly, LossContext, ModelOutput
 from audet.models.layers.causal_subject import SubjectCausalIntervention
 
 AUS = [1, 2, 4, 12]
@@ -483,21 +483,13 @@ def test_forward_logits_exports_to_onnx_with_the_dictionary():
         m.data_pass_end([m.data_pass_step(b) for b in batches(2, B=2)])  # subjects 0 and 2 only
     assert m.cis.dict_present.tolist() == [True, True, False]
 
-    class Logits(torch.nn.Module):
-        def __init__(self, model):
-            super().__init__()
-            self.model = model
-
-        def forward(self, x):
-            return self.model.forward_logits(x)
-
     x = torch.randn(2, 3, 32, 32)
     buf = io.BytesIO()
     import warnings
 
     with warnings.catch_warnings():  # the dictionary's valid flag is a trace-time constant
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        torch.onnx.export(Logits(m).eval(), (x,), buf, input_names=["x"], output_names=["y"], dynamo=False)
+        torch.onnx.export(LogitsOnly(m).eval(), (x,), buf, input_names=["x"], output_names=["y"], dynamo=False)
     y = ort.InferenceSession(buf.getvalue()).run(None, {"x": x.numpy()})[0]
     with torch.no_grad():
         assert abs(y - m.forward_logits(x).numpy()).max() < 1e-5

@@ -9,18 +9,11 @@ import torch
 from test_registry import AUS, DATA, small_config
 
 from audet.models import create_model, list_models
+from audet.models.base import LogitsOnly
 
-onnx = pytest.importorskip("onnx")  # third-party export dependencies (installed in CI)
-ort = pytest.importorskip("onnxruntime")
+import onnx  # noqa: E402  (the [test] extra installs the [onnx] extra)
+import onnxruntime as ort  # noqa: E402
 
-
-class LogitsOnly(torch.nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        return self.model.forward_logits(x)
 
 
 def export_and_run(model, x, path):

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from audet.inference.backends import ONNX_META_KEY, clip_offsets, logits_of
+from audet.models.base import LogitsOnly
 
 __all__ = ["ExportError", "export_onnx", "check_onnx", "example_input", "cached_onnx"]
 
@@ -27,15 +28,6 @@ log = logging.getLogger(__name__)
 
 class ExportError(RuntimeError):
     """A model cannot be exported, or the export does not match PyTorch."""
-
-
-class _Logits(nn.Module):
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        return logits_of(self.model, x)
 
 
 def example_input(model: nn.Module, batch: int = 2, seed: int = 0) -> torch.Tensor:
@@ -110,7 +102,7 @@ def export_onnx(model: nn.Module, path, *, opset: int = 18, exporter: str = "aut
     path.parent.mkdir(parents=True, exist_ok=True)
     was_training = model.training
     model.eval()
-    wrapper = _Logits(model).eval()
+    wrapper = LogitsOnly(model).eval()
     x = example_input(model, 2)
     tmp = path.with_name(f".{path.name}.tmp")
     try:

@@ -54,6 +54,7 @@ __all__ = [
     "PretrainedPart",
     "PretrainedWeightsMissing",
     "AUModel",
+    "LogitsOnly",
     "DEFAULT_PREPROCESS",
     "load_pretrained_parts",
     "pretrained_state_keys",
@@ -471,3 +472,16 @@ def load_pretrained_parts(model: nn.Module, *, allow_random: bool | None = None,
             model.freeze([part.module + ".*"])
     model.pretrained_status = status
     return status
+
+
+class LogitsOnly(nn.Module):
+    """``model.forward_logits`` as a module's ``forward`` (what ``torch.onnx.export`` and
+    ``torch.jit.trace`` take): the logits-only path of contract section 2, without the training
+    extras of ``model(x)``."""
+
+    def __init__(self, model: AUModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_logits(images)
