@@ -67,7 +67,7 @@ from torch import nn
 from audet.models.base import AUModel, DataInfo, LossContext, ModelOutput
 from audet.models.layers.graph import SpatialGraphConv, SpatioTemporalGraphConv
 from audet.models.layers.region import RegionLearning
-from audet.models.registry import register_model
+from audet.models.registry import register_model, variant_factory
 
 __all__ = ["AAR", "AUAttentionBranch", "PerAULinear", "GRAPHS", "TEMPORALS", "STAGES", "RECIPE"]
 
@@ -360,14 +360,5 @@ _VARIANTS = {
 }
 
 
-def _factory(defaults: dict):
-    def make(num_aus: int | None = None, **cfg) -> AAR:
-        if num_aus is None:
-            num_aus = len(cfg["aus"]) if cfg.get("aus") is not None else 12
-        return AAR(num_aus=num_aus, **{**defaults, **cfg})
-
-    return make
-
-
 for _name, (_variant, _defaults) in _VARIANTS.items():
-    register_model(_factory(_defaults), name=_name, variant=_variant, defaults=dict(_defaults), **_COMMON_INFO)
+    register_model(variant_factory(AAR, _defaults), name=_name, variant=_variant, defaults=dict(_defaults), **_COMMON_INFO)

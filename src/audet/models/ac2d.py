@@ -85,7 +85,7 @@ from torch import nn
 from audet.models.base import AUModel, DataInfo, LossContext, ModelOutput
 from audet.models.layers import Block, CausalIntervention, ConvStem, PatchEmbed, init_restv2_weights, tokens_to_map
 from audet.models.layers.embed import LN_EPS
-from audet.models.registry import register_model
+from audet.models.registry import register_model, variant_factory
 
 __all__ = [
     "AC2D",
@@ -561,15 +561,6 @@ _COMMON_INFO = dict(
 )
 
 
-def _factory(defaults: dict):
-    def make(num_aus: int | None = None, **cfg) -> AC2D:
-        if num_aus is None:
-            num_aus = len(cfg["aus"]) if cfg.get("aus") is not None else 12
-        return AC2D(num_aus=num_aus, **{**defaults, **cfg})
-
-    return make
-
-
 _VARIANTS = {
     "ac2d": ("AC2D = A^vC^e(d)", dict(attention_loss="average", intervention="per_au", prototype="batch")),
     "ac2d_bnet": ("B-Net", dict(attention_loss="none", intervention="none")),
@@ -580,4 +571,4 @@ _VARIANTS = {
 }
 
 for _name, (_variant, _defaults) in _VARIANTS.items():
-    register_model(_factory(_defaults), name=_name, variant=_variant, table="Table 8", defaults=dict(_defaults), **_COMMON_INFO)
+    register_model(variant_factory(AC2D, _defaults), name=_name, variant=_variant, table="Table 8", defaults=dict(_defaults), **_COMMON_INFO)

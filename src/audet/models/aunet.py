@@ -66,7 +66,6 @@ same classifier (Linear(512, 128), BN1d, ReLU, Linear).
 """
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import numpy as np
@@ -76,7 +75,7 @@ from torch import nn
 
 from audet.models.base import AUModel, DataInfo, LossContext, ModelOutput, PretrainedPart
 from audet.models.layers.fan import FAN, POOL_MODES, ConvBlock, load_fan_weights
-from audet.models.registry import register_model
+from audet.models.registry import register_model, variant_factory
 
 __all__ = [
     "LabelVAE",
@@ -609,17 +608,10 @@ _VARIANTS = {
 }
 
 
-def _factory(cls, defaults: dict):
-    def make(num_aus: int | None = None, **cfg):
-        return cls(num_aus=num_aus, **{**defaults, **cfg})
-
-    return make
-
-
 for _name, (_variant, _defaults, _counts) in _VARIANTS.items():
-    register_model(_factory(AUNet, _defaults), name=_name, variant=_variant, table="Table VI",
+    register_model(variant_factory(AUNet, _defaults), name=_name, variant=_variant, table="Table VI",
                    defaults=dict(_defaults), counts=_counts,
                    small_config={"img_size": 64, "allow_random_pretrained": True,
                                  **({"vae_latent": 8} if _defaults["use_vae"] else {})}, **_INFO)
-register_model(_factory(ResNet18A, {}), name="aunet_resnet18a", variant="ResNet18-A", table="Tables XIII-XIV",
+register_model(variant_factory(ResNet18A, {}), name="aunet_resnet18a", variant="ResNet18-A", table="Tables XIII-XIV",
                defaults={"temporal": True, "use_vae": True}, small_config={"img_size": 64, "vae_latent": 8}, **_INFO)

@@ -68,7 +68,7 @@ from audet.models.ensemble import Ensemble, ensemble
 from audet.models.layers.directional import DirectionalAttention
 from audet.models.layers.mobileface import LinearBlock, MixFaceNet
 from audet.models.layers.ntb import NextTransformerBlock
-from audet.models.registry import register_model
+from audet.models.registry import register_model, variant_factory
 
 __all__ = [
     "LSC",
@@ -431,13 +431,6 @@ _SHARED = ("width", "depths", "out_channels", "input_size", "crop_size", "in_cha
            "backbone_weights", "allow_random_pretrained", "preprocess")
 
 
-def _make(cls, defaults: dict):
-    def make(num_aus: int | None = None, **cfg):
-        return cls(num_aus=num_aus, **{**defaults, **cfg})
-
-    return make
-
-
 def _make_ensemble(default_combine: str):
     def make(num_aus: int | None = None, aus=None, *, lsc: dict | None = None, gda: dict | None = None,
              members: Sequence[dict] | None = None, combine: str = default_combine, eps: float = 1e-6,
@@ -474,7 +467,7 @@ _VARIANTS = {
     "escda_gda": ("GDA", GDA, dict(directions="hw")),
 }
 for _name, (_variant, _cls, _defaults) in _VARIANTS.items():
-    register_model(_make(_cls, _defaults), name=_name, variant=_variant, table="Tables 5-6",
+    register_model(variant_factory(_cls, _defaults), name=_name, variant=_variant, table="Tables 5-6",
                    defaults=dict(_defaults), small_config=dict(_SMALL_LSC if _cls is LSC else _SMALL), **_INFO)
 for _name, _variant, _combine, _table in (("escda_v", "ESCDA-V", "vote", "Tables 5-6"),
                                           ("escda", "ESCDA", "mean", "Tables 1-3, 5-6")):

@@ -29,6 +29,24 @@ def register_model(fn: Callable | None = None, *, name: str | None = None, **inf
     return deco(fn) if fn is not None else deco
 
 
+def variant_factory(cls: Callable, defaults: dict) -> Callable:
+    """A factory for one ablation variant: ``cls(num_aus=..., **{**defaults, **cfg})``.
+
+    ``num_aus`` defaults to the length of ``aus`` when given, else to the data's AU count
+    (``data=DataInfo``), else 12 (BP4D), so ``create_model(name, aus=[...])`` works without
+    repeating the count.
+    """
+
+    def make(num_aus: int | None = None, **cfg):
+        if num_aus is None:
+            aus, data = cfg.get("aus"), cfg.get("data")
+            num_aus = len(aus) if aus is not None else (data.num_aus if data is not None else 12)
+        return cls(num_aus=num_aus, **{**defaults, **cfg})
+
+    make.__doc__ = f"{getattr(cls, '__name__', cls)} with {defaults}"
+    return make
+
+
 def _ensure_builtin_models() -> None:
     # Importing the package registers every built-in method.
     import audet.models  # noqa: F401
