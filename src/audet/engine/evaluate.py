@@ -21,7 +21,11 @@ from audet.engine.checkpoint import load_checkpoint
 from audet.engine.data import shared_aus
 from audet.engine.evaluator import AUEvaluator
 
-__all__ = ["evaluate", "eval_dataset", "predict", "run_evaluator"]
+__all__ = ["evaluate", "eval_dataset", "predict", "run_evaluator", "inference_precision", "EVAL_PRECISIONS"]
+
+#: evaluation/inference precisions: fp32 (default), bf16 autocast (opt-in; fast on CPUs with
+#: AVX-512 bf16 and on GPUs; check its F1 drift), fp16 autocast (CUDA only)
+EVAL_PRECISIONS = ("32", "bf16", "16")
 
 
 def eval_dataset(root, prefix: str, aus: Sequence[int], preprocess: dict, clip=None):
@@ -40,23 +44,52 @@ def eval_dataset(root, prefix: str, aus: Sequence[int], preprocess: dict, clip=N
 _eval_dataset = eval_dataset  # the benchmarks' name
 
 
+def inference_precision(precision: str = "32", device="cpu"):
+    """Context manager for inference at ``precision`` (one of :data:`EVAL_PRECISIONS`).
+
+    ``"32"``: nothing (fp32). ``"bf16"``: ``torch.autocast(dtype=torch.bfloat16)`` on the device
+    (logs a warning on a CPU without native bf16, where it is emulated and slow). ``"16"``:
+    fp16 autocast, CUDA only. Cast the logits back with ``.float()``.
+    """
+    import contextlib
+    import logging
+
+    p = {"32-true": "32", "bf16-mixed": "bf16", "16-mixed": "16"}.get(str(precision), str(precision))
+    if p not in EVAL_PRECISIONS:
+        raise ValueError(f"precision={precision!r}; choose one of {', '.join(EVAL_PRECISIONS)}")
+    dev = torch.device(device)
+    if p == "32":
+        return contextlib.nullcontext()
+    if p == "16":
+        if dev.type != "cuda":
+            raise ValueError("precision='16' (fp16 autocast) needs a CUDA device; on a CPU use precision='bf16'")
+        return torch.autocast("cuda", dtype=torch.float16)
+    if dev.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        logging.getLogger(__name__).warning("precision='bf16': this CPU has no native bf16; it will be slow")
+    return torch.autocast(dev.type, dtype=torch.bfloat16)
+
+
 @torch.inference_mode()
-def run_evaluator(model, loader, evaluator: AUEvaluator, device="cpu") -> AUEvaluator:
-    """Feed every batch of ``loader`` through ``model.forward_logits`` into ``evaluator``."""
+def run_evaluator(model, loader, evaluator: AUEvaluator, device="cpu", precision: str = "32") -> AUEvaluator:
+    """Feed every batch of ``loader`` through ``model.forward_logits`` into ``evaluator``
+    (under :func:`inference_precision` ``precision``; logits scored in fp32)."""
     from lightning.fabric.utilities.apply_func import move_data_to_device
 
     model.eval()
     evaluator.reset()
+    ctx = inference_precision(precision, device)
     for batch in loader:
-        evaluator.process(batch, model.forward_logits(move_data_to_device(batch, device)["image"]))
+        with ctx:
+            logits = model.forward_logits(move_data_to_device(batch, device)["image"])
+        evaluator.process(batch, logits.float())
     return evaluator
 
 
-def predict(model, loader, columns: Sequence[int], device="cpu") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def predict(model, loader, columns: Sequence[int], device="cpu", precision: str = "32") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(probs, labels, mask)`` over a loader (every labelled frame once), keeping the model's
     output ``columns``."""
     aus = list(range(len(columns)))
-    return run_evaluator(model, loader, AUEvaluator(aus, columns), device).arrays()
+    return run_evaluator(model, loader, AUEvaluator(aus, columns), device, precision).arrays()
 
 
 def evaluate(
@@ -70,12 +103,14 @@ def evaluate(
     device: str = "cpu",
     out: str | Path | None = None,
     title: str | None = None,
+    precision: str = "32",
 ) -> dict:
     """Evaluate ``checkpoint`` on ``root``/``prefix``; returns a dict with the per-AU table.
 
     Keys: ``table`` (DataFrame, F1 in percent, columns ``AU<n>`` and ``Avg``), ``aus`` (evaluated),
     ``skipped_checkpoint_aus``, ``skipped_data_aus``, ``n`` (frames), ``checkpoint``, ``data``.
-    With ``out`` (a path stem), writes ``out.md`` and ``out.csv``.
+    With ``out`` (a path stem), writes ``out.md`` and ``out.csv``. ``precision``: ``"32"``
+    (default), ``"bf16"`` or ``"16"`` autocast (:func:`inference_precision`).
     """
     from torch.utils.data import DataLoader
 
@@ -100,7 +135,7 @@ def evaluate(
     columns = [model_aus.index(a) for a in common]
     ds = eval_dataset(root, prefix, common, model.preprocess)
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    ev = run_evaluator(model, loader, AUEvaluator(common, columns), device)
+    ev = run_evaluator(model, loader, AUEvaluator(common, columns), device, precision)
     scores = ev.evaluate()
     table = ev.table(f"{model.model_name} -> {Path(str(root)).name}/{prefix}")
     result = {
@@ -116,11 +151,14 @@ def evaluate(
         "model": model.model_name,
         "selection": (getattr(model, "checkpoint_meta", {}) or {}).get("selection"),
         "pretrained": dict(getattr(model, "pretrained_status", {}) or {}),
+        "precision": str(precision),
     }
     if out is not None:
         from audet.engine.reports import write_table
 
         notes = [f"{result['n']} frames; AUs evaluated: {', '.join(f'AU{a}' for a in common)}"]
+        if str(precision) != "32":
+            notes.append(f"evaluated with {precision} autocast (reduced precision)")
         if result["skipped_checkpoint_aus"]:
             notes.append("checkpoint AUs not in the data (not scored): "
                          + ", ".join(f"AU{a}" for a in result["skipped_checkpoint_aus"]))
