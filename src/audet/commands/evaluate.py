@@ -23,6 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--vs-prior", nargs="?", type=int, const=1000, default=0, metavar="N",
+                   help="compare with the all-present prior: paired bootstrap CI over sequences (N resamples, default 1000)")
     p.add_argument("--precision", default="32", choices=["32", "bf16", "16"],
                    help="32 (default) | bf16 autocast (opt-in: faster on CPUs with AVX-512 bf16) | 16 (CUDA)")
 
@@ -47,12 +49,15 @@ def run(args) -> int:
     ckpt = Path(args.checkpoint)
     out = args.out or str(ckpt.with_suffix("").with_name(f"{ckpt.with_suffix('').name}_eval_{Path(args.data).name}_{prefix}"))
     res = evaluate(ckpt, args.data, prefix, aus=args.aus, batch_size=args.batch_size,
-                   num_workers=args.num_workers, device=args.device, out=out, precision=args.precision)
+                   num_workers=args.num_workers, device=args.device, out=out, precision=args.precision,
+                   vs_prior=args.vs_prior)
     print(to_markdown(res["table"]), end="")
     print(f"{res['n']} frames; AUs evaluated: {' '.join(f'AU{a}' for a in res['aus'])}")
     if res["skipped_checkpoint_aus"]:
         print("checkpoint AUs not in the data: " + " ".join(f"AU{a}" for a in res["skipped_checkpoint_aus"]))
     if res["skipped_data_aus"]:
         print("data AUs the checkpoint does not predict: " + " ".join(f"AU{a}" for a in res["skipped_data_aus"]))
+    if res.get("prior_text"):
+        print(res["prior_text"])
     print(f"wrote {out}.md and {out}.csv")
     return 0

@@ -104,13 +104,17 @@ def evaluate(
     out: str | Path | None = None,
     title: str | None = None,
     precision: str = "32",
+    vs_prior: int = 0,
 ) -> dict:
     """Evaluate ``checkpoint`` on ``root``/``prefix``; returns a dict with the per-AU table.
 
     Keys: ``table`` (DataFrame, F1 in percent, columns ``AU<n>`` and ``Avg``), ``aus`` (evaluated),
     ``skipped_checkpoint_aus``, ``skipped_data_aus``, ``n`` (frames), ``checkpoint``, ``data``.
     With ``out`` (a path stem), writes ``out.md`` and ``out.csv``. ``precision``: ``"32"``
-    (default), ``"bf16"`` or ``"16"`` autocast (:func:`inference_precision`).
+    (default), ``"bf16"`` or ``"16"`` autocast (:func:`inference_precision`). ``vs_prior`` > 0:
+    also compare with the all-present prior (:func:`audet.metrics.compare_with_prior`, that many
+    resamples of whole sequences): ``result["prior"]`` (model/prior F1, difference, CI) and
+    ``result["prior_text"]`` (one line).
     """
     from torch.utils.data import DataLoader
 
@@ -153,6 +157,17 @@ def evaluate(
         "pretrained": dict(getattr(model, "pretrained_status", {}) or {}),
         "precision": str(precision),
     }
+    if vs_prior:
+        from audet.metrics import compare_with_prior, prior_comparison_text
+
+        probs, labels, mask = ev.arrays()
+        seqs = ev.sequences()
+        groups = seqs if len(seqs) and (seqs >= 0).all() else None
+        r = compare_with_prior(labels, probs, mask=mask, groups=groups, n_boot=int(vs_prior))
+        result["prior"] = {"f1_model": 100 * r.f1_a, "f1_prior": 100 * r.f1_b, "diff": 100 * r.diff,
+                           "low": 100 * r.low, "high": 100 * r.high, "ci": r.ci, "n_boot": r.n_boot,
+                           "n_units": r.n_units, "unit": "sequence" if groups is not None else "frame"}
+        result["prior_text"] = prior_comparison_text(r, "sequences" if groups is not None else "frames")
     if out is not None:
         from audet.engine.reports import write_table
 
@@ -168,6 +183,8 @@ def evaluate(
         sel = result.get("selection") or {}
         if sel:
             notes.append(f"checkpoint selected on: {sel.get('on')}")
+        if result.get("prior_text"):
+            notes.append(result["prior_text"])
         for part, status in result["pretrained"].items():
             if str(status).startswith("random"):
                 notes.append(f"WARNING: {part} has RANDOM weights ({status}; allow_random_pretrained)")
