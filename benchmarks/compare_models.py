@@ -6,7 +6,7 @@ Used for the AC2D ablation on the synthetic benchmark (AC2D Table 7: B-Net < A^v
 and for the calibration of the synthetic data (a plain ResNet against the per-AU prior):
 
     audet synth --preset default --out runs/synth_default/raw
-    audet prepare BP4D --root runs/synth_default/raw --out runs/synth_default/prepared
+    audet prepare BP4D --raw runs/synth_default/raw --out runs/synth_default/prepared
     python benchmarks/compare_models.py --data runs/synth_default/prepared --out runs/ablation \\
         --config ac2d_synth_quick --models ac2d_bnet ac2d_av ac2d -- trainer.max_epochs=4
 
@@ -88,6 +88,7 @@ def main(argv=None) -> int:
 
     from torch.utils.data import DataLoader
 
+    from audet.data.meta import read_fold
     from audet.engine.checkpoint import load_checkpoint
     from audet.engine.config import load_config
     from audet.engine.evaluate import _eval_dataset, predict
@@ -95,8 +96,7 @@ def main(argv=None) -> int:
     from audet.metrics import au_report, paired_bootstrap_f1_diff, to_markdown
 
     data = Path(args.data)
-    meta = json.loads((data / "dataset.json").read_text())
-    test_prefix = meta["folds"][args.fold]["test"]
+    test_prefix = read_fold(data, args.fold)["test"]
     out = Path(args.out)
     probs, minutes = {}, {}
     labels = mask = groups = None

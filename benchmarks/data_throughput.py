@@ -1,6 +1,6 @@
 """Decoded-and-augmented frames per second through the training DataLoader.
 
-Builds a toy prepared directory of 200x200 JPEG faces (``audet.data.images.make_toy_prepared``,
+Builds a toy prepared directory of 200x200 JPEG faces (``audet.data.toy.make_toy_prepared``,
 in a temporary folder) or reads ``--root``, then iterates ``AUDataset`` + ``TrainTransform``
 (random crop 176, flip, colour jitter, normalisation, sub-centres) through a shuffled
 ``torch.utils.data.DataLoader`` (batch 32, default collate) with 0, 1 and 2 workers, for single
@@ -23,7 +23,7 @@ from pathlib import Path
 
 
 def build_toy(root: Path, frames: int, seed: int = 0) -> tuple[Path, str]:
-    from audet.data.images import make_toy_prepared
+    from audet.data.toy import make_toy_prepared
 
     n_subjects, n_sequences = 8, 4
     per_seq = max(3, -(-frames // (n_subjects * n_sequences)))
@@ -33,7 +33,9 @@ def build_toy(root: Path, frames: int, seed: int = 0) -> tuple[Path, str]:
 
 
 def default_prefix(root: Path) -> str:
-    meta = json.loads((root / "dataset.json").read_text())
+    from audet.data.meta import read_dataset_meta
+
+    meta = read_dataset_meta(root)
     if meta.get("folds"):
         return meta["folds"][0]["train"]
     raise SystemExit(f"{root}/dataset.json has no folds: pass --prefix")

@@ -18,7 +18,6 @@ per AU) and writes it to ``--out`` if given.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -50,11 +49,11 @@ def probe(checkpoint, data: Path, fold: int, n_train: int, n_test: int, C: float
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
 
+    from audet.data.meta import read_fold
     from audet.engine.checkpoint import load_checkpoint
     from audet.engine.evaluate import _eval_dataset
 
-    meta = json.loads((data / "dataset.json").read_text())
-    split = meta["folds"][fold]
+    split = read_fold(data, fold)
     model = load_checkpoint(checkpoint)
     aus = list(model.aus)
     train = _eval_dataset(data, split["train"], aus, model.preprocess)

@@ -83,12 +83,16 @@ def build_pair(name: str, num_aus: int, small: bool):
 
     info = model_info(name)
     args, note = {}, ""
+    if info.get("needs_subjects"):  # e.g. CISNet: a dictionary of 27 placeholder subjects
+        from audet.models.base import DataInfo
+
+        args["data"] = DataInfo(aus=list(range(num_aus)), subjects=[f"subject_{i:02d}" for i in range(27)])
     if small:
-        args, note = dict(info.get("small_config") or {}), "small config"
+        args, note = {**args, **dict(info.get("small_config") or {})}, "small config"
     try:
         fast = create_model(name, num_aus=num_aus, **args)
     except ValueError:  # e.g. an ensemble needs members: its registry's small config
-        args, note = dict(info.get("small_config") or {}), "small config (the default needs arguments)"
+        args, note = {**args, **dict(info.get("small_config") or {})}, "small config (the default needs arguments)"
         fast = create_model(name, num_aus=num_aus, **args)
     ref = create_model(name, num_aus=num_aus, **{**args, **dict(info.get("reference_args") or {})})
     ref.load_state_dict(fast.state_dict())

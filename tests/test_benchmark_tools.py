@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from audet.data.images import make_toy_prepared
+from audet.data.toy import make_toy_prepared
 from audet.engine.checkpoint import save_checkpoint
 from audet.models import create_model
 
@@ -54,5 +54,5 @@ def test_feature_probe_scores_the_aus_of_a_fold_and_rejects_a_missing_fold(tmp_p
     r = fp.probe(ck, data, 0, n_train=64, n_test=64, C=1.0)
     assert set(r["head"]) == set(r["probe"]) <= {1, 2} and r["probe"]
     assert all(0.0 <= v <= 1.0 for v in [*r["head"].values(), *r["probe"].values()])
-    with pytest.raises(IndexError):
+    with pytest.raises(ValueError, match=r"3 fold\(s\).*fold 7 does not exist"):
         fp.probe(ck, data, 7, n_train=8, n_test=8, C=1.0)

@@ -80,7 +80,7 @@ def test_wrong_checkpoints_give_clear_errors(tmp_path):
     (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
     (tmp_path / "junk.json").write_text(json.dumps({"format": "audet-checkpoint/1", "model": "resnet_tiny",
                                                     "aus": [1], "num_aus": 1, "model_config": {"width": 4}}))
-    with pytest.raises(CheckpointError, match="not a readable safetensors"):
+    with pytest.raises(CheckpointError, match=r"junk.safetensors: not an audet checkpoint \(it is a text file"):
         load_checkpoint(tmp_path / "junk.safetensors")
     (tmp_path / "other.json").write_text(json.dumps({"format": "something-else"}))
     with pytest.raises(CheckpointError, match="not an audet checkpoint"):

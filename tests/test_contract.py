@@ -197,6 +197,13 @@ def test_stage_config_is_validated(prepared, stem_file, tmp_path):
             resolve_config({**{k: v for k, v in cfg.items() if k != "stages"}, "stages": [bad]}, None, "t")
 
 
+def test_a_stage_pattern_that_matches_nothing_is_an_error(prepared, stem_file, tmp_path):
+    cfg = config(prepared, tmp_path, stem_file)
+    cfg["stages"] = [{"name": "x", "epochs": 1, "trainable": ["haed.*"]}]
+    with pytest.raises(ValueError, match="trainable pattern 'haed.*' matches no parameter"):
+        fit(cfg, verbose=False)
+
+
 def test_two_stages_frozen_part_resume_evaluate_export(prepared, stem_file, tmp_path):
     from safetensors.torch import load_file
 

@@ -109,9 +109,24 @@ def test_dataloader_batch_with_no_workers(root):
     assert set(names) <= set(dm.train_subjects)
     test = next(iter(dm.test_dataloader()))
     assert test["image"].shape[1:] == (3, 176, 176)
-    # shuffling follows the seed
-    order = [next(iter(_dm(root, seed=2).train_dataloader()))["index"].tolist() for _ in range(2)]
-    assert order[0] == order[1]
+
+
+def _epoch_order(dm) -> list[int]:
+    return [i for batch in dm.train_dataloader() for i in batch["index"].tolist()]
+
+
+def test_training_order_is_shuffled_and_follows_the_seed(root):
+    dm = _dm(root, seed=2)
+    dm.setup("fit")
+    listed = dm.train_dataset.rows.tolist()  # the list order, what an unshuffled loader gives
+    order = _epoch_order(dm)
+    assert sorted(order) == sorted(listed) and len(listed) >= 8  # every training frame once
+    assert order != listed  # shuffled (a fixed order is 1 of 8! or more)
+    assert _epoch_order(_dm(root, seed=2)) == order  # the same seed, the same order
+    assert _epoch_order(_dm(root, seed=3)) != order  # another seed, another order
+    # evaluation is not shuffled
+    test = [i for b in dm.test_dataloader() for i in b["index"].tolist()]
+    assert test == dm.test_dataset.rows.tolist()
 
 
 def test_dataloader_clips_stack(root):

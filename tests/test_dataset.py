@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from audet.data.dataset import AUDataset
-from audet.data.images import ImageReadError, toy_landmarks
+from audet.data.images import ImageReadError
 from audet.data.listfile import write_list
+from audet.data.toy import toy_landmarks
 from audet.data.transforms import TrainTransform
 from audet.facs import au_subcenters
 
@@ -286,7 +287,7 @@ def test_unknown_au_list_needs_aus(tmp_path):
 
 def test_duplicate_frame_numbers_in_a_sequence_are_an_error(tmp_path):
     paths = ["TOY/S001/T1/0001.jpg", "TOY/S001/T1/1.png"]  # both frame 1
-    write_list(tmp_path, PREFIX, paths, np.stack([toy_landmarks()] * 2), np.ones((2, 4), int))
+    write_list(tmp_path, PREFIX, paths, np.stack([toy_landmarks()] * 2), np.ones((2, 4), int), write_weights=False)
     with pytest.raises(ValueError, match="appears twice"):
         AUDataset(tmp_path, PREFIX, aus=AUS, check_images=False, image_root=tmp_path, clip={"length": 2})
 

@@ -12,7 +12,7 @@ SMALL = ["model.args.embed_dim=8", "model.args.num_heads=[1,1,1]", "model.args.c
 
 def test_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--preset", "test", "--workers", "1", *SMALL]) == 0
+    assert main(["demo", "--out", str(out), "--preset", "test", "--num-workers", "1", *SMALL]) == 0
     text = capsys.readouterr().out
     for f in ("raw/synth_meta.json", "prepared/dataset.json", "train/best.safetensors", "f1.md", "f1.csv",
               "attention.png"):
@@ -21,6 +21,6 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
     assert "| AU1 |" in table and "| Avg |" in table  # BP4D's 12 AUs through the BP4D preparation path
     assert "done in" in text
     # a second run skips the finished steps
-    assert main(["demo", "--out", str(out), "--preset", "test", "--workers", "1", *SMALL]) == 0
+    assert main(["demo", "--out", str(out), "--preset", "test", "--num-workers", "1", *SMALL]) == 0
     text = capsys.readouterr().out
     assert "exists; skipped" in text and "results.json exists; skipped" in text

@@ -71,3 +71,42 @@ def test_base_file_and_cli_config_file(tmp_path):
     (tmp_path / "child.yaml").write_text("base: ac2d_gft\nname: child\noptim:\n  lr: 1.0e-4\n")
     cfg = load_config(tmp_path / "child.yaml")
     assert cfg["data"]["train_prefix"] == "GFT_train" and cfg["optim"]["lr"] == 1e-4 and cfg["name"] == "child"
+
+
+def test_every_declared_key_has_a_type_and_defaults_pass_it():
+    from audet.engine.config import DEFAULTS, SCHEMA, _flat_keys
+
+    declared = {k for k in _flat_keys(DEFAULTS) if k not in ("recipes", "base")}
+    assert declared == set(SCHEMA)
+    for n in packaged_configs():  # every packaged config passes the check
+        load_config(n)
+
+
+def test_values_are_checked_and_normalised():
+    cfg = load_config("ac2d_bp4d", ["trainer.max_epochs=3.0", "data.aus=1,2,4", "trainer.devices=[0, 1]",
+                                    "trainer.limit_train_batches=0.25", "output.resume=true"])
+    assert cfg["trainer"]["max_epochs"] == 3 and isinstance(cfg["trainer"]["max_epochs"], int)
+    assert cfg["data"]["aus"] == [1, 2, 4] and cfg["trainer"]["devices"] == [0, 1]
+    assert load_config("ac2d_bp4d", ["data.aus=DISFA"])["data"]["aus"] == [1, 2, 4, 6, 9, 12, 25, 26]
+    for bad, msg in [("trainer.max_epochs=1.7", r"trainer\.max_epochs=1\.7 \(from command-line override\) "
+                                                r"must be a whole number >= 1 \(e\.g\. trainer\.max_epochs=20\)"),
+                     ("optim.lr=0", r"optim\.lr=0 .* must be a number > 0"),
+                     ("selection.on_test=maybe", r"selection\.on_test=maybe .* must be true or false"),
+                     ("data.val_fraction=1.5", r"must be a fraction in \[0, 1\) or a whole number of subjects"),
+                     ("trainer.limit_val_batches=2.5", r"trainer\.limit_val_batches=2\.5"),
+                     ("data.aus=[0, 1]", r"data\.aus=\[0, 1\]"),
+                     ("model.args=3", r"model\.args=3 .* must be a mapping")]:
+        with pytest.raises(ConfigError, match=msg):
+            load_config("ac2d_bp4d", [bad])
+
+
+def test_value_errors_name_the_file_or_recipe_that_set_them(tmp_path):
+    (tmp_path / "base.yaml").write_text("base: resnet_tiny_synth\ndata:\n  batch_size: 0\n")
+    (tmp_path / "child.yaml").write_text("base: base.yaml\nrecipes:\n  bad: {optim.lr: -1}\n")
+    with pytest.raises(ConfigError, match=r"data\.batch_size=0 \(from .*base\.yaml\)"):
+        load_config(tmp_path / "child.yaml")
+    with pytest.raises(ConfigError, match=r"optim\.lr=-1 \(from .*child\.yaml \(recipe 'bad'\)\)"):
+        load_config(tmp_path / "child.yaml", ["recipe=bad", "data.batch_size=2"])
+    # the command line wins and is named
+    with pytest.raises(ConfigError, match=r"data\.batch_size=-4 \(from command-line override\)"):
+        load_config(tmp_path / "child.yaml", ["data.batch_size=-4"])

@@ -77,3 +77,26 @@ def test_scheduler_values_per_step():
     expected = [base * WarmupCosine(4, 12)(s) for s in range(12)]
     assert lrs == pytest.approx(expected)
     assert lrs[0] == pytest.approx(2.5e-4) and lrs[3] == pytest.approx(1e-3) and lrs[8] == pytest.approx(5e-4)
+
+
+def test_optimizer_names_and_frozen_parameters_left_out():
+    from audet.engine.optim import build_optimizer
+    from audet.models import create_model
+
+    model = create_model("resnet_tiny", num_aus=3, width=4)
+    model.freeze(["trunk.stem.*"])
+    base = {"lr": 0.1, "weight_decay": 0.01, "scale_lr": False, "warmup_epochs": 0}
+    kw = dict(batch_size=8, world_size=1, accumulate=1, steps_per_epoch=4, max_epochs=2)
+    frozen = {id(p) for n, p in model.named_parameters() if n.startswith("trunk.stem.")}
+    for name, cls in (("adamw", torch.optim.AdamW), ("adam", torch.optim.Adam), ("sgd", torch.optim.SGD)):
+        opt, _ = build_optimizer(model, {**base, "name": name}, **kw)
+        assert type(opt) is cls
+        ids = {id(p) for g in opt.param_groups for p in g["params"]}
+        assert frozen and not ids & frozen and len(ids) == sum(1 for p in model.parameters() if p.requires_grad)
+    opt, _ = build_optimizer(model, {**base, "name": "sgd", "momentum": 0.9, "nesterov": True}, **kw)
+    assert opt.defaults["nesterov"] and opt.defaults["momentum"] == 0.9
+    with pytest.raises(ValueError, match="adamw, adam, sgd"):
+        build_optimizer(model, {**base, "name": "lion"}, **kw)
+    model.freeze(["*"])
+    with pytest.raises(ValueError, match="no trainable parameter"):
+        build_optimizer(model, base, **kw)

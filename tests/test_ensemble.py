@@ -62,3 +62,20 @@ def test_trained_together_loss_terms_and_gradients():
     assert set(terms) == {"m0/au", "m1/au"}
     sum(terms.values()).backward()
     assert all(p.grad is not None for p in ens.parameters())
+
+
+def test_trained_together_by_the_engine(tmp_path):
+    from helpers import tensor_config, tensor_datamodule
+
+    from audet.engine.fit import fit
+
+    cfg = tensor_config(tmp_path / "run", **{
+        "model.name": "ensemble", "trainer.max_epochs": 1,
+        "model.args": {"members": [{"model": "resnet_tiny", "args": {"width": 4}}] * 2, "combine": "vote"}})
+    res = fit(cfg, datamodule=tensor_datamodule(), verbose=False)
+    assert 0 <= res["test"]["best"]["f1"] <= 1
+    rows = (tmp_path / "run").glob("logs/csv/version_*/metrics.csv")
+    header = next(iter(rows)).read_text().splitlines()[0]
+    assert "train/m0/au_step" in header and "train/m1/au_step" in header
+    model = load_checkpoint(tmp_path / "run/best.safetensors")
+    assert isinstance(model, Ensemble) and model.combine == "vote" and len(model.members) == 2

@@ -7,8 +7,10 @@ import cv2
 import numpy as np
 import pytest
 
-from audet.data.listfile import ListFileError, compute_weights, read_list, write_list
-from audet.data.images import toy_landmarks
+from audet.data import listfile
+from audet.data.listfile import ListFileError, read_list, write_list
+from audet.losses import AUWeightWarning, au_weights
+from audet.data.toy import toy_landmarks
 
 PREFIX = "TOY_combine_1_2"
 PATHS = [
@@ -109,38 +111,53 @@ def test_missing_labels_round_trip_and_mask(tmp_path):
     assert lf.mask.tolist() == [[1, 1], [1, 0], [1, 1], [0, 1]]
 
 
+def _weight_files(root, prefix=PREFIX):
+    lf = read_list(root, prefix, check_images=False)
+    return lf.au_weight.astype(np.float64), lf.pos_weight.astype(np.float64)
+
+
 def test_weights_match_protocol_formulas_by_hand(prepared):
     root, _, _ = prepared
     # r_j = P_j / N: r = (3/4, 1/4); 1/r = (4/3, 4); sum = 16/3; J = 2
     w_hand = np.array([(4 / 3) / (16 / 3) * 2, 4 / (16 / 3) * 2])  # (0.5, 1.5)
     pos_hand = np.array([(4 - 3) / 3, (4 - 1) / 1])  # (N - P_j) / P_j = (1/3, 3)
-    w, pos = compute_weights(LABELS)
-    np.testing.assert_allclose(w, w_hand, rtol=1e-12)
-    np.testing.assert_allclose(pos, pos_hand, rtol=1e-12)
+    w, pos = _weight_files(root)
+    np.testing.assert_allclose(w, w_hand, atol=1e-6)
+    np.testing.assert_allclose(pos, pos_hand, atol=1e-6)
     assert w.sum() == pytest.approx(2.0)  # the weights average to 1
-    lf = read_list(root, PREFIX)
-    np.testing.assert_allclose(lf.au_weight, w_hand, atol=1e-6)
-    np.testing.assert_allclose(lf.pos_weight, pos_hand, atol=1e-6)
     assert (root / "list" / f"{PREFIX}_weight.txt").read_text() == "0.500000\n1.500000\n"
     assert (root / "list" / f"{PREFIX}_p_n_weight.txt").read_text() == "0.333333\n3.000000\n"
 
 
-def test_weights_count_only_known_labels():
+def _write_weights_only(root, labels):
+    labels = np.asarray(labels)
+    paths = [f"TOY/S1/T1/{i}.jpg" for i in range(len(labels))]
+    write_list(root, PREFIX, paths, _landmarks(len(labels)), labels, write_weights=True)
+    return _weight_files(root)
+
+
+def test_weights_count_only_known_labels(tmp_path):
     # a 9 is neither positive nor negative: AU0 has N=3 known, P=1 -> r = 1/3; AU1 N=4, P=2 -> r = 1/2
-    labels = np.array([[1, 1], [0, 1], [9, 0], [0, 0]])
-    w, pos = compute_weights(labels)
+    w, pos = _write_weights_only(tmp_path, [[1, 1], [0, 1], [9, 0], [0, 0]])
     inv = np.array([3.0, 2.0])
-    np.testing.assert_allclose(w, inv / inv.sum() * 2)
-    np.testing.assert_allclose(pos, [(3 - 1) / 1, (4 - 2) / 2])
+    np.testing.assert_allclose(w, inv / inv.sum() * 2, atol=1e-6)
+    np.testing.assert_allclose(pos, [(3 - 1) / 1, (4 - 2) / 2], atol=1e-6)
 
 
-def test_weights_edge_cases_warn():
-    with pytest.warns(RuntimeWarning, match="no positive"):
-        w, pos = compute_weights(np.array([[1, 0], [0, 0]]))
-    assert np.isfinite(w).all() and np.isfinite(pos).all()
-    with pytest.warns(RuntimeWarning, match="no known label"):
-        w, pos = compute_weights(np.array([[1, 9], [0, 9]]))
-    assert w[1] == 0.0 and w[0] == pytest.approx(2.0)
+def test_weight_files_and_training_loss_agree_without_positives(tmp_path):
+    """Issue 8: the list files and the loss used two guards for an AU without a positive frame
+    ([1.2, 0.6, 1.2] vs [0.75, 0.75, 1.5] here). One implementation now: losses.au_weights."""
+    labels = np.array([[0, 1, 1], [0, 1, 0], [0, 0, 0], [0, 0, 0]])
+    with pytest.warns(AUWeightWarning, match=r"\[0\]"):
+        w, pos = _write_weights_only(tmp_path, labels)
+    # AU0 has no positive: it takes the smallest inverse rate of the others (min(4/2, 4/1) = 2)
+    np.testing.assert_allclose(w, [0.75, 0.75, 1.5], atol=1e-6)
+    np.testing.assert_allclose(pos, [1.0, 1.0, 3.0], atol=1e-6)
+    with pytest.warns(AUWeightWarning):
+        w_loss, v_loss = au_weights(labels, scale="list")
+    np.testing.assert_allclose(w, w_loss, atol=1e-6)
+    np.testing.assert_allclose(pos, v_loss, atol=1e-6)
+    assert not hasattr(listfile, "compute_weights")  # no second implementation
 
 
 def test_write_is_deterministic_bytes(tmp_path):

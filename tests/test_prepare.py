@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import cv2
@@ -9,8 +10,9 @@ import numpy as np
 import pytest
 
 from audet.data.listfile import read_list
+from audet.data.meta import read_dataset_meta
 from audet.data.prepare import fake, prepare_dataset
-from audet.data.prepare.common import LayoutError
+from audet.data.prepare.types import LayoutError
 from audet.facs import KEEP_68_TO_49, to_49
 from audet.geometry import align_face
 
@@ -30,7 +32,10 @@ def _skips(out: Path) -> dict[str, str]:
 
 
 def _info(out: Path) -> dict:
-    return json.loads((out / "dataset.json").read_text())
+    """dataset.json as written, checked to pass audet's one reader (audet.data.meta)."""
+    info = json.loads((out / "dataset.json").read_text())
+    assert read_dataset_meta(out) == info
+    return info
 
 
 # ---------------------------------------------------------------------------------------------
@@ -117,14 +122,16 @@ def test_bp4d_liberal_frame_names_and_au_subset(tmp_path):
     assert _info(out)["aus"] == [12, 1]
 
 
-def test_synthetic_subjects_get_auto_parts_with_notice(tmp_path, capsys):
+def test_synthetic_subjects_get_auto_parts_with_notice(tmp_path, caplog):
     from audet.data.folds import assign_parts
+
+    caplog.set_level(logging.INFO, logger="audet.data.prepare")
 
     raw = tmp_path / "raw"
     subjects = ("S01", "S02", "S03", "S04")
     fake.make_bp4d(raw, subjects=subjects, tasks=("T1",), n_frames=2)
     _prep("BP4D", raw, tmp_path / "out", seed=3)
-    assert "notice" in capsys.readouterr().out
+    assert "notice" in caplog.text
     info = _info(tmp_path / "out")
     assert info["fold_assignment"] == "auto" and info["seed"] == 3
     assert list(info["parts"].values()) == assign_parts(subjects, n_parts=3, seed=3)
@@ -137,9 +144,9 @@ def test_synthetic_subjects_get_auto_parts_with_notice(tmp_path, capsys):
     assert _info(tmp_path / "out3")["fold_assignment"] == "auto"
     # official subject names, but a synthetic release (audet synth writes synth_meta.json)
     (raw2 / "synth_meta.json").write_text("{}")
-    capsys.readouterr()
+    caplog.clear()
     _prep("BP4D", raw2, tmp_path / "out4")
-    assert "synthetic release" in capsys.readouterr().out
+    assert "synthetic release" in caplog.text
     assert _info(tmp_path / "out4")["fold_assignment"] == "auto"
     _prep("BP4D", raw2, tmp_path / "out5", folds="official")
     assert _info(tmp_path / "out5")["fold_assignment"] == "official"
@@ -147,7 +154,7 @@ def test_synthetic_subjects_get_auto_parts_with_notice(tmp_path, capsys):
     raw3 = tmp_path / "raw3"
     fake.make_bp4d(raw3, subjects=("F001", "F002", "F003"), tasks=("T1",), n_frames=2)
     _prep("BP4D", raw3, tmp_path / "out6")
-    assert "without subjects" in capsys.readouterr().out
+    assert "without subjects" in caplog.text
     assert _info(tmp_path / "out6")["fold_assignment"] == "auto"
 
 

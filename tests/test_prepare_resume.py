@@ -1,6 +1,7 @@
 """audet prepare: determinism, worker-count independence, kill-and-resume, invalidation."""
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from audet.data.prepare import fake, prepare_dataset
-from audet.data.prepare.common import DELAY_ENV, PrepareInterrupted
+from audet.data.prepare.types import DELAY_ENV, PrepareInterrupted
 
 
 def _tree(out: Path) -> dict[str, bytes]:
@@ -22,6 +23,13 @@ def _tree(out: Path) -> dict[str, bytes]:
 
 def _manifests(out: Path) -> list[Path]:
     return sorted((out / ".prepare").rglob("*.npz")) if (out / ".prepare").is_dir() else []
+
+
+@pytest.fixture
+def log(caplog):
+    """The runner's progress lines (logger ``audet.data.prepare``)."""
+    caplog.set_level(logging.INFO, logger="audet.data.prepare")
+    return caplog
 
 
 @pytest.fixture(scope="module")
@@ -44,19 +52,19 @@ def test_two_runs_and_worker_counts_are_byte_identical(release, tmp_path):
     assert _tree(tmp_path / "two") == ref_tree
 
 
-def test_interrupt_hook_then_resume_matches_uninterrupted(release, tmp_path, capsys):
+def test_interrupt_hook_then_resume_matches_uninterrupted(release, tmp_path, log):
     raw, _, ref_tree = release
     out = tmp_path / "out"
     with pytest.raises(PrepareInterrupted):
         prepare_dataset("BP4D", raw, out, workers=1, progress=False, stop_after=2)
     assert len(_manifests(out)) == 2 and not (out / "dataset.json").exists()
-    capsys.readouterr()
+    log.clear()
     prepare_dataset("BP4D", raw, out, workers=2, progress=False)
-    assert "2 already done, resuming" in capsys.readouterr().out
+    assert "2 already done, resuming" in log.text
     assert _tree(out) == ref_tree
 
 
-def test_killed_subprocess_resumes_to_identical_output(release, tmp_path, capsys):
+def test_killed_subprocess_resumes_to_identical_output(release, tmp_path, log):
     """SIGKILL a real 2-worker run in the middle (pool workers included), then resume."""
     raw, _, ref_tree = release
     out = tmp_path / "out"
@@ -80,14 +88,14 @@ def test_killed_subprocess_resumes_to_identical_output(release, tmp_path, capsys
     assert 1 <= done < 6, f"the run was not interrupted in the middle ({done} of 6 sequences done)"
     assert not (out / "dataset.json").exists()
 
-    capsys.readouterr()
+    log.clear()
     prepare_dataset("BP4D", raw, out, workers=2, progress=False)
-    assert f"{done} already done, resuming" in capsys.readouterr().out
+    assert f"{done} already done, resuming" in log.text
     assert not list(out.rglob(".*.tmp"))
     assert _tree(out) == ref_tree
 
 
-def test_changed_input_or_corrupt_manifest_is_redone(release, tmp_path, capsys):
+def test_changed_input_or_corrupt_manifest_is_redone(release, tmp_path, log):
     raw0, _, ref_tree = release
     import shutil
 
@@ -98,10 +106,11 @@ def test_changed_input_or_corrupt_manifest_is_redone(release, tmp_path, capsys):
     ref_tree = _tree(out)  # (dataset.json names this raw root)
     # a corrupt manifest (e.g. a disk error) is redone, not trusted
     _manifests(out)[0].write_bytes(b"garbage")
-    capsys.readouterr()
+    log.clear()
     prepare_dataset("BP4D", raw, out, progress=False)
-    assert "5 already done" in capsys.readouterr().out
+    assert "5 already done" in log.text
     assert _tree(out) == ref_tree
+    log.clear()
     # an edited label file invalidates its sequence only
     csv = raw / "AUCoding/AU_OCC/F004_T2.csv"
     lines = csv.read_text().splitlines()
@@ -109,11 +118,31 @@ def test_changed_input_or_corrupt_manifest_is_redone(release, tmp_path, capsys):
     first[1:] = ["1"] * (len(first) - 1)
     csv.write_text("\n".join([head, ",".join(first), *lines[2:]]) + "\n")
     prepare_dataset("BP4D", raw, out, progress=False)
-    assert "5 already done" in capsys.readouterr().out
+    assert "5 already done" in log.text
+    log.clear()
     new = _tree(out)
     assert new["list/BP4D_part3_AUoccur.txt"] != ref_tree["list/BP4D_part3_AUoccur.txt"]
     assert new["list/BP4D_part1_AUoccur.txt"] == ref_tree["list/BP4D_part1_AUoccur.txt"]
     # --force redoes everything and gives the same bytes
     prepare_dataset("BP4D", raw, out, progress=False, force=True)
-    assert "already done" not in capsys.readouterr().out
+    assert "already done" not in log.text
     assert _tree(out) == new
+
+
+def _sigint_handler_after_init(_):
+    import signal
+
+    from audet.data.prepare.worker import _init_worker
+    from audet.data.prepare.types import PrepareOptions
+    from dataclasses import asdict
+
+    _init_worker(asdict(PrepareOptions(dataset="BP4D", root=".", out=".")))
+    return signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+
+
+def test_pool_workers_ignore_ctrl_c():
+    """Ctrl-C goes to the whole process group: only the main process may stop the preparation."""
+    import multiprocessing as mp
+
+    with mp.get_context("spawn").Pool(1) as pool:
+        assert pool.map(_sigint_handler_after_init, [0]) == [True]

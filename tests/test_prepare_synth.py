@@ -5,12 +5,10 @@ import argparse
 import json
 
 import numpy as np
-import pytest
 
-synth_cmd = pytest.importorskip("audet.commands.synth")
-
-from audet.commands import prepare as prepare_cmd  # noqa: E402
-from audet.data.listfile import read_list  # noqa: E402
+from audet.commands import prepare as prepare_cmd
+from audet.commands import synth as synth_cmd
+from audet.data.listfile import read_list
 
 
 def _run(mod, argv):

@@ -112,6 +112,11 @@ def test_frozen_modules_stay_in_eval_and_get_no_gradient(model_and_batch):
     model.train()
     assert not model.get_submodule(first).training and all(not m.training for m in model.get_submodule(first).modules())
     assert any(m.training for n, m in model.named_modules() if n and not n.startswith(first))
+    out = model(batch["image"])
+    y = batch["labels"].reshape(-1, len(AUS)).numpy()
+    sum(model.loss_terms(out, batch, model.loss_context(model.data_info, y, (y >= 0).astype("float32"))).values()).backward()
+    assert all(p.grad is None for n, p in model.named_parameters() if n in names)
+    assert all(p.grad is not None for n, p in model.named_parameters() if n not in names)
     model.unfreeze()
     model.train()
     assert model.get_submodule(first).training

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torchvision.transforms.functional as TF
 
-from audet.data.images import toy_landmarks
+from audet.data.toy import toy_landmarks
 from audet.data.transforms import EvalTransform, TrainTransform
 from audet.facs import MIRROR_49, au_subcenters
 

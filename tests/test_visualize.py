@@ -70,7 +70,7 @@ def test_load_aligned_applies_the_checkpoints_resize_like_the_eval_transform(fac
     evaluation gives it: load_aligned equals EvalTransform(resize=120, crop=104) undone."""
     import cv2
 
-    from audet.commands.visualize import load_aligned
+    from audet.viz import load_aligned
     from audet.data.transforms import EvalTransform
 
     got = load_aligned(str(face), 104, 120)

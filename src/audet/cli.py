@@ -3,6 +3,10 @@
 Each subcommand lives in ``audet.commands.<name>`` and exposes ``HELP`` (one line),
 ``DESCRIPTION`` (optional, longer), ``add_arguments(parser)`` and ``run(args) -> int``.
 Heavy imports (torch, lightning) happen inside ``run`` so ``audet --help`` stays fast.
+
+User errors (a bad option, config value, file or checkpoint) are reported as ONE line
+``audet CMD: error: <what is wrong>; <what to do>`` with exit status 2 and no traceback
+(``AUDET_DEBUG=1`` shows it). Anything else is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
@@ -14,14 +18,27 @@ from audet import __version__
 from audet.commands import COMMANDS
 
 
+DESCRIPTION = """Facial action unit (AU) detection toolkit.
+
+`audet models` lists the methods this version holds (AC2D and its ablation variants, plus small
+baselines); CISNet, ESCDA, AAR and AUNet are planned. Start with `audet demo`."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``audet CMD: error: MESSAGE (see `audet CMD --help`)``, exit 2."""
+
+    def error(self, message: str):  # noqa: D401 (argparse API)
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="audet",
-        description="Facial action unit detection toolkit (AC2D, CISNet, AUNet, AAR, ESCDA).",
+        description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"audet {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for name in COMMANDS:
         try:
             mod = importlib.import_module(f"audet.commands.{name.replace('-', '_')}")
@@ -40,25 +57,57 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Exceptions that mean "the user gave something wrong", reported in one line with exit status 2.
+USER_ERRORS = (ValueError, KeyError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
+               PermissionError)
+
+
+def error_line(exc: BaseException) -> str:
+    """The exception's message as one line (a KeyError's text without repr quotes)."""
+    if isinstance(exc, KeyError) and len(exc.args) == 1 and isinstance(exc.args[0], str):
+        text = exc.args[0]
+    elif isinstance(exc, OSError) and exc.filename and exc.strerror:
+        text = f"{exc.filename}: {exc.strerror.lower()}"
+    else:
+        text = str(exc) or type(exc).__name__
+    return " ".join(text.split())
+
+
 def main(argv: list[str] | None = None) -> int:
+    import os
+
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args, extra = parser.parse_known_args(argv)
+    except SystemExit as exc:  # a usage error was printed in one line: return its status (--help exits 0)
+        if exc.code in (0, None):
+            raise
+        return int(exc.code) if isinstance(exc.code, int) else 2
+    if extra:
+        cmd = f"audet {args.command}" if getattr(args, "command", None) else "audet"
+        hint = " (a list option takes ONE comma-separated value, e.g. --aus 1,2,4)" if any(
+            a.replace(",", "").isdigit() for a in extra) else ""
+        print(f"{cmd}: error: unrecognized arguments: {' '.join(extra)}{hint}; see `{cmd} --help`", file=sys.stderr)
+        return 2
     if not getattr(args, "_run", None):
         parser.print_help()
         return 0
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(f"audet {args.command}: interrupted (re-run the same command to resume where it stopped)",
+              file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, KeyError) as exc:
-        # User-facing errors (bad config, missing file, malformed list) are reported
-        # in one line; set AUDET_DEBUG=1 for the traceback.
-        import os
-
+    except BrokenPipeError:  # e.g. `audet models | head`: the reader left; say nothing more
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (python flushes stdout at exit)
+        except OSError:
+            pass
+        return 141
+    except USER_ERRORS as exc:
         if os.environ.get("AUDET_DEBUG"):
             raise
-        print(f"audet {args.command}: error: {exc}", file=sys.stderr)
+        print(f"audet {args.command}: error: {error_line(exc)}", file=sys.stderr)
         return 2
 
 

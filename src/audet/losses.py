@@ -111,6 +111,10 @@ def au_weights(labels, mask=None, *, scale: Literal["paper", "list"] = "paper"):
     - an AU with **no positive** known label would get infinite weights. It gets the smallest
       inverse rate of the other AUs in the normalisation (so it still learns "absent" at the weight
       of the most frequent AU) and ``v_j = 1``. If no AU has a positive, ``w`` is uniform.
+      Eq. 14 is undefined there and the published code divides by zero, so this is our guard; the
+      alternative of counting one positive (``N_j/1``) would hand that AU, which has nothing
+      positive to learn, almost all of the weight on a large training set. The list files'
+      ``_weight.txt`` / ``_p_n_weight.txt`` are written with this function (one implementation).
     - an AU that is **always positive** gets ``v_j = 0`` by the formula (its loss vanishes); it is
       kept, with a warning.
 

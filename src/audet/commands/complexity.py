@@ -12,46 +12,64 @@ FLOPs are counted with torch's FlopCounterMode in eval mode under the MATH atten
 examples:
   audet complexity ac2d --num-aus 12          # 3,625,196 params, 8.95 GFLOPs = 4.48 GMACs
   audet complexity ac2d_bnet --num-aus 8 --json
+  audet complexity cisnet_r34 --aus BP4D      # 22,368,908 params, 9.58 GFLOPs with 27 placeholder subjects
+
+Models built from the data's subject ids (registry info needs_subjects, e.g. CISNet's subject
+dictionary) get --subjects placeholder subjects (default 27, a BP4D training fold).
 """
 
 
 def add_arguments(p) -> None:
+    from audet.commands._common import add_aus, deprecated_alias, positive_int
+
     p.add_argument("model", help="registered model name or checkpoint path")
-    p.add_argument("--num-aus", type=int, default=None, help="number of AUs (default 12, or --aus)")
-    p.add_argument("--aus", default=None, help="dataset name (BP4D, DISFA, ...) or AU numbers '1,2,4'")
-    p.add_argument("--size", type=int, default=None, help="input side in pixels (default: the model's crop size)")
-    p.add_argument("--batch", type=int, default=1, help="batch size of the counted forward (default 1)")
+    p.add_argument("--num-aus", type=positive_int, default=None, metavar="N",
+                   help="number of AUs (default 12, or the length of --aus)")
+    add_aus(p, "the AUs of the model")
+    p.add_argument("--size", type=positive_int, default=None, metavar="PX",
+                   help="input side in pixels (default: the model's crop size)")
+    p.add_argument("--batch-size", type=positive_int, default=1, metavar="N",
+                   help="batch size of the counted forward (default 1)")
+    deprecated_alias(p, "--batch", "--batch-size", "batch_size", type=positive_int)
+    p.add_argument("--subjects", type=positive_int, default=27, metavar="N",
+                   help="placeholder training subjects for models that need subject ids (default 27)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-
-
-def _aus(spec):
-    if spec is None:
-        return None
-    if all(part.strip().isdigit() for part in spec.split(",")):
-        return [int(a) for a in spec.split(",")]
-    from audet.facs import dataset_aus
-
-    return list(dataset_aus(spec))
 
 
 def run(args) -> int:
     import json
     from pathlib import Path
 
+    from audet.commands._common import UsageError, check_checkpoint, parse_aus
     from audet.complexity import complexity_report
-    from audet.models import create_model
+    from audet.models import create_model, model_info
 
     spec = args.model
-    if spec.endswith((".safetensors", ".json")) or Path(spec).exists():
+    if spec.endswith((".safetensors", ".json", ".pth", ".pt", ".ckpt")) or Path(spec).exists():
         from audet.engine.checkpoint import load_checkpoint
 
+        check_checkpoint(spec, "MODEL")
         model = load_checkpoint(spec)
     else:
-        aus = _aus(args.aus)
+        aus = parse_aus(args.aus)
+        if aus and args.num_aus is not None and args.num_aus != len(aus):
+            raise UsageError(f"--num-aus {args.num_aus} but --aus lists {len(aus)} AUs; give one of them")
         num_aus = args.num_aus if args.num_aus is not None else (len(aus) if aus else 12)
         kw = {"aus": aus} if aus else {}
+        if model_info(spec).get("needs_subjects"):
+            from audet.models.base import DataInfo
+
+            kw["data"] = DataInfo(aus=aus or list(range(num_aus)),
+                                  subjects=[f"subject_{i:02d}" for i in range(max(1, args.subjects))])
         model = create_model(spec, num_aus=num_aus, **kw)
-    r = complexity_report(model, args.size, args.batch)
+    try:
+        r = complexity_report(model, args.size, args.batch_size)
+    except RuntimeError as exc:
+        if args.size is None:
+            raise
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UsageError(f"--size {args.size}: {spec} cannot run on {args.size}x{args.size} inputs ({first}); "
+                         "give a larger --size or leave it out") from None
     if args.json:
         print(json.dumps(r, indent=2))
         return 0

@@ -5,7 +5,8 @@ HELP = "convert an original (authors') checkpoint to an audet checkpoint"
 DESCRIPTION = """Convert an original checkpoint into an audet checkpoint (DST.safetensors + DST.json).
 
 METHOD picks the converter (ac2d: the net_<epoch>.pth files of github.com/ZhiwenShao/AC2D, either
-the {'model', 'K_data', 'V_data', 'P_data'} dict or a bare state_dict). Names are mapped by rule
+the {'model', 'K_data', 'V_data', 'P_data'} dict or a bare state_dict; cisnet: final_model.pt of
+github.com/chen-yingjie/CIS with its subject dictionary, or a bare epoch<N>_model.pt). Names are mapped by rule
 and every shape is checked; a checkpoint of another model or AU count is refused with the
 missing / unexpected / mis-shaped tensors named. Files are read with torch.load(weights_only=True);
 numpy arrays inside are allowed, nothing else is unpickled.
@@ -13,15 +14,18 @@ numpy arrays inside are allowed, nothing else is unpickled.
 examples:
   audet convert ac2d net_20.pth --out models/ac2d_bp4d_f3 --aus BP4D
   audet convert ac2d disfa/net_20.pth --out models/ac2d_disfa --aus DISFA
+  audet convert cisnet work_dir/1/final_model.pt --out models/cisnet_bp4d_f1 --aus BP4D
 """
 
 
 def add_arguments(p) -> None:
     # No import of audet.models here: building the parser must stay fast (it loads timm).
-    p.add_argument("method", help="which original implementation (ac2d)")
+    p.add_argument("method", help="which original implementation (ac2d, cisnet)")
     p.add_argument("src", help="the original checkpoint file")
     p.add_argument("--out", required=True, help="output path without suffix (writes .safetensors and .json)")
-    p.add_argument("--aus", default=None, help="dataset name (BP4D, DISFA, ...) or AU numbers '1,2,4' in branch order")
+    from audet.commands._common import add_aus
+
+    add_aus(p, "the AUs of the checkpoint's branches, in branch order")
     p.add_argument("--model", default=None, help="audet registry name (default: ac2d, or ac2d_av without causal layers)")
     p.add_argument(
         "--confounder-scale", choices=("code", "paper"), default="code",
@@ -33,27 +37,67 @@ def add_arguments(p) -> None:
     )
 
 
+def _torch_file_problem(path) -> str | None:
+    """Why ``path`` cannot be a torch.save file (None if it may be one): checked before torch reads it."""
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if not head:
+        return "the file is empty"
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":  # zip (torch >= 1.6) or a legacy pickle
+        return None
+    try:
+        head.decode("utf-8")
+        return "it is a text file"
+    except UnicodeDecodeError:
+        return "neither a zip archive nor a pickle: damaged, or another kind of file"
+
+
+def _one_line(path, exc: Exception) -> str:
+    """The converter's error without torch's advice to unpickle arbitrary objects (never do that)."""
+    text = " ".join(str(exc).split())
+    if "weights_only" in text or "Weights only load failed" in text or "Unsupported operand" in text:
+        return (f"{path}: cannot be read with torch.load(weights_only=True): it is damaged or holds objects "
+                "other than tensors and numpy arrays (audet never unpickles those); give the authors' net_<epoch>.pth "
+                "(a state_dict or their {'model', 'K_data', ...} dict)")
+    return text
+
+
 def run(args) -> int:
     from pathlib import Path
 
+    from audet.commands._common import UsageError, parse_aus
     from audet.models.convert import CONVERTERS
     from audet.models.convert.ac2d import save_converted
 
     if args.method not in CONVERTERS:
-        raise ValueError(f"no converter for {args.method!r}; available: {', '.join(sorted(CONVERTERS))}")
+        raise UsageError(f"no converter for {args.method!r}; available: {', '.join(sorted(CONVERTERS))}")
+    aus = parse_aus(args.aus)
+    src = Path(args.src)
+    if not src.is_file():
+        raise FileNotFoundError(f"{args.src}: no such file; give the authors' checkpoint (e.g. net_20.pth)")
+    problem = _torch_file_problem(src)
+    if problem:
+        raise UsageError(f"{args.src}: not a PyTorch checkpoint ({problem}); give the authors' net_<epoch>.pth")
+    import warnings
 
-    if not Path(args.src).is_file():
-        raise FileNotFoundError(f"{args.src}: no such file")
-    model = CONVERTERS[args.method](
-        args.src, args.aus, model_name=args.model, confounder_scale=args.confounder_scale, prototype=args.prototype
-    )
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"Detected pickle protocol")  # torch's note, not ours
+            model = CONVERTERS[args.method](
+                args.src, aus, model_name=args.model, confounder_scale=args.confounder_scale,
+                prototype=args.prototype,
+            )
+    except ValueError as exc:  # ConversionError and friends
+        raise UsageError(_one_line(args.src, exc)) from None
     weights, meta = save_converted(model, args.out)
     rep = getattr(model, "conversion_report", {})
     n = sum(p.numel() for p in model.parameters())
     print(f"converted {args.src} -> {weights} (+ {meta.name})")
     print(f"model {model.model_name}: {model.num_aus} AUs {list(model.aus or [])}, {n:,} parameters, "
           f"{rep.get('tensors', '?')} tensors mapped")
-    if rep.get("prototypes"):
+    if rep.get("summary"):  # a converter's own one-line summary (e.g. cisnet's subject dictionary)
+        print(rep["summary"])
+    elif rep.get("prototypes"):
         print(f"sample prototypes: K_data, V_data (P_data = {rep.get('P_data')}, N = {rep.get('count'):g}), "
               f"confounder_scale={args.confounder_scale}")
     else:

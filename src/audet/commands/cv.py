@@ -15,15 +15,29 @@ OUT/cv_results.json. Finished folds are skipped; an interrupted fold resumes fro
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="YAML file or packaged config name")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="dotted config overrides (optional), e.g. data.root=DIR")
     p.add_argument("--out", help="base run directory (= output.dir; folds go to OUT/fold<k>)")
-    p.add_argument("--folds", type=int, nargs="+", help="only these folds (0-based)")
+    p.add_argument("--folds", metavar="K", nargs="+",
+                   help="only these folds: 0-based numbers, e.g. --folds 0,2 (or --folds 0 2)")
 
 
 def run(args) -> int:
-    from audet.commands.train import config_from_args
+    from audet.commands._common import UsageError, check_data_root, config_from_args
     from audet.engine.cv import cross_validate
 
-    cfg = config_from_args(args)
-    cross_validate(cfg, folds=args.folds)
+    cfg = config_from_args(args)  # the whole config is checked here, before any work
+    meta = check_data_root(cfg, args)
+    folds = None
+    if args.folds is not None:
+        text = ",".join(args.folds)
+        parts = [t.strip() for t in text.split(",") if t.strip()]
+        if not parts or not all(t.isdigit() for t in parts):
+            raise UsageError(f"--folds {text!r}: give 0-based fold numbers as a comma list, e.g. --folds 0,1")
+        folds = [int(t) for t in parts]
+        n = len(meta.get("folds") or [])
+        bad = [k for k in folds if n and k >= n]
+        if bad:
+            raise UsageError(f"--folds: {cfg['data']['root']} has {n} folds (0..{n - 1}); fold(s) {bad} do not exist")
+    cross_validate(cfg, folds=folds)
     return 0

@@ -8,11 +8,12 @@ HELP = "end-to-end demonstration: synthesise, prepare, train a small AC2D, evalu
 DESCRIPTION = """\
 Runs the whole pipeline on the built-in synthetic benchmark, with no download and no GPU:
 
-  1. audet synth --preset quick           FACS-like face videos with known AU labels (BP4D layout)
-  2. audet prepare BP4D                   align, 68->49 landmarks, list files, subject-exclusive folds
-  3. audet train ac2d_synth_quick         a narrow AC2D on fold 0, selected on held-out training subjects
-  4. audet evaluate                       per-AU F1-frame on the test fold (Markdown + CSV)
-  5. audet visualize                      average constrained self-attention of each AU (AC2D Fig. 5)
+  1. synthesise (as `audet synth --preset quick`)   FACS-like face videos with known AU labels (BP4D layout)
+  2. prepare (as `audet prepare BP4D`)             align, 68->49 landmarks, list files, subject-exclusive folds
+  3. train (as `audet train ac2d_synth_quick`)     a narrow AC2D on fold 0, selected on held-out training subjects
+  4. evaluate (as `audet evaluate`)                per-AU F1-frame on the test fold (Markdown + CSV)
+  5. visualise (as `audet visualize`)              average constrained self-attention of each AU (AC2D Fig. 5),
+                                                   with each frame's ground truth beside the prediction
 
 Outputs go under --out (default runs/demo): raw/, prepared/, train/, f1.md, f1.csv, attention.png.
 A step whose output already exists is skipped, so an interrupted demo resumes where it stopped
@@ -21,12 +22,14 @@ A step whose output already exists is skipped, so an interrupted demo resumes wh
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from audet.commands._common import add_num_workers
+
     p.add_argument("--out", default="runs/demo", help="output folder (default: %(default)s)")
     p.add_argument("--preset", default="quick", help="synthetic preset (default: %(default)s)")
     p.add_argument("--config", default="ac2d_synth_quick", help="training config (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic data and the training run")
-    p.add_argument("--workers", type=int, default=2, help="worker processes for synthesis, preparation, loading")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="extra training config overrides")
+    add_num_workers(p, 2, "worker processes for synthesis, preparation, loading")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="extra training config overrides (optional)")
 
 
 def _step(title: str) -> float:
@@ -34,54 +37,9 @@ def _step(title: str) -> float:
     return time.perf_counter()
 
 
-def run(args: argparse.Namespace) -> int:
-    import json
-    from pathlib import Path
-
-    from audet.cli import main
-
-    out = Path(args.out)
-    raw, prepared, train = out / "raw", out / "prepared", out / "train"
-    t0 = time.perf_counter()
-
-    t = _step("1/5 synthesise")
-    if (raw / "synth_meta.json").is_file():
-        print(f"{raw} exists; skipped")
-    elif main(["synth", "--preset", args.preset, "--out", str(raw), "--seed", str(args.seed),
-               "--workers", str(args.workers)]):
-        return 1
-    print(f"({time.perf_counter() - t:.0f} s)")
-
-    t = _step("2/5 prepare (the BP4D preparation path)")
-    if main(["prepare", "BP4D", "--root", str(raw), "--out", str(prepared), "--workers", str(args.workers),
-             "--no-progress"]):
-        return 1
-    print(f"({time.perf_counter() - t:.0f} s)")
-
-    t = _step("3/5 train")
-    meta = json.loads((prepared / "dataset.json").read_text())
-    overrides = [f"data.root={prepared}", f"data.dataset={meta['dataset']}", "data.fold=0", f"seed={args.seed}",
-                 f"data.num_workers={args.workers}", *args.overrides]
-    if not (train / "results.json").is_file():
-        if main(["train", args.config, *overrides, "--out", str(train)]):
-            return 1
-    else:
-        print(f"{train}/results.json exists; skipped")
-    print(f"({time.perf_counter() - t:.0f} s)")
-
-    t = _step("4/5 evaluate on the test fold")
-    test_prefix = meta["folds"][0]["test"]
-    ckpt = train / "best.safetensors"
-    if main(["evaluate", str(ckpt), "--data", str(prepared), "--prefix", test_prefix, "--out", str(out / "f1")]):
-        return 1
-    print(f"({time.perf_counter() - t:.0f} s)")
-
-    t = _step("5/5 visualise attention")
-    from audet.data.listfile import read_list
-
-    lists = read_list(prepared, test_prefix)
+def _pick_frames(lists, n: int = 4) -> list[int]:
+    """``n`` test frames with the most active AUs, from different sequences where possible."""
     labels = lists.labels
-    # four test frames with several active AUs, from different sequences where possible
     order = sorted(range(len(lists)), key=lambda i: (-int((labels[i] == 1).sum()), i))
     picked, seen = [], set()
     for i in order:
@@ -89,14 +47,76 @@ def run(args: argparse.Namespace) -> int:
         if seq not in seen:
             picked.append(i)
             seen.add(seq)
-        if len(picked) == 4:
+        if len(picked) == n:
             break
-    images = [str(lists.image_path(i)) for i in picked]
-    if main(["visualize", str(ckpt), *images, "--out", str(out / "attention.png")]):
-        return 1
+    return picked
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from audet.commands._common import epoch_lines
+    from audet.data.meta import read_dataset_meta
+    from audet.data.synth import generate, get_config
+    from audet.engine.config import load_config, parse_overrides
+
+    out = Path(args.out)
+    raw, prepared, train = out / "raw", out / "prepared", out / "train"
+    t0 = time.perf_counter()
+    # every input is checked before the first step: preset, config and overrides
+    synth_cfg = get_config(args.preset)
+    overrides = {"data.root": str(prepared), "data.fold": 0, "seed": args.seed,
+                 "data.num_workers": args.num_workers, "output.dir": str(train),
+                 **parse_overrides(args.overrides or [])}
+    cfg = load_config(args.config, overrides)
+
+    t = _step("1/5 synthesise")
+    if (raw / "synth_meta.json").is_file():
+        print(f"{raw} exists; skipped")
+    else:
+        generate(synth_cfg, raw, seed=args.seed, workers=args.num_workers, log=print)
+    print(f"({time.perf_counter() - t:.0f} s)")
+
+    t = _step("2/5 prepare (the BP4D preparation path)")
+    from audet.data.prepare import prepare_dataset
+
+    prepare_dataset("BP4D", raw, prepared, workers=args.num_workers, progress=False)
+    print(f"({time.perf_counter() - t:.0f} s)")
+
+    t = _step("3/5 train")
+    meta = read_dataset_meta(prepared)
+    if not (train / "results.json").is_file():
+        from audet.engine.fit import fit
+
+        cfg["data"]["dataset"] = meta["dataset"]
+        fit(cfg, callbacks=[epoch_lines()])
+    else:
+        print(f"{train}/results.json exists; skipped")
+    print(f"({time.perf_counter() - t:.0f} s)")
+
+    t = _step("4/5 evaluate on the test fold")
+    from audet.engine.evaluate import evaluate
+    from audet.metrics import to_markdown
+
+    test_prefix = meta["folds"][0]["test"]
+    ckpt = train / "best.safetensors"
+    res = evaluate(ckpt, prepared, test_prefix, out=out / "f1")
+    print(to_markdown(res["table"]), end="")
+    print(f"{res['n']} frames; wrote {out / 'f1.md'} and {out / 'f1.csv'}")
+    print(f"({time.perf_counter() - t:.0f} s)")
+
+    t = _step("5/5 visualise attention")
+    from audet.data.listfile import read_list
+    from audet.engine.checkpoint import load_checkpoint
+    from audet.viz import attention_panels
+
+    lists = read_list(prepared, test_prefix)
+    images = [str(lists.image_path(i)) for i in _pick_frames(lists)]
+    path = attention_panels(load_checkpoint(ckpt), images, out / "attention.png")
+    print(f"wrote {path} ({time.perf_counter() - t:.0f} s)")
 
     print(f"\n=== done in {(time.perf_counter() - t0) / 60:.1f} min ===")
     print(f"F1 table:        {out / 'f1.md'} (and .csv)")
-    print(f"attention:       {out / 'attention.png'}")
+    print(f"attention:       {out / 'attention.png'} (ground truth beside each prediction)")
     print(f"training run:    {train} (report.md, logs/, best.safetensors)")
     return 0

@@ -15,48 +15,78 @@ both have are evaluated and the output says which were left out.
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", help="an audet .safetensors checkpoint")
-    p.add_argument("--data", required=True, help="prepared directory (dataset.json, list/, images/)")
+    from audet.commands._common import add_aus, add_num_workers, positive_int
+
+    p.add_argument("checkpoint", help="an audet .safetensors checkpoint (with its .json)")
+    p.add_argument("--data", required=True, metavar="DIR",
+                   help="prepared directory (dataset.json, list/, images/), as `audet prepare` writes it")
     p.add_argument("--prefix", help="list-file prefix (default: the test prefix of fold 0 in dataset.json)")
-    p.add_argument("--aus", type=int, nargs="+", help="evaluate only these AUs (must be in both)")
+    add_aus(p, "evaluate only these AUs (they must be in both the checkpoint and the data)")
     p.add_argument("--out", help="output path stem for .md and .csv (default: next to the checkpoint)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--num-workers", type=int, default=0)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--vs-prior", nargs="?", type=int, const=1000, default=0, metavar="N",
-                   help="compare with the all-present prior: paired bootstrap CI over sequences (N resamples, default 1000)")
+    p.add_argument("--batch-size", type=positive_int, default=64, metavar="N",
+                   help="frames per forward pass (default: %(default)s)")
+    add_num_workers(p, 0, "data-loading worker processes")
+    p.add_argument("--device", default="cpu", help="torch device to run on, e.g. cpu or cuda:0 (default: %(default)s)")
     p.add_argument("--precision", default="32", choices=["32", "bf16", "16"],
-                   help="32 (default) | bf16 autocast (opt-in: faster on CPUs with AVX-512 bf16) | 16 (CUDA)")
+                   help="32 (default) | bf16 autocast (opt-in: faster on CPUs with AVX-512 bf16; check the F1 drift)"
+                        " | 16 (fp16 autocast, CUDA only)")
+    p.add_argument("--vs-prior", nargs="?", type=positive_int, const=1000, default=0, metavar="N",
+                   help="also compare with the all-present prior: paired bootstrap CI over sequences "
+                        "(N resamples; 1000 when N is left out)")
+
+
+def _test_prefix(meta: dict, data: str) -> str:
+    folds = meta.get("folds") or []
+    if folds and isinstance(folds[0], dict) and (folds[0].get("test") or folds[0].get("test_prefix")):
+        return folds[0].get("test") or folds[0]["test_prefix"]
+    from audet.commands._common import UsageError
+
+    raise UsageError(f"--prefix not given and {data}/dataset.json names no test prefix; "
+                     "pass --prefix (a name from DIR/list/<prefix>_path.txt)")
+
+
+def _check_prefix(data: str, prefix: str) -> None:
+    from pathlib import Path
+
+    from audet.commands._common import UsageError
+
+    if not (Path(data) / "list" / f"{prefix}_path.txt").is_file():
+        known = sorted(p.name[: -len("_path.txt")] for p in (Path(data) / "list").glob("*_path.txt"))
+        raise UsageError(f"--prefix {prefix}: {data}/list has no {prefix}_path.txt; prefixes there: "
+                         + (", ".join(known) or "none (prepare the directory again)"))
 
 
 def run(args) -> int:
     from pathlib import Path
 
+    from audet.commands._common import check_checkpoint, check_prepared, parse_aus
     from audet.engine.evaluate import evaluate
     from audet.metrics import to_markdown
 
+    aus = parse_aus(args.aus)
+    check_checkpoint(args.checkpoint)
+    meta = check_prepared(args.data, "--data")
     prefix = args.prefix
     if not prefix:
-        from audet.engine.data import dataset_meta
-
-        meta = dataset_meta(args.data)
-        folds = meta.get("folds") or []
-        if folds and isinstance(folds[0], dict) and (folds[0].get("test") or folds[0].get("test_prefix")):
-            prefix = folds[0].get("test") or folds[0]["test_prefix"]
-            print(f"--prefix not given: using the test prefix of fold 0, {prefix}")
-        else:
-            raise ValueError("--prefix is required (dataset.json names no test prefix)")
+        prefix = _test_prefix(meta, args.data)
+        print(f"--prefix not given: using the test prefix of fold 0, {prefix}")
+    _check_prefix(args.data, prefix)
     ckpt = Path(args.checkpoint)
     out = args.out or str(ckpt.with_suffix("").with_name(f"{ckpt.with_suffix('').name}_eval_{Path(args.data).name}_{prefix}"))
-    res = evaluate(ckpt, args.data, prefix, aus=args.aus, batch_size=args.batch_size,
+    res = evaluate(ckpt, args.data, prefix, aus=aus, batch_size=args.batch_size,
                    num_workers=args.num_workers, device=args.device, out=out, precision=args.precision,
                    vs_prior=args.vs_prior)
     print(to_markdown(res["table"]), end="")
     print(f"{res['n']} frames; AUs evaluated: {' '.join(f'AU{a}' for a in res['aus'])}")
-    if res["skipped_checkpoint_aus"]:
-        print("checkpoint AUs not in the data: " + " ".join(f"AU{a}" for a in res["skipped_checkpoint_aus"]))
-    if res["skipped_data_aus"]:
-        print("data AUs the checkpoint does not predict: " + " ".join(f"AU{a}" for a in res["skipped_data_aus"]))
+    if aus:  # the skipped lists then also hold the AUs --aus left out: say so instead of blaming the data
+        left = sorted(set(res["skipped_checkpoint_aus"]) | set(res["skipped_data_aus"]))
+        if left:
+            print("not evaluated (left out by --aus or not in both): " + " ".join(f"AU{a}" for a in left))
+    else:
+        if res["skipped_checkpoint_aus"]:
+            print("checkpoint AUs not in the data: " + " ".join(f"AU{a}" for a in res["skipped_checkpoint_aus"]))
+        if res["skipped_data_aus"]:
+            print("data AUs the checkpoint does not predict: " + " ".join(f"AU{a}" for a in res["skipped_data_aus"]))
     if res.get("prior_text"):
         print(res["prior_text"])
     print(f"wrote {out}.md and {out}.csv")

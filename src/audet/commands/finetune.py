@@ -15,22 +15,27 @@ OUT/init_map.json."""
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="an audet .safetensors checkpoint (with its .json)")
     p.add_argument("config", help="YAML file or packaged config name")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
-    p.add_argument("--out", help="run directory (= output.dir)")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="dotted config overrides (optional), e.g. data.root=DIR")
+    p.add_argument("--out", help="run directory (= output.dir; default runs/<name>)")
     p.add_argument("--no-strict-trunk", action="store_true",
                    help="keep fresh init for non-AU tensors the checkpoint cannot fill (default: error)")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--resume", dest="resume", action="store_true", default=None)
-    g.add_argument("--no-resume", dest="resume", action="store_false")
+    g.add_argument("--resume", dest="resume", action="store_true", default=None,
+                   help="continue from OUT/checkpoints/last.ckpt (error if absent)")
+    g.add_argument("--no-resume", dest="resume", action="store_false",
+                   help="start afresh even if last.ckpt exists")
 
 
 def run(args) -> int:
-    from audet.commands.train import config_from_args
+    from audet.commands._common import check_checkpoint, check_data_root, config_from_args, epoch_lines
     from audet.engine.fit import fit
 
     args.overrides = [*(args.overrides or []), f"model.init_from={args.checkpoint}"]
     if args.no_strict_trunk:
         args.overrides.append("model.init_strict_trunk=false")
-    cfg = config_from_args(args)
-    fit(cfg, resume=args.resume)
+    cfg = config_from_args(args)  # the whole config is checked here, before any work
+    check_checkpoint(args.checkpoint)
+    check_data_root(cfg, args)
+    fit(cfg, resume=args.resume, callbacks=[epoch_lines()])
     return 0

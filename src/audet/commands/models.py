@@ -11,13 +11,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="also print each model's metadata")
 
 
+def _counted_params(name: str, num_aus: int = 12) -> str:
+    """Parameters of the model as built (not a number copied into its registry entry)."""
+    from audet.models import create_model
+
+    try:
+        model = create_model(name, num_aus=num_aus)
+    except Exception as exc:  # noqa: BLE001 (a model that needs data to be built still gets listed)
+        return f"not counted ({' '.join(str(exc).split())[:80]})"
+    return f"{sum(p.numel() for p in model.parameters()):,} with {num_aus} AUs (counted from the built model)"
+
+
 def run(args) -> int:
+    from audet.commands._common import UsageError
     from audet.models import list_models, model_info
 
     names = list_models(args.pattern)
     if not names:
-        print(f"no registered model matches {args.pattern!r}")
-        return 1
+        raise UsageError(f"no registered model matches {args.pattern!r}; `audet models` lists them all")
     width = max(len(n) for n in names)
     for n in names:
         info = model_info(n)
@@ -27,7 +38,8 @@ def run(args) -> int:
             paper = paper[:37] + "..."
         print(f"{n:<{width}}  {desc}" + (f"  [{paper}]" if paper else ""))
         if args.verbose:
+            print(f"{'':<{width}}    parameters: {_counted_params(n)}")
             for k, v in sorted(info.items()):
-                if k not in ("variant", "description"):
+                if k not in ("variant", "description", "params"):  # params: the published model's, not each variant's
                     print(f"{'':<{width}}    {k}: {v}")
     return 0

@@ -20,7 +20,7 @@ Work is split over worker processes by sequence and is resumable: re-running the
 command after an interruption skips finished sequences (OUT/.prepare/ manifests) and
 produces the same bytes as an uninterrupted run. Bad frames are skipped and reported.
 
-Expected layouts (--root):
+Expected layouts (--raw):
   BP4D       BP4D-training/<subject>/<task>/<frame>.jpg, AUCoding/AU_OCC/<subject>_<task>.csv,
              2DFeatures/<subject>_<task>.mat
   DISFA      Videos_LeftCamera/LeftVideo<SN>_comp.avi, ActionUnit_Labels/<SN>/<SN>_au<N>.txt,
@@ -33,10 +33,10 @@ Expected layouts (--root):
              cropped_aligned/<video>/<frame>.jpg (or the raw videos); needs --detector
 
 examples:
-  audet prepare BP4D --root /data/BP4D --out prepared/bp4d --workers 2
-  audet prepare DISFA --root /data/DISFA --out prepared/disfa
-  audet prepare GFT --root /data/GFT --out prepared/gft --split gft_split.json
-  audet prepare Aff-Wild2 --root /data/affwild2 --out prepared/affwild2 --detector NAME
+  audet prepare BP4D --raw /data/BP4D --out prepared/bp4d --num-workers 2
+  audet prepare DISFA --raw /data/DISFA --out prepared/disfa
+  audet prepare GFT --raw /data/GFT --out prepared/gft --split gft_split.json
+  audet prepare Aff-Wild2 --raw /data/affwild2 --out prepared/affwild2 --detector NAME
       (NAME: a detector registered in audet.data.prepare.landmarks; "fake" is for tests only)
 """
 
@@ -44,18 +44,20 @@ examples:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("dataset", metavar="DATASET",
                    help="BP4D, DISFA, GFT, BP4D+ or Aff-Wild2 (case-insensitive)")  # fmt: skip
-    p.add_argument("--root", required=True, metavar="RAW", help="the raw release folder")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
-    p.add_argument("--workers", type=int, default=1, metavar="N",
-                   help="worker processes (default 1)")  # fmt: skip
+    from audet.commands._common import add_aus, add_num_workers, add_quiet, deprecated_alias
+
+    p.add_argument("--raw", metavar="DIR", help="the raw release folder (required)")
+    deprecated_alias(p, "--root", "--raw", "raw", metavar="DIR")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="output folder (created): the prepared directory that --data / data.root take")
+    add_num_workers(p, 1, "worker processes")
     p.add_argument("--folds", choices=("official", "auto"), default=None,
                    help="parts: official lists of protocol section 5, or deterministic "
                         "assign_parts(seed). Default: official when every subject is listed "
                         "and the release is not synthetic, else auto (with a notice). "
                         "GFT: auto = seeded split with the official 78/18 proportions")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="seed of --folds auto (default 0)")
-    p.add_argument("--aus", type=int, nargs="+", metavar="AU",
-                   help="AU numbers and label-column order (default: the dataset's AU set)")  # fmt: skip
+    add_aus(p, "AU numbers and label-column order (default: the dataset's AU set)")
     p.add_argument("--image-format", choices=("jpg", "png"), default="jpg",
                    help="aligned crops as JPEG quality 95 (default) or lossless PNG")  # fmt: skip
     p.add_argument("--split", dest="split_file", metavar="FILE",
@@ -68,7 +70,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="keyword argument for the detector factory (repeatable)")  # fmt: skip
     p.add_argument("--force", action="store_true",
                    help="redo every sequence even if a finished manifest exists")  # fmt: skip
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_quiet(p)
 
 
 def _parse_kv(items: list[str]) -> dict:
@@ -84,22 +86,43 @@ def _parse_kv(items: list[str]) -> dict:
     return out
 
 
-def run(args: argparse.Namespace) -> int:
-    from audet.data.prepare import prepare_dataset
+def _check_out(out: str, image_format: str) -> None:
+    """Refuse to mix crop formats in one prepared directory (the old crops would stay beside the new)."""
+    from audet.commands._common import UsageError
+    from audet.data.meta import read_dataset_meta
 
-    prepare_dataset(
-        args.dataset,
-        args.root,
-        args.out,
-        workers=args.workers,
-        folds=args.folds,
-        seed=args.seed,
-        aus=tuple(args.aus) if args.aus else None,
-        image_format=args.image_format,
-        split_file=args.split_file,
-        detector=args.detector,
-        detector_kwargs=_parse_kv(args.detector_arg),
-        force=args.force,
-        progress=not args.no_progress,
-    )
+    try:
+        old = read_dataset_meta(out, required=False).get("image_format")
+    except ValueError:  # a damaged dataset.json is rewritten by the preparation
+        return
+    if old and old != image_format:
+        raise UsageError(f"--out {out} already holds {old} crops; re-run with --image-format {old}, "
+                         f"or give a new --out for {image_format} crops (or delete {out} first)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from audet.commands._common import UsageError, parse_aus
+    from audet.data.prepare import prepare_dataset
+    from audet.utils.log import console_logging
+
+    if not args.raw:  # not argparse's required=: the deprecated --root alias fills the same field
+        raise UsageError("--raw DIR is required: the folder of the raw release (see `audet prepare --help`)")
+    aus = parse_aus(args.aus)  # a missing --raw folder is reported by prepare_dataset with its layout
+    _check_out(args.out, args.image_format)
+    with console_logging():
+        prepare_dataset(
+            args.dataset,
+            args.raw,
+            args.out,
+            workers=args.num_workers,
+            folds=args.folds,
+            seed=args.seed,
+            aus=tuple(aus) if aus else None,
+            image_format=args.image_format,
+            split_file=args.split_file,
+            detector=args.detector,
+            detector_kwargs=_parse_kv(args.detector_arg),
+            force=args.force,
+            progress=not args.quiet,
+        )
     return 0

@@ -19,10 +19,10 @@ Presets (subjects x sequences x frames, image size):
   default 24 x 6 x 120 @256     (17,280 frames; calibration and experiments)
   large   48 x 8 x 120 @256     (46,080 frames)
 Any option below overrides the preset. The same --seed gives byte-identical files for any
---workers. See docs/synth.md for what each AU and knob looks like.
+--num-workers. See docs/synth.md for what each AU and knob looks like.
 
 examples:
-  audet synth --preset quick --out data/synth_quick --seed 0 --workers 2
+  audet synth --preset quick --out data/synth_quick --seed 0 --num-workers 2
   audet synth --preset test --out /tmp/s --subjects 6 --sequences 2 --frames 50 --size 256 \\
       --noise-landmarks 0.5
   audet synth --grid docs/img/synth_grid.png
@@ -68,7 +68,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="named size/settings preset [default]")  # fmt: skip
     p.add_argument("--out", help="output folder (required unless --grid)")
     p.add_argument("--seed", type=int, default=0, help="random seed; same seed -> same bytes [0]")
-    p.add_argument("--workers", type=int, default=1, help="parallel processes [1]")
+    from audet.commands._common import add_num_workers
+
+    add_num_workers(p, 1, "parallel processes")
     p.add_argument("--force", action="store_true", help="replace a data set already in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     p.add_argument("--grid", metavar="PNG",
@@ -95,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--out is required (or use --grid PNG)")
     log = None if args.quiet else print
     try:
-        generate(cfg, args.out, seed=args.seed, workers=args.workers, force=args.force,
+        generate(cfg, args.out, seed=args.seed, workers=args.num_workers, force=args.force,
                  progress=None if not args.quiet else False, log=log)  # fmt: skip
     except FileExistsError as exc:
         raise ValueError(str(exc)) from None

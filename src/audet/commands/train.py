@@ -17,7 +17,7 @@ A run continues from OUT/checkpoints/last.ckpt when it exists (output.resume=aut
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="YAML file or packaged config name (see `audet train --list`)", nargs="?")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides (optional)")
     p.add_argument("--out", help="run directory (= output.dir; default runs/<name>)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--resume", dest="resume", action="store_true", default=None,
@@ -27,26 +27,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
 
 
-def config_from_args(args) -> dict:
-    from audet.engine.config import load_config, parse_overrides
-
-    overrides = parse_overrides(args.overrides or [])
-    if getattr(args, "out", None):
-        overrides["output.dir"] = args.out
-    return load_config(args.config, overrides)
-
-
 def run(args) -> int:
+    from audet.commands._common import check_data_root, config_from_args, epoch_lines
     from audet.engine.config import dump_config, packaged_configs
 
-    if args.list or not args.config:
+    if args.list:
         print("\n".join(packaged_configs()))
-        return 0 if args.list else 2
-    cfg = config_from_args(args)
+        return 0
+    cfg = config_from_args(args)  # the whole config is checked here, before any work
     if args.print_config:
         print(dump_config(cfg), end="")
         return 0
+    check_data_root(cfg, args)
     from audet.engine.fit import fit
 
-    fit(cfg, resume=args.resume)
+    fit(cfg, resume=args.resume, callbacks=[epoch_lines()])
     return 0

@@ -27,7 +27,6 @@ error during training means a file changed or is corrupt on disk.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
@@ -36,10 +35,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from audet.data.dataset import AUDataset, data_aus, eval_clip, subject_vocabulary
+from audet.data.dataset import AUDataset, eval_clip, subject_vocabulary
 from audet.data.folds import split_validation
 from audet.data.images import collate, worker_init
 from audet.data.listfile import read_list
+from audet.data.meta import data_aus, read_dataset_meta, read_fold
 from audet.data.transforms import EvalTransform, TrainTransform
 
 __all__ = ["AUDataModule"]
@@ -108,13 +108,10 @@ class AUDataModule(L.LightningDataModule):
     def from_fold(cls, root, fold_index: int, **kwargs) -> "AUDataModule":
         """Fold ``fold_index`` (0-based) of ``root/dataset.json``'s ``folds`` list; ``aus`` default
         from ``dataset.json``."""
-        meta_path = Path(root) / "dataset.json"
-        if not meta_path.is_file():
-            raise FileNotFoundError(f"{meta_path} not found: is {root} a prepared dataset (`audet prepare`)?")
-        folds = json.loads(meta_path.read_text()).get("folds") or []
-        if not 0 <= int(fold_index) < len(folds):
-            raise ValueError(f"{root} has {len(folds)} fold(s) (0..{len(folds) - 1}); fold {fold_index} does not exist")
-        f = folds[int(fold_index)]
+        f = read_fold(root, fold_index)
+        if "train" not in f:
+            raise ValueError(f"fold {fold_index} of {root} trains on another dataset ({f.get('train_dataset')}); "
+                             "give that dataset's prepared directory and prefixes instead")
         return cls(root, f["train"], f["test"], **kwargs)
 
     def use_preprocess(self, preprocess: dict | None) -> None:
@@ -179,8 +176,7 @@ class AUDataModule(L.LightningDataModule):
         aus = self._aus if self._aus is not None else have
         if self._aus is not None and have is not None:
             cols = [have.index(a) for a in self._aus]
-        meta_path = self.root / "dataset.json"
-        dataset = json.loads(meta_path.read_text()).get("dataset") if meta_path.is_file() else None
+        dataset = read_dataset_meta(self.root, required=False).get("dataset")
         return {
             "aus": list(aus or []),
             "subjects": self.subject_vocabulary(),

@@ -39,7 +39,6 @@ A missing or corrupt image raises :class:`audet.data.images.ImageReadError` nami
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
@@ -49,30 +48,13 @@ from torch.utils.data import Dataset
 
 from audet.data.images import read_image
 from audet.data.listfile import ListFiles, read_list
+from audet.data.meta import data_aus, read_dataset_meta
 from audet.data.transforms import EvalTransform
-from audet.facs import DATASET_AUS, au_subcenters
+from audet.facs import au_subcenters
 
-__all__ = ["AUDataset", "data_aus", "eval_clip", "parse_clip", "subject_vocabulary"]
+__all__ = ["AUDataset", "eval_clip", "parse_clip", "subject_vocabulary"]
 
 _WINDOWS = {"sliding": "sliding", "disjoint": "disjoint", "non-overlapping": "disjoint", "nonoverlapping": "disjoint"}
-
-
-def data_aus(root, num_aus: int | None = None, dataset: str | None = None) -> list[int] | None:
-    """The AU numbers of the label columns: ``root/dataset.json``'s ``aus``, else the AU set of a
-    known dataset name (``DATASET_AUS``) if it has ``num_aus`` AUs; None when unknown."""
-    meta_path = Path(root) / "dataset.json"
-    if not meta_path.is_file():
-        meta_path = Path(root).parent / "dataset.json"  # a plain OUT/list directory
-    if meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
-        if meta.get("aus"):
-            return [int(a) for a in meta["aus"]]
-        dataset = dataset or meta.get("dataset")
-    if dataset:
-        for key, aus in DATASET_AUS.items():
-            if key.lower() == str(dataset).lower() and (num_aus is None or len(aus) == num_aus):
-                return list(aus)
-    return None
 
 
 def eval_clip(clip: dict | None) -> dict | None:
@@ -90,12 +72,10 @@ def subject_vocabulary(root, prefixes: Sequence[str] = (), *, image_root=None) -
     dataset (``dataset.json``'s ``parts``) plus those of the list ``prefixes`` given (read without
     checking images). ``batch["subject"]`` indexes it identically in every split."""
     subjects: set[str] = set()
-    meta_path = Path(root) / "dataset.json"
-    if meta_path.is_file():
-        parts = json.loads(meta_path.read_text()).get("parts") or {}
-        if isinstance(parts, dict):
-            for members in parts.values():
-                subjects.update(str(s) for s in members or [])
+    parts = read_dataset_meta(root, required=False).get("parts") or {}
+    if isinstance(parts, dict):
+        for members in parts.values():
+            subjects.update(str(s) for s in members or [])
     for prefix in prefixes:
         if prefix:
             lf = read_list(root, prefix, image_root=image_root, check_images=False)

@@ -1,4 +1,4 @@
-"""List files of a prepared dataset: reader with validation, deterministic writer, AU weights.
+"""List files of a prepared dataset: reader with validation, deterministic writer.
 
 A prepared split ``<prefix>`` (e.g. ``BP4D_combine_1_2`` or ``BP4D_part3``) is a set of text
 files with one line per frame (protocol section 4)::
@@ -13,6 +13,10 @@ a vector, which is what the published code reads back with ``numpy.loadtxt``)::
     <prefix>_weight.txt      w_j = (1/r_j) / sum_k(1/r_k) * J
     <prefix>_p_n_weight.txt  (N_j - P_j) / P_j
 
+(r_j = P_j / N_j over the frames where AU j is known). The values are those of AC2D Eq. 14 from
+:func:`audet.losses.au_weights` (``scale="list"``), the single implementation shared with the
+training loss, including its guard for an AU without a positive frame (docs/data.md).
+
 Files live in ``OUT/list/`` of a prepared directory ``OUT`` (images under ``OUT/images``) or in a
 plain directory of text files (the published code's ``data/list/``), in which case the image
 root must be given (or is the sibling ``../images`` folder when that exists).
@@ -26,7 +30,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -43,7 +46,6 @@ __all__ = [
     "list_dir_and_image_root",
     "read_list",
     "write_list",
-    "compute_weights",
     "SUFFIXES",
 ]
 
@@ -355,44 +357,6 @@ def read_list(
 # ------------------------------------------------------------------------------------------
 
 
-def compute_weights(labels) -> tuple[np.ndarray, np.ndarray]:
-    """AU weights of protocol section 4 from ``(N, A)`` labels with 9 = missing.
-
-    Per AU j, over the frames where its label is known (``N_j`` of them, ``P_j`` positive):
-    ``r_j = P_j / N_j``, ``w_j = (1/r_j) / sum_k (1/r_k) * J`` and ``pos_j = (N_j - P_j) / P_j``.
-
-    Edge cases (the published code divides by zero there): an AU with no positive frame is
-    treated as having one (``P_j = 1``), and an AU with no known label gets ``w_j = 0`` (it is
-    masked out of the loss anyway) and ``pos_j = 1``; both cases emit a warning.
-
-    Returns:
-        ``(w, pos)``, two float64 arrays of shape ``(A,)``.
-    """
-    lab = np.asarray(labels)
-    if lab.ndim != 2:
-        raise ValueError(f"labels must be (N, A), got shape {lab.shape}")
-    known = lab != 9
-    n = known.sum(axis=0).astype(np.float64)
-    p = ((lab == 1) & known).sum(axis=0).astype(np.float64)
-    empty = n == 0
-    nopos = (p == 0) & ~empty
-    if empty.any() or nopos.any():
-        parts = []
-        if nopos.any():
-            parts.append(f"columns {np.nonzero(nopos)[0].tolist()} have no positive frame (counted as 1)")
-        if empty.any():
-            parts.append(f"columns {np.nonzero(empty)[0].tolist()} have no known label (weight 0)")
-        warnings.warn("compute_weights: " + "; ".join(parts), RuntimeWarning, stacklevel=2)
-    p_eff = np.maximum(p, 1.0)
-    inv_r = np.where(empty, 0.0, n / p_eff)
-    J = lab.shape[1]
-    total = inv_r.sum()
-    w = inv_r / total * J if total > 0 else np.zeros(J)
-    pos = np.where(empty, 1.0, (n - p_eff) / p_eff)
-    pos = np.maximum(pos, 0.0)
-    return w, pos
-
-
 def _check_path_for_writing(i: int, p: str) -> str:
     p = str(p).replace("\\", "/")
     if not p or any(c in p for c in "\n\r") or p != p.strip():
@@ -412,8 +376,10 @@ def write_list(root, prefix: str, paths: Sequence[str], landmarks, labels, write
         paths: N relative image paths.
         landmarks: ``(N, 49, 2)`` or ``(N, 98)`` finite floats, written as ``%.4f``.
         labels: ``(N, A)`` integers in {0, 1, 9}, written as ``%d``.
-        write_weights: also write ``_weight.txt`` and ``_p_n_weight.txt`` (:func:`compute_weights`,
-            ``%.6f``, one value per line).
+        write_weights: also write ``_weight.txt`` and ``_p_n_weight.txt`` (``%.6f``, one value per
+            line): the published format, ``w_j * J`` and ``v_j`` of AC2D Eq. 14 as computed by
+            :func:`audet.losses.au_weights` with ``scale="list"`` (the one implementation; its
+            guards for an AU without a positive frame apply, with an ``AUWeightWarning``).
 
     Returns:
         ``{kind: path}`` of the files written. Inputs are validated before anything is written.
@@ -442,7 +408,9 @@ def write_list(root, prefix: str, paths: Sequence[str], landmarks, labels, write
         "labels": "".join(" ".join(str(v) for v in row) + "\n" for row in lab.tolist()),
     }
     if write_weights:
-        w, pos = compute_weights(lab)
+        from audet.losses import au_weights  # torch only when weights are written
+
+        w, pos = au_weights(lab, scale="list")
         for k, vec in (("au_weight", w), ("pos_weight", pos)):
             out[k] = list_dir / f"{prefix}{WEIGHT_SUFFIXES[k]}"
             texts[k] = "".join(_WEIGHT_FMT % v + "\n" for v in vec)

@@ -3,9 +3,11 @@
 - :class:`AUTask` (``audet.engine.task``): the LightningModule;
 - :func:`fit` (``audet.engine.fit``), :func:`cross_validate` (``audet.engine.cv``),
   :func:`evaluate` (``audet.engine.evaluate``);
-- :func:`load_config` (``audet.engine.config``): YAML + recipe + dotted overrides, validated;
+- :class:`AUEvaluator` (``audet.engine.evaluator``): the one scoring path (every labelled frame once);
+- :func:`load_config` (``audet.engine.config``): YAML + recipe + dotted overrides + stages, validated;
 - :func:`save_checkpoint` / :func:`load_checkpoint` / :func:`init_from_checkpoint`
-  (``audet.engine.checkpoint``): safetensors + JSON, AU-identity initialisation.
+  (``audet.engine.checkpoint``, the format of ``audet.models.checkpoint``): safetensors + JSON,
+  AU-identity initialisation.
 
 Names are imported lazily so that ``import audet.engine`` stays cheap.
 """
@@ -20,11 +22,14 @@ _EXPORTS = {
     "build_trainer": "fit",
     "cross_validate": "cv",
     "evaluate": "evaluate",
+    "AUEvaluator": "evaluator",
+    "FitData": "data",
     "load_config": "config",
     "ConfigError": "config",
     "save_checkpoint": "checkpoint",
     "load_checkpoint": "checkpoint",
     "init_from_checkpoint": "checkpoint",
+    "load_weights": "checkpoint",
     "map_state_by_au": "checkpoint",
     "CheckpointError": "checkpoint",
 }

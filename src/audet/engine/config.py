@@ -38,6 +38,7 @@ __all__ = [
     "apply_overrides",
     "parse_overrides",
     "validate_config",
+    "SCHEMA",
     "check_stages",
     "STAGE_KEYS",
     "config_path",
@@ -315,7 +316,8 @@ def _read_yaml(path: Path) -> dict:
     return data
 
 
-def _load_file(path: Path, _seen: tuple[Path, ...] = ()) -> dict:
+def _load_file(path: Path, _seen: tuple[Path, ...] = (), sources: dict[str, str] | None = None) -> dict:
+    """Read ``path`` and its ``base`` files; ``sources`` (if given) receives ``{dotted key: file}``."""
     path = path.resolve()
     if path in _seen:
         raise ConfigError(f"config {path} includes itself through 'base'")
@@ -324,8 +326,16 @@ def _load_file(path: Path, _seen: tuple[Path, ...] = ()) -> dict:
     bases = raw.pop("base", None)
     merged: dict = {}
     for b in [bases] if isinstance(bases, (str, os.PathLike)) else (bases or []):
-        merged = _merge(merged, _load_file(config_path(b, path.parent), _seen + (path,)))
+        merged = _merge(merged, _load_file(config_path(b, path.parent), _seen + (path,), sources))
+    if sources is not None:
+        _record(sources, raw, str(path))
     return _merge(merged, raw)
+
+
+def _record(sources: dict[str, str], values: Mapping, where: str, prefix: str = "") -> None:
+    """Remember ``where`` as the source of every (dotted) key of ``values``."""
+    for key in _flat_keys(values, prefix):
+        sources[key] = where
 
 
 def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
@@ -346,13 +356,19 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
     return out
 
 
-def apply_overrides(cfg: dict, overrides: Mapping[str, Any], source: str = "override") -> dict:
+def apply_overrides(cfg: dict, overrides: Mapping[str, Any], source: str = "override",
+                    sources: dict[str, str] | None = None) -> dict:
+    """``cfg`` with dotted ``overrides`` set; ``sources`` (if given) records ``source`` for each key."""
     cfg = copy.deepcopy(cfg)
     for key, value in overrides.items():
         _check_key(key, source)
         if isinstance(value, Mapping) and isinstance(get(cfg, key), dict) and key not in FREE_FORM:
             for sub in _flat_keys(value, key + "."):
                 _check_key(sub, source)
+            if sources is not None:
+                _record(sources, value, source, key + ".")
+        if sources is not None:
+            sources[key] = source
         _set(cfg, key, copy.deepcopy(value))
     return cfg
 
@@ -373,10 +389,19 @@ def _yaml_floats(obj: Any) -> Any:
     return obj
 
 
-def resolve_config(raw: Mapping, overrides: Mapping[str, Any] | None = None, source: str = "config") -> dict:
-    """Defaults + ``raw`` + the selected recipe + ``overrides`` -> a validated config dict."""
+def resolve_config(raw: Mapping, overrides: Mapping[str, Any] | None = None, source: str = "config",
+                   sources: Mapping[str, str] | None = None) -> dict:
+    """Defaults + ``raw`` + the selected recipe + ``overrides`` -> a validated config dict.
+
+    Every value is checked against its declared type and range (:data:`SCHEMA`); an error names
+    the key and where its value came from. ``sources`` maps dotted keys of ``raw`` to the file
+    that set them (default: ``source`` for all of them).
+    """
     overrides = dict(overrides or {})
     validate_config(raw, source)
+    src: dict[str, str] = {}
+    _record(src, {k: v for k, v in raw.items() if k != "base"}, source)
+    src.update(sources or {})
     cfg = _merge(DEFAULTS, {k: v for k, v in raw.items() if k != "base"})
     recipe = overrides.get("recipe", cfg.get("recipe") or "paper")
     recipes = cfg.get("recipes") or {}
@@ -385,10 +410,10 @@ def resolve_config(raw: Mapping, overrides: Mapping[str, Any] | None = None, sou
             f"unknown recipe {recipe!r} in {source}; available: {', '.join(['paper', *recipes]) or 'paper'}"
         )
     cfg["recipe"] = recipe
-    cfg = apply_overrides(cfg, recipes.get(recipe, {}) or {}, f"{source} (recipe {recipe!r})")
-    cfg = apply_overrides(cfg, overrides, "command-line override")
+    cfg = apply_overrides(cfg, recipes.get(recipe, {}) or {}, f"{source} (recipe {recipe!r})", src)
+    cfg = apply_overrides(cfg, overrides, "command-line override", src)
     cfg = _yaml_floats(cfg)
-    _check_values(cfg, source)
+    _check_values(cfg, source, src)
     return cfg
 
 
@@ -398,33 +423,265 @@ def load_config(path_or_name: str | os.PathLike, overrides: Mapping[str, Any] | 
     ``overrides`` may be a mapping ``{"optim.lr": 1e-3}`` or a list of ``"key=value"`` strings.
     """
     path = config_path(path_or_name)
-    raw = _load_file(path)
+    sources: dict[str, str] = {}
+    raw = _load_file(path, sources=sources)
     if overrides is not None and not isinstance(overrides, Mapping):
         overrides = parse_overrides(overrides)
-    cfg = resolve_config(raw, overrides, str(path))
+    cfg = resolve_config(raw, overrides, str(path), sources)
     if not cfg.get("name"):
         cfg["name"] = path.stem
     return cfg
 
 
-def _check_values(cfg: Mapping, source: str) -> None:
-    def need(cond: bool, msg: str) -> None:
-        if not cond:
-            raise ConfigError(f"{source}: {msg}")
+# --------------------------------------------------------------------------------------------
+# values: declared types and ranges, checked for the whole config before any work starts
+# --------------------------------------------------------------------------------------------
+class _Bad(Exception):
+    """A value does not fit its declared type or range (message: what it must be)."""
 
-    need(isinstance(get(cfg, "model.name"), str), "model.name must be a registered model name (see `audet models`)")
-    need(isinstance(get(cfg, "model.args"), Mapping), "model.args must be a mapping of keyword arguments")
-    need(int(get(cfg, "data.batch_size")) >= 1, "data.batch_size must be >= 1")
-    vf = get(cfg, "data.val_fraction")
-    need(vf is None or 0 <= float(vf) < 1 or (float(vf) >= 1 and float(vf) == int(vf)),
-         "data.val_fraction must be in [0, 1) (or a number of subjects)")
-    need(float(get(cfg, "optim.lr")) > 0, "optim.lr must be > 0")
-    need(get(cfg, "optim.schedule") in ("cosine", "constant"), "optim.schedule must be 'cosine' or 'constant'")
-    need(str(get(cfg, "optim.name")).lower() in ("adamw", "adam", "sgd"), "optim.name must be adamw, adam or sgd")
-    check_stages(cfg.get("stages"), source)
-    need(get(cfg, "selection.mode") in ("max", "min"), "selection.mode must be 'max' or 'min'")
-    need(int(get(cfg, "trainer.max_epochs")) >= 1, "trainer.max_epochs must be >= 1")
-    need(str(get(cfg, "output.resume")).lower() in ("auto", "true", "false"), "output.resume must be auto, true or false")
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _interval(lo, hi, lo_open=False, hi_open=False) -> str:
+    if lo is not None and hi is not None:
+        return f" in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+    if lo is not None:
+        return f" {'>' if lo_open else '>='} {lo:g}"
+    if hi is not None:
+        return f" {'<' if hi_open else '<='} {hi:g}"
+    return ""
+
+
+def _in_range(v, lo, hi, lo_open, hi_open) -> bool:
+    if lo is not None and (v <= lo if lo_open else v < lo):
+        return False
+    return not (hi is not None and (v >= hi if hi_open else v > hi))
+
+
+def _int(lo=None, hi=None, none=False):
+    what = f"a whole number{_interval(lo, hi)}" + (" or null" if none else "")
+
+    def check(v):
+        if v is None and none:
+            return None
+        if _is_num(v) and float(v).is_integer() and _in_range(int(v), lo, hi, False, False):
+            return int(v)
+        raise _Bad(what)
+
+    return check
+
+
+def _num(lo=None, hi=None, lo_open=False, hi_open=False, none=False):
+    what = f"a number{_interval(lo, hi, lo_open, hi_open)}" + (" or null" if none else "")
+
+    def check(v):
+        if v is None and none:
+            return None
+        if _is_num(v) and v == v and _in_range(float(v), lo, hi, lo_open, hi_open):
+            return v
+        raise _Bad(what)
+
+    return check
+
+
+def _bool(none=False):
+    def check(v):
+        if isinstance(v, bool) or (v is None and none):
+            return v
+        raise _Bad("true or false" + (" or null" if none else ""))
+
+    return check
+
+
+def _text(none=True):
+    def check(v):
+        if v is None and none:
+            return None
+        if isinstance(v, (str, os.PathLike)) and str(v).strip():
+            return v
+        raise _Bad("a non-empty text" + (" or null" if none else ""))
+
+    return check
+
+
+def _choice(*options):
+    def check(v):
+        for o in options:
+            if v == o and type(v) is type(o):  # noqa: E721 (True must not match 1)
+                return v
+        if isinstance(v, str) and v.lower() in [str(o).lower() for o in options if isinstance(o, str)]:
+            return v.lower()
+        raise _Bad("one of " + ", ".join(str(o) for o in options))
+
+    return check
+
+
+def _either(*checks, what: str):
+    def check(v):
+        for c in checks:
+            try:
+                return c(v)
+            except _Bad:
+                pass
+        raise _Bad(what)
+
+    return check
+
+
+def _mapping(none=False):
+    def check(v):
+        if isinstance(v, Mapping) or (v is None and none):
+            return v
+        raise _Bad("a mapping (key: value)" + (" or null" if none else ""))
+
+    return check
+
+
+def _str_list(v):
+    if isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v):
+        return list(v)
+    raise _Bad("a list of texts, e.g. [pos_embed, cls_token]")
+
+
+def _betas(v):
+    if (isinstance(v, (list, tuple)) and len(v) == 2 and all(_is_num(b) and 0 <= b < 1 for b in v)):
+        return [float(b) for b in v]
+    raise _Bad("a list of two numbers in [0, 1), e.g. [0.9, 0.999]")
+
+
+def _aus(v):
+    """``null``, a list of AU numbers, a comma list ``1,2,4`` or a dataset name (``BP4D``)."""
+    what = "null, a list of AU numbers like [1, 2, 4], or a dataset name like BP4D"
+    if v is None:
+        return None
+    if isinstance(v, str):
+        parts = [p.strip() for p in v.split(",") if p.strip()]
+        if parts and all(p.isdigit() for p in parts):
+            v = [int(p) for p in parts]
+        else:
+            from audet.facs import dataset_aus
+
+            try:
+                return list(dataset_aus(v))
+            except (ValueError, KeyError):
+                raise _Bad(what) from None
+    if _is_num(v):
+        v = [v]
+    if isinstance(v, (list, tuple)) and v and all(_is_num(a) and float(a).is_integer() and a >= 1 for a in v):
+        out = [int(a) for a in v]
+        if len(set(out)) != len(out):
+            raise _Bad("a list of AU numbers without repeats")
+        return out
+    raise _Bad(what)
+
+
+_PRECISIONS = ("auto", "32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16", "16-true", "bf16-true",
+               "64-true", "64", 32, 16, 64)
+_LIMIT = _either(_int(lo=0), _num(lo=0, hi=1), _choice(None),
+                 what="null, a number of batches (whole number >= 0) or a fraction in [0, 1]")
+
+#: Declared type and range of every key of :data:`DEFAULTS` (free-form keys: only their kind).
+SCHEMA: dict[str, Any] = {
+    "name": _text(), "seed": _int(0, 2**32 - 1, none=True), "recipe": _text(none=False),
+    "model.name": _text(none=False), "model.args": _mapping(), "model.init_from": _text(),
+    "model.init_strict_trunk": _bool(),
+    "data.dataset": _text(), "data.root": _text(), "data.fold": _int(lo=0, none=True),
+    "data.train_prefix": _text(), "data.test_prefix": _text(), "data.test_root": _text(), "data.aus": _aus,
+    "data.batch_size": _int(lo=1), "data.num_workers": _int(lo=0),
+    "data.val_fraction": _either(_num(lo=0, hi=1, hi_open=True), _int(lo=1), _choice(None),
+                                 what="a fraction in [0, 1) or a whole number of subjects"),
+    "data.clip": _mapping(none=True), "data.eval_batch_size": _int(lo=1, none=True),
+    "optim.lr": _num(lo=0, lo_open=True), "optim.scale_lr": _bool(), "optim.weight_decay": _num(lo=0),
+    "optim.betas": _betas, "optim.eps": _num(lo=0, lo_open=True), "optim.warmup_epochs": _num(lo=0),
+    "optim.warmup_start_factor": _num(0, 1), "optim.min_lr": _num(lo=0),
+    "optim.schedule": _choice("cosine", "constant"), "optim.name": _choice("adamw", "adam", "sgd"),
+    "optim.momentum": _num(0, 1, hi_open=True), "optim.nesterov": _bool(), "optim.no_decay_keywords": _str_list,
+    "trainer.max_epochs": _int(lo=1), "trainer.gradient_clip_val": _num(lo=0, none=True),
+    "trainer.gradient_clip_algorithm": _choice("norm", "value"), "trainer.precision": _choice(*_PRECISIONS),
+    "trainer.accelerator": _text(none=False),
+    "trainer.num_nodes": _int(lo=1), "trainer.strategy": _text(none=False),
+    "trainer.find_unused_parameters": _bool(), "trainer.deterministic": _bool(),
+    "trainer.log_every_n_steps": _int(lo=1), "trainer.limit_train_batches": _LIMIT,
+    "trainer.limit_val_batches": _LIMIT, "trainer.limit_test_batches": _LIMIT,
+    "trainer.accumulate_grad_batches": _int(lo=1), "trainer.check_val_every_n_epoch": _int(lo=1),
+    "trainer.progress_bar": _choice("auto", True, False), "trainer.tensorboard": _bool(),
+    "trainer.num_sanity_val_steps": _int(lo=-1),
+    "selection.monitor": _text(none=False), "selection.mode": _choice("max", "min"),
+    "selection.on_test": _bool(), "selection.test_after_fit": _bool(),
+    "output.dir": _text(), "output.resume": _choice("auto", True, False, "true", "false"),
+}
+
+
+def _stages(v):  # the shape only; check_stages validates each stage and names the problem
+    if v is None or (isinstance(v, list) and v):
+        return v
+    raise _Bad("null or a non-empty list of stages (name, epochs, optim, ...; docs/training.md)")
+
+
+SCHEMA["stages"] = _stages
+
+
+def _device_list(v):  # trainer.devices may be a list of ids, e.g. [0, 1]
+    if isinstance(v, (list, tuple)) and v and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in v):
+        return list(v)
+    raise _Bad("a list of device ids")
+
+
+SCHEMA["trainer.devices"] = _either(_int(lo=1), _choice("auto"), _device_list, _text(none=False),
+                                    what="a number of devices >= 1, 'auto' or a list of device ids like [0, 1]")
+
+
+def _source_of(sources: Mapping[str, str], key: str, default: str) -> str:
+    parts = key.split(".")
+    for i in range(len(parts), 0, -1):
+        k = ".".join(parts[:i])
+        if k in sources:
+            return sources[k]
+    return default
+
+
+def _example(key: str, check) -> str:
+    default = get(DEFAULTS, key)
+    try:
+        if default is not None and check(default) is not None:
+            return f" (e.g. {key}={_plain_text(default)})"
+    except _Bad:
+        pass
+    return ""
+
+
+def _plain_text(v: Any) -> str:
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_plain_text(x) for x in v) + "]"
+    return str(v)
+
+
+def _check_values(cfg: dict, source: str, sources: Mapping[str, str] | None = None) -> None:
+    """Check every declared key's type and range (normalising e.g. ``2.0`` -> ``2``, ``"1,2"`` -> [1, 2]).
+
+    Raises :class:`ConfigError` naming the key, its value and where the value came from (a config
+    file, a recipe, a command-line override or the defaults).
+    """
+    sources = sources or {}
+    for key, check in SCHEMA.items():
+        section, _, leaf = key.rpartition(".")
+        holder = get(cfg, section) if section else cfg
+        if not isinstance(holder, dict) or leaf not in holder:
+            continue
+        value = holder[leaf]
+        try:
+            holder[leaf] = check(value)
+        except _Bad as bad:
+            where = _source_of(sources, key, "the defaults")
+            fix = ("fix the override" if "command-line" in where else f"edit it there or override it with {key}=VALUE")
+            raise ConfigError(
+                f"{key}={_plain_text(value)!s} (from {where}) must be {bad}{_example(key, check)}; {fix}"
+            ) from None
+    check_stages(cfg.get("stages"), _source_of(sources, "stages", source))
 
 
 def dump_config(cfg: Mapping) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 from audet.engine.config import get
-from audet.engine.data import dataset_meta
+from audet.data.meta import read_dataset_meta
 from audet.engine.fit import fit, run_dir_of
 from audet.utils.io import write_json_atomic
 
@@ -22,7 +22,7 @@ __all__ = ["cross_validate", "num_folds_of"]
 
 def num_folds_of(config: dict) -> int:
     root = get(config, "data.root")
-    meta = dataset_meta(root) if root else {}
+    meta = read_dataset_meta(root, required=False) if root else {}
     folds = meta.get("folds")
     if isinstance(folds, list) and folds:
         return len(folds)

@@ -18,7 +18,6 @@
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -27,7 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-__all__ = ["EpochShuffleSampler", "FitData", "build_datamodule", "dataset_meta", "label_arrays", "label_stats"]
+__all__ = ["EpochShuffleSampler", "FitData", "build_datamodule", "label_arrays", "label_stats"]
 
 
 class EpochShuffleSampler(Sampler[int]):
@@ -55,14 +54,6 @@ class EpochShuffleSampler(Sampler[int]):
     def __iter__(self):
         g = torch.Generator().manual_seed(self._seed())
         yield from torch.randperm(self.n, generator=g).tolist()
-
-
-def dataset_meta(root: str | Path) -> dict:
-    """``root/dataset.json`` of a prepared directory ({} when absent)."""
-    p = Path(root) / "dataset.json"
-    if not p.is_file():
-        return {}
-    return json.loads(p.read_text())
 
 
 def label_arrays(labels, mask=None) -> tuple[np.ndarray, np.ndarray]:

@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from audet.data.dataset import data_aus
+from audet.data.meta import data_aus
 from audet.engine.checkpoint import load_checkpoint
 from audet.engine.data import shared_aus
 from audet.engine.evaluator import AUEvaluator
@@ -122,9 +122,7 @@ def evaluate(
     model_aus = [int(a) for a in (model.aus or [])]
     if not model_aus:
         raise ValueError(f"{checkpoint}: the checkpoint has no AU list")
-    have = data_aus(root)
-    if have is None:
-        raise ValueError(f"{root}: cannot tell its AUs (no 'aus' in dataset.json); pass --aus")
+    have = data_aus(root, required=True)
     common = shared_aus(model_aus, have)
     if aus:
         wanted = [int(a) for a in aus]

@@ -189,6 +189,12 @@ def _stage_dir(run_dir: Path, idx: int, stage: dict, staged: bool) -> Path:
 def _set_trainable(model, stage: dict) -> dict:
     """Freeze per the model's frozen pretrained parts and the stage; returns a summary."""
     model.unfreeze()
+    names = [n for n, _ in model.named_parameters()]
+    for key in ("frozen", "trainable"):
+        for pat in stage.get(key) or []:
+            if not any(fnmatch.fnmatchcase(n, pat) for n in names):
+                raise ValueError(f"stage {stage['name']!r}: {key} pattern {pat!r} matches no parameter of "
+                                 f"{model.model_name} (names look like {', '.join(names[:3])}, ...)")
     frozen = [p.module + ".*" for p in model.pretrained_parts().values() if p.frozen]
     frozen += list(stage.get("frozen") or [])
     if frozen:

@@ -18,7 +18,9 @@ def f1_table(rows: Mapping[str, Mapping[int, float]], aus: Sequence[int], scale:
     cols = [f"AU{a}" for a in aus]
     data = []
     for name, per_au in rows.items():
-        vals = [float(per_au.get(int(a), per_au.get(str(a), float("nan")))) * scale for a in aus]
+        # an AU without test positives has F1 NaN, which results.json stores as null
+        got = [per_au.get(int(a), per_au.get(str(a))) for a in aus]
+        vals = [float("nan") if v is None else float(v) * scale for v in got]
         finite = [v for v in vals if not math.isnan(v)]
         data.append(vals + [float(np.mean(finite)) if finite else float("nan")])
     df = pd.DataFrame(data, index=list(rows), columns=cols + ["Avg"])

@@ -553,7 +553,7 @@ class AC2D(AUModel):
 
 
     # ------------------------------------------------------------------------------------------
-    # initialisation from a model trained on another AU set (engine.checkpoint.map_state_by_au)
+    # initialisation from a model trained on another AU set (audet.models.checkpoint.map_state_by_au)
     def au_state_map(self, old_state, old_aus, new_aus):
         """Branches map by AU identity (protocol section 6: DISFA from BP4D); the trunk is copied.
 

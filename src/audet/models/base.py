@@ -85,8 +85,17 @@ class LossContext:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to(self, device) -> "LossContext":
-        mv = lambda t: t.to(device) if isinstance(t, torch.Tensor) else t  # noqa: E731
-        return LossContext(mv(self.au_weight), mv(self.pos_weight), {k: mv(v) for k, v in self.extra.items()})
+        """A copy on ``device`` (tensors in ``extra`` too, also inside lists, dicts and nested contexts)."""
+        def mv(t):
+            if isinstance(t, (torch.Tensor, LossContext)):
+                return t.to(device)
+            if isinstance(t, (list, tuple)):
+                return type(t)(mv(v) for v in t)
+            if isinstance(t, dict):
+                return {k: mv(v) for k, v in t.items()}
+            return t
+
+        return LossContext(mv(self.au_weight), mv(self.pos_weight), mv(dict(self.extra)))
 
 
 @dataclass
@@ -222,6 +231,8 @@ class AUModel(nn.Module):
     au_module_lists: tuple[str, ...] = ()
     #: ``{fnmatch pattern: dim}`` of tensors with an AU dimension, e.g. ``{"fc.weight": 0}``
     au_state_keys: dict[str, int] = {}
+    #: the metadata of the checkpoint the model was loaded from (set by ``load_checkpoint``)
+    checkpoint_meta: dict | None = None
 
     def __init__(self, num_aus: int, aus: Sequence[int] | None = None, preprocess: dict | None = None,
                  data: DataInfo | None = None):
@@ -239,8 +250,9 @@ class AUModel(nn.Module):
         self.config: dict[str, Any] = {}
         #: the current training stage ("" outside staged runs); set by :meth:`on_stage_start`
         self.stage: str = ""
-        #: attribute paths of sub-modules kept in eval mode (see :meth:`freeze`)
+        #: attribute paths of sub-modules kept in eval mode, and the patterns (see :meth:`freeze`)
         self._frozen_modules: tuple[str, ...] = ()
+        self._frozen_patterns: tuple[str, ...] = ()
         #: {part name: "file PATH" | "random <description>"} after :func:`load_pretrained_parts`
         self.pretrained_status: dict[str, str] = {}
 
@@ -270,17 +282,13 @@ class AUModel(nn.Module):
         ``labels`` ``(N, A)`` float 0/1 and ``mask`` ``(N, A)`` (1 = labelled) over the training
         frames. Default: w_j and v_j of AC2D Eq. 14 (:func:`audet.losses.au_weights`).
         """
-        import warnings
-
         from audet.losses import au_weights
 
         labels = np.asarray(labels, dtype=np.float64)
         mask = np.asarray(mask, dtype=np.float64)
         if labels.ndim != 2 or labels.shape != mask.shape:
             raise ValueError(f"loss_context needs (N, A) labels and mask; got {labels.shape} and {mask.shape}")
-        with warnings.catch_warnings():
-            warnings.simplefilter("always")
-            w, v = au_weights(labels, mask)
+        w, v = au_weights(labels, mask)
         return LossContext(au_weight=torch.as_tensor(w).float(), pos_weight=torch.as_tensor(v).float())
 
     def loss_terms(self, output: ModelOutput, batch: dict, ctx: LossContext) -> dict[str, torch.Tensor]:
@@ -345,34 +353,37 @@ class AUModel(nn.Module):
 
     # --- frozen sub-modules -------------------------------------------------------------------
     def freeze(self, patterns: Iterable[str]) -> list[str]:
-        """Freeze parameters whose names match any fnmatch pattern (``"fan.*"``): ``requires_grad``
-        False, and every sub-module all of whose parameters are frozen (or whose name matches) is
-        kept in eval mode by :meth:`train`. Returns the frozen parameter names. Cumulative."""
-        pats = [str(p) for p in patterns]
+        """Freeze the parameters whose names match any fnmatch pattern (``"fan.*"``):
+        ``requires_grad`` False, and every sub-module whose name matches (``fan`` for ``fan.*``) or
+        all of whose parameters match is kept in eval mode by :meth:`train` (BatchNorm statistics
+        stay put). Cumulative until :meth:`unfreeze`. Returns the frozen parameter names."""
+        pats = [*getattr(self, "_frozen_patterns", ()), *(str(p) for p in patterns)]
+        self._frozen_patterns = tuple(pats)
+
+        def hit(name: str) -> bool:
+            return any(fnmatch.fnmatchcase(name, pat) for pat in pats)
+
         names = []
         for name, p in self.named_parameters():
-            if any(fnmatch.fnmatchcase(name, pat) for pat in pats):
+            if hit(name):
                 p.requires_grad_(False)
                 names.append(name)
-        mods = set(self._frozen_modules)
+        mods: list[str] = []
         for mname, mod in self.named_modules():
-            if not mname:
+            if not mname or any(mname.startswith(m + ".") for m in mods):
                 continue
-            params = list(mod.parameters())
-            by_name = any(fnmatch.fnmatchcase(mname, pat) or fnmatch.fnmatchcase(mname + ".x", pat) for pat in pats)
-            if by_name or (params and all(not p.requires_grad for p in params)):
-                if not any(mname.startswith(m + ".") for m in mods):
-                    mods = {m for m in mods if not m.startswith(mname + ".")}
-                    mods.add(mname)
-        self._frozen_modules = tuple(sorted(mods))
-        if self._frozen_modules:
-            self.train(self.training)
+            pnames = [f"{mname}.{n}" for n, _ in mod.named_parameters()]
+            if hit(mname) or hit(mname + ".x") or (pnames and all(hit(n) for n in pnames)):
+                mods.append(mname)
+        self._frozen_modules = tuple(mods)
+        self.train(self.training)
         return names
 
     def unfreeze(self) -> None:
         """Undo :meth:`freeze` (every parameter trainable; no module locked in eval)."""
         for p in self.parameters():
             p.requires_grad_(True)
+        self._frozen_patterns = ()
         self._frozen_modules = ()
         self.train(self.training)
 
@@ -416,7 +427,8 @@ def pretrained_state_keys(model: nn.Module, stored_only: bool | None = None) -> 
 
 
 def load_pretrained_parts(model: nn.Module, *, allow_random: bool | None = None,
-                          paths: dict[str, str] | None = None, from_checkpoint: Iterable[str] = ()) -> dict[str, str]:
+                          paths: dict[str, str] | None = None,
+                          from_checkpoint: dict[str, str] | None = None) -> dict[str, str]:
     """Load every :class:`PretrainedPart` of ``model`` from its file and freeze the frozen ones.
 
     The file of a part comes from ``paths[option]`` or the model argument ``model.config[option]``.
@@ -424,8 +436,8 @@ def load_pretrained_parts(model: nn.Module, *, allow_random: bool | None = None,
     where to get it and the option to set -- unless ``allow_random`` (default: the model argument
     ``allow_random_pretrained``) is true, in which case the part keeps its random init and is
     reported as ``"random <description>"`` (such weights are then always stored in checkpoints).
-    Parts named in ``from_checkpoint`` get their weights elsewhere (a checkpoint that stores
-    them): they are only frozen, and keep the status recorded in ``model.pretrained_status``.
+    Parts named in ``from_checkpoint`` (``{part: recorded status}``) get their weights elsewhere (a
+    checkpoint that stores them): they are only frozen and keep the recorded status.
     Returns (and sets ``model.pretrained_status``) ``{part: "file PATH" | "random ..." | "absent"}``.
     """
     if not isinstance(model, AUModel):
@@ -435,10 +447,10 @@ def load_pretrained_parts(model: nn.Module, *, allow_random: bool | None = None,
     if allow_random is None:
         allow_random = bool(cfg.get("allow_random_pretrained", False))
     status: dict[str, str] = {}
-    skip = set(from_checkpoint)
+    skip = dict(from_checkpoint or {})
     for name, part in parts.items():
         if name in skip:
-            status[name] = (getattr(model, "pretrained_status", {}) or {}).get(name) or "checkpoint"
+            status[name] = skip[name] or "checkpoint"
             if part.frozen:
                 model.freeze([part.module + ".*"])
             continue

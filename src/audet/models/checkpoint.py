@@ -145,39 +145,100 @@ def save_checkpoint(
     return weights_path, meta_path
 
 
+_WHAT_TO_DO = ("give the best.safetensors or last.safetensors of an `audet train` run (with its .json), "
+               "or import the authors' file with `audet convert`")
+
+
+def _not_a_checkpoint(path: Path, why: str) -> CheckpointError:
+    return CheckpointError(f"{path}: not an audet checkpoint ({why}); {_WHAT_TO_DO}")
+
+
+def _header_problem(weights_path: Path) -> str | None:
+    """Why ``weights_path`` cannot be a safetensors file (None if its header looks sound)."""
+    size = weights_path.stat().st_size
+    if size == 0:
+        return "the file is empty"
+    if size < 8:
+        return f"the file has only {size} bytes"
+    with open(weights_path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        head = f.read(min(n, 1)) if n + 8 <= size else b""
+    if n + 8 > size or head != b"{":
+        with open(weights_path, "rb") as f:
+            start = f.read(64)
+        if start.startswith(b"PK\x03\x04") or start[:1] == b"\x80":
+            return "it is a pickled PyTorch file; audet never unpickles"
+        try:
+            start.decode("utf-8")
+            return "it is a text file, not safetensors"
+        except UnicodeDecodeError:
+            return "not in the safetensors format: damaged, or another kind of file"
+    return None
+
+
 def read_checkpoint_meta(path: str | os.PathLike) -> dict:
-    """The checkpoint's metadata: the JSON sidecar, or the copy in the safetensors header."""
+    """The checkpoint's metadata: the JSON sidecar, or the copy in the safetensors header.
+
+    A missing, empty, damaged or foreign file raises :class:`CheckpointError` (FileNotFoundError
+    when absent) with one line saying what is wrong and what to give instead.
+    """
     weights_path, meta_path = checkpoint_paths(path)
     if meta_path.is_file():
+        text = meta_path.read_text(errors="replace")
+        if not text.strip():
+            raise _not_a_checkpoint(meta_path, "the metadata file is empty")
         try:
-            meta = json.loads(meta_path.read_text())
+            meta = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise CheckpointError(f"{meta_path}: not valid JSON ({exc})") from None
+            raise _not_a_checkpoint(meta_path, f"the metadata is not valid JSON: {exc}") from None
     elif weights_path.is_file():
+        problem = _header_problem(weights_path)
+        if problem:
+            raise _not_a_checkpoint(weights_path, problem)
         from safetensors import safe_open
 
-        with safe_open(str(weights_path), framework="pt") as f:
-            header = f.metadata() or {}
+        try:
+            with safe_open(str(weights_path), framework="pt") as f:
+                header = f.metadata() or {}
+        except Exception as exc:  # safetensors raises its own error types
+            raise _not_a_checkpoint(weights_path, f"unreadable safetensors header: {exc}") from None
         if _META_KEY not in header:
-            raise CheckpointError(f"{weights_path}: no {meta_path.name} beside it and no audet metadata in its header")
-        meta = json.loads(header[_META_KEY])
+            raise CheckpointError(
+                f"{weights_path}: no {meta_path.name} beside it and no audet metadata in its header "
+                f"(a safetensors file from elsewhere?); {_WHAT_TO_DO}"
+            )
+        try:
+            meta = json.loads(header[_META_KEY])
+        except json.JSONDecodeError as exc:
+            raise _not_a_checkpoint(weights_path, f"its embedded metadata is not valid JSON: {exc}") from None
     else:
-        raise FileNotFoundError(f"checkpoint {weights_path} not found")
+        raise FileNotFoundError(f"checkpoint {weights_path} not found; {_WHAT_TO_DO}")
+    if not isinstance(meta, dict):
+        raise _not_a_checkpoint(meta_path, f"the metadata is a JSON {type(meta).__name__}, not an object")
     if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not an audet checkpoint (format {meta.get('format')!r}, expected {FORMAT!r})")
+        raise CheckpointError(
+            f"{path}: not an audet checkpoint (format {meta.get('format')!r}, expected {FORMAT!r}); {_WHAT_TO_DO}"
+        )
+    if not isinstance(meta.get("model"), str):
+        raise _not_a_checkpoint(meta_path, "the metadata names no model")
     return meta
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The checkpoint's tensors; an absent, empty or damaged file raises a one-line error."""
     from safetensors.torch import load_file
 
     weights_path, _ = checkpoint_paths(path)
     if not weights_path.is_file():
-        raise FileNotFoundError(f"checkpoint weights {weights_path} not found")
+        raise FileNotFoundError(f"checkpoint weights {weights_path} not found (the .json needs its .safetensors "
+                                "beside it); copy both files of the checkpoint")
+    problem = _header_problem(weights_path)
+    if problem:
+        raise _not_a_checkpoint(weights_path, problem)
     try:
         return load_file(str(weights_path))
     except Exception as exc:  # safetensors raises its own error types
-        raise CheckpointError(f"{weights_path}: not a readable safetensors file ({exc})") from None
+        raise _not_a_checkpoint(weights_path, f"unreadable safetensors data: {exc}") from None
 
 
 def load_state_strict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str = "checkpoint",
@@ -235,8 +296,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if isinstance(meta.get("preprocess"), dict):  # recorded preprocessing wins (e.g. an opt-in resize)
         model.preprocess = {**getattr(model, "preprocess", {}), **meta["preprocess"]}
     recorded = meta.get("pretrained") or {}
-    stored = [n for n, r in recorded.items() if r.get("stored")]
-    model.pretrained_status = {n: r.get("status", "") for n, r in recorded.items()}
+    stored = {n: r.get("status", "") for n, r in recorded.items() if r.get("stored")}
     try:
         load_pretrained_parts(model, from_checkpoint=stored)
     except PretrainedWeightsMissing as exc:

@@ -111,12 +111,8 @@ class Ensemble(AUModel):
         ctxs = ctx.extra.get("members") or [ctx] * len(self.members)
         terms = {}
         for i, m in enumerate(self.members):
-            aux = {k.split("/", 1)[1]: v for k, v in output.aux.items() if k.startswith(f"m{i}/")}
-            out = ModelOutput(output.aux["member_logits"][i], aux)
-            c = ctxs[i]
-            if isinstance(c, LossContext) and c.au_weight is not None and ctx.au_weight is not None:
-                c = c.to(ctx.au_weight.device)
-            terms.update({f"m{i}/{k}": v for k, v in m.loss_terms(out, batch, c).items()})
+            out = self._member_output(output, i)
+            terms.update({f"m{i}/{k}": v for k, v in m.loss_terms(out, batch, ctxs[i]).items()})
         return terms
 
     # ------------------------------------------------------------------ hooks, forwarded

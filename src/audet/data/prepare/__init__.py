@@ -15,43 +15,32 @@ Aff-Wild2      :mod:`audet.data.prepare.affwild2`                   ``Aff-Wild2_
                                                                     ``Aff-Wild2_val``
 =============  ===================================================  ==========================
 
-:func:`prepare_dataset` is the Python entry point; :mod:`audet.data.prepare.runner` holds the
-parallel, resumable runner (with :mod:`~audet.data.prepare.types`,
-:mod:`~audet.data.prepare.readers`, :mod:`~audet.data.prepare.worker`,
-:mod:`~audet.data.prepare.partition` and :mod:`~audet.data.prepare.assemble`;
-:mod:`audet.data.prepare.common` re-exports their names); :mod:`audet.data.prepare.landmarks` the
-detector interface for releases without landmarks; :mod:`audet.data.prepare.fake` tiny fake
-releases for tests.
+:func:`prepare_dataset` is the Python entry point. The modules, each importing only those above it
+(no import cycles):
+
+=====================================  ===========================================================
+:mod:`audet.data.prepare.types`        constants, :class:`LayoutError`, :class:`SequenceSpec`,
+                                       :class:`FrameItem`, :class:`PrepareOptions`
+:mod:`audet.data.prepare.partition`    parts and folds
+:mod:`audet.data.prepare.release`      the :class:`Release` base class, :data:`RELEASES`,
+                                       :func:`get_release`
+:mod:`audet.data.prepare.readers`      small helpers shared by the readers (frames, images,
+                                       videos, label rows)
+:mod:`audet.data.prepare.worker`       per-sequence processing (runs in the workers), manifests
+:mod:`audet.data.prepare.assemble`     list files, ``dataset.json``, ``prepare_summary.json``
+:mod:`audet.data.prepare.runner`       :func:`run_prepare`, the parallel, resumable runner
+:mod:`audet.data.prepare.landmarks`    the detector interface for releases without landmarks
+:mod:`audet.data.prepare.fake`         tiny fake releases for tests
+=====================================  ===========================================================
+
+Progress and notes go to the ``logging`` logger ``audet.data.prepare`` (``audet prepare`` shows
+them on the console).
 """
 from __future__ import annotations
 
-import importlib
+from audet.data.prepare.release import RELEASES, dataset_names, get_release
 
 __all__ = ["RELEASES", "get_release", "prepare_dataset", "dataset_names"]
-
-#: canonical dataset name -> (module, class)
-RELEASES = {
-    "BP4D": ("audet.data.prepare.bp4d", "BP4DRelease"),
-    "DISFA": ("audet.data.prepare.disfa", "DISFARelease"),
-    "GFT": ("audet.data.prepare.gft", "GFTRelease"),
-    "BP4D+": ("audet.data.prepare.bp4dplus", "BP4DPlusRelease"),
-    "Aff-Wild2": ("audet.data.prepare.affwild2", "AffWild2Release"),
-}
-
-
-def dataset_names() -> list[str]:
-    return list(RELEASES)
-
-
-def get_release(name: str):
-    """The reader of dataset ``name`` (case-insensitive; ``bp4dplus``, ``affwild2`` accepted)."""
-    from audet.data.folds import canonical_dataset
-
-    ds = canonical_dataset(name)
-    if ds not in RELEASES:
-        raise ValueError(f"unknown dataset {name!r}; choose from {', '.join(RELEASES)}")
-    mod, cls = RELEASES[ds]
-    return getattr(importlib.import_module(mod), cls)()
 
 
 def prepare_dataset(dataset: str, root, out, **kwargs) -> dict:

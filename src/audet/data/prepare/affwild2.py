@@ -37,13 +37,13 @@ from audet.data.prepare.readers import (
     list_frames,
     read_image,
 )
+from audet.data.prepare.release import Release
 from audet.data.prepare.types import (
     DETECT,
     VIDEO_EXTENSIONS,
     FrameItem,
     LayoutError,
     PrepareOptions,
-    Release,
     SequenceSpec,
 )
 

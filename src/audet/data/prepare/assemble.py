@@ -5,6 +5,7 @@ writes the same bytes as an uninterrupted one.
 """
 from __future__ import annotations
 
+import logging
 import re
 import warnings
 from collections import Counter
@@ -13,16 +14,16 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from audet.data.meta import DATASET_META
 from audet.data.prepare.partition import Partition
-from audet.data.prepare.types import SKIP_REASONS, PrepareOptions, Release, SequenceSpec
+from audet.data.prepare.release import Release
+from audet.data.prepare.types import SKIP_REASONS, PrepareOptions, SequenceSpec
 from audet.data.prepare.worker import load_manifest, manifest_path
 from audet.utils.io import write_json_atomic
 
-__all__ = ["assemble"]
+__all__ = ["assemble", "summary_lines"]
 
-
-def _log(msg: str) -> None:
-    print(msg, flush=True)
+logger = logging.getLogger(__name__)
 
 
 def assemble(release: Release, specs: Sequence[SequenceSpec], aus: Sequence[int],
@@ -66,13 +67,13 @@ def assemble(release: Release, specs: Sequence[SequenceSpec], aus: Sequence[int]
         subjects = [s for p in part_names for s in partition.parts.get(p, [])]
         paths, lm, lab = rows_of(subjects)
         if not paths:
-            _log(f"warning: {prefix} has no frames; its list files are not written")
+            logger.warning("%s has no frames; its list files are not written", prefix)
             continue
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             write_list(out, prefix, paths, lm, lab, write_weights=is_train)
         for w in caught:  # e.g. an AU without positives in a small training set
-            _log(f"note: {prefix}: {w.message}")
+            logger.warning("note: %s: %s", prefix, w.message)
         written_prefixes[prefix] = {"parts": part_names, "frames": len(paths),
                                     "subjects": len(subjects), "train": is_train}  # fmt: skip
     # list files of this dataset left by an earlier run with other parts
@@ -86,7 +87,7 @@ def assemble(release: Release, specs: Sequence[SequenceSpec], aus: Sequence[int]
              and (f.get("train") in written_prefixes or f.get("train_dataset"))]  # fmt: skip
     dropped = [f for f in partition.folds if f not in folds]
     for f in dropped:
-        _log(f"warning: fold {f} dropped (a prefix has no frames)")
+        logger.warning("fold %s dropped (a prefix has no frames)", f)
 
     n_written = sum(c["written"] for c in subj_counts.values())
     n_skipped = sum(reasons.values())
@@ -125,13 +126,15 @@ def assemble(release: Release, specs: Sequence[SequenceSpec], aus: Sequence[int]
         "audet_version": __version__,
     }
     write_json_atomic(out / "prepare_summary.json", summary)
-    write_json_atomic(out / "dataset.json", info)
+    write_json_atomic(out / DATASET_META, info)
     return summary
 
 
-def _print_summary(summary: dict) -> None:
-    _log(f"{summary['dataset']}: {summary['frames_written']} frames written, "
-         f"{summary['frames_skipped']} skipped "
-         f"({summary['subjects']} subjects, {summary['sequences']} sequences)")  # fmt: skip
+def summary_lines(summary: dict) -> list[str]:
+    """The summary of a run as text lines (frames written, skipped by reason)."""
+    lines = [f"{summary['dataset']}: {summary['frames_written']} frames written, "
+             f"{summary['frames_skipped']} skipped "
+             f"({summary['subjects']} subjects, {summary['sequences']} sequences)"]  # fmt: skip
     for r, n in summary["skipped_by_reason"].items():
-        _log(f"  skipped {n:>8d}  {r}: {SKIP_REASONS.get(r, '')}")
+        lines.append(f"  skipped {n:>8d}  {r}: {SKIP_REASONS.get(r, '')}")
+    return lines

@@ -20,6 +20,7 @@ Layout read (``RAW`` = ``--root``; see ``docs/datasets.md`` for sources and assu
 from __future__ import annotations
 
 import csv
+import logging
 import os
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -34,16 +35,18 @@ from audet.data.prepare.readers import (
     list_frames,
     read_image,
 )
+from audet.data.prepare.release import Release
 from audet.data.prepare.types import (
     DETECT,
     FrameItem,
     LayoutError,
     PrepareOptions,
-    Release,
     SequenceSpec,
 )
 
 __all__ = ["BP4DRelease", "read_au_occ", "read_fit_mat"]
+
+logger = logging.getLogger(__name__)
 
 
 def read_au_occ(path: str | os.PathLike, aus: Sequence[int]) -> tuple[dict[int, np.ndarray], list[int]]:
@@ -165,8 +168,8 @@ class BP4DRelease(Release):
             raise self._missing_layout(root, ["AUCoding/AU_OCC/<subject>_<task>.csv files"])
         ignored = sorted(set(images) - set(labels))
         if ignored:
-            print(f"note: {len(ignored)} image folder(s) without an AU_OCC file are not part of "
-                  f"the benchmark and are ignored (e.g. {'/'.join(ignored[0])})")  # fmt: skip
+            logger.warning(f"note: {len(ignored)} image folder(s) without an AU_OCC file are not part of "
+                           f"the benchmark and are ignored (e.g. {'/'.join(ignored[0])})")  # fmt: skip
         specs = []
         for (subj, task), csv_path in sorted(labels.items()):
             img = images.get((subj, task), "")

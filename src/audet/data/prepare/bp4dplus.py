@@ -15,6 +15,7 @@ BP4D+ follow the BP4D format is an ASSUMPTION.
 """
 from __future__ import annotations
 
+import logging
 import os
 import zipfile
 from pathlib import Path
@@ -25,6 +26,8 @@ from audet.data.prepare.readers import decode_image, find_dir, frame_number
 from audet.data.prepare.types import IMAGE_EXTENSIONS, PrepareOptions, SequenceSpec
 
 __all__ = ["BP4DPlusRelease"]
+
+logger = logging.getLogger(__name__)
 
 
 class BP4DPlusRelease(BP4DRelease):
@@ -62,8 +65,8 @@ class BP4DPlusRelease(BP4DRelease):
     def discover(self, root: Path, opts: PrepareOptions) -> list[SequenceSpec]:
         specs = super().discover(root, opts)
         if not opts.detector and not any(s.get("landmarks") for s in specs):
-            print("note: no 2DFeatures/<subject>_<task>.mat files and no --detector: every frame "
-                  "will be skipped as no_landmarks")  # fmt: skip
+            logger.warning("note: no 2DFeatures/<subject>_<task>.mat files and no --detector: every frame "
+                           "will be skipped as no_landmarks")  # fmt: skip
         return specs
 
     def _frames(self, spec: SequenceSpec):

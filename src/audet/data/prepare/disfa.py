@@ -21,6 +21,7 @@ Layout read (``RAW`` = ``--root``; sources and assumptions in ``docs/datasets.md
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 from pathlib import Path
@@ -36,16 +37,18 @@ from audet.data.prepare.readers import (
     list_frames,
     read_image,
 )
+from audet.data.prepare.release import Release
 from audet.data.prepare.types import (
     VIDEO_EXTENSIONS,
     FrameItem,
     LayoutError,
     PrepareOptions,
-    Release,
     SequenceSpec,
 )
 
 __all__ = ["DISFARelease", "read_intensities", "read_pts_mat", "binarise"]
+
+logger = logging.getLogger(__name__)
 
 #: Occurrence threshold on DISFA intensities (protocol section 5).
 OCCURRENCE_THRESHOLD = 2
@@ -166,8 +169,8 @@ class DISFARelease(Release):
                               f"{self.layout}")  # fmt: skip
         no_video = [s.subject for s in specs if not s.get("source")]
         if no_video:
-            print(f"note: no left-camera video for {' '.join(no_video)}: their labelled frames "
-                  "are reported as missing_image")  # fmt: skip
+            logger.warning(f"note: no left-camera video for {' '.join(no_video)}: their labelled frames "
+                           "are reported as missing_image")  # fmt: skip
         return specs
 
     # -- frames ------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ Bad frames never abort the batch: they are skipped and counted by reason
 """
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
 import sys
 import time
@@ -31,12 +32,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Iterable
 
-from audet.data.prepare.assemble import _log, _print_summary, assemble
+from audet.data.meta import DATASET_META
+from audet.data.prepare.assemble import assemble, summary_lines
+from audet.data.prepare.release import Release, get_release
 from audet.data.prepare.types import (
     LayoutError,
     PrepareInterrupted,
     PrepareOptions,
-    Release,
     SequenceSpec,
 )
 from audet.data.prepare.worker import (
@@ -50,6 +52,8 @@ from audet.data.prepare.worker import (
 )
 
 __all__ = ["run_prepare"]
+
+logger = logging.getLogger(__name__)
 
 
 def _resolve_aus(release: Release, aus: Iterable[int] | None) -> tuple[int, ...]:
@@ -65,8 +69,6 @@ def _resolve_aus(release: Release, aus: Iterable[int] | None) -> tuple[int, ...]
 
 def run_prepare(opts: PrepareOptions) -> dict:
     """Prepare one release end to end (resumable). Returns the summary dict."""
-    from audet.data.prepare import get_release
-
     release = get_release(opts.dataset)
     opts.dataset = release.name
     if opts.image_format not in ("jpg", "png"):
@@ -92,15 +94,15 @@ def run_prepare(opts: PrepareOptions) -> dict:
         create_detector(opts.detector, **opts.detector_kwargs)  # fail fast with a clear error
     partition = release.partition(sorted({s.subject for s in specs}), specs, opts)
     if partition.notice:
-        _log(partition.notice)
+        logger.info(partition.notice)
 
     shash = settings_hash(opts, aus)
     pending = [s for s in specs
                if opts.force or not _manifest_current(manifest_path(out, release.name, s), s, shash)]  # fmt: skip
     done_before = len(specs) - len(pending)
-    _log(f"prepare {release.name}: {len(specs)} sequences from {root}"
-         + (f" ({done_before} already done, resuming)" if done_before else "")
-         + f"; {opts.workers} worker(s)")  # fmt: skip
+    logger.info(f"prepare {release.name}: {len(specs)} sequences from {root}"
+                + (f" ({done_before} already done, resuming)" if done_before else "")
+                + f"; {opts.workers} worker(s)")  # fmt: skip
 
     t0, cpu0 = time.perf_counter(), _cpu_seconds()
     written_now = 0
@@ -109,12 +111,13 @@ def run_prepare(opts: PrepareOptions) -> dict:
     elapsed, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0
 
     summary = assemble(release, specs, aus, partition, opts)
-    _print_summary(summary)
+    for line in summary_lines(summary):
+        logger.info(line)
     if pending:
         rate = written_now / elapsed if elapsed > 0 else float("nan")
-        _log(f"processed {len(pending)} sequence(s), {written_now} frames in {elapsed:.1f} s "
-             f"({rate:.1f} frames/s; {cpu:.1f} CPU-s)")  # fmt: skip
-    _log(f"wrote {out / 'dataset.json'} and {out / 'prepare_summary.json'}")
+        logger.info(f"processed {len(pending)} sequence(s), {written_now} frames in {elapsed:.1f} s "
+                    f"({rate:.1f} frames/s; {cpu:.1f} CPU-s)")  # fmt: skip
+    logger.info(f"wrote {out / DATASET_META} and {out / 'prepare_summary.json'}")
     return summary
 
 

@@ -1,20 +1,17 @@
 """Types and constants of ``audet prepare``: what a release reader and the runner exchange.
 
-A release module provides a :class:`Release`: ``discover`` lists the :class:`SequenceSpec` of a
-raw release (a wrong root raises :class:`LayoutError`) and ``iter_frames`` yields one
-:class:`FrameItem` per frame; :class:`PrepareOptions` are the settings of a run. Frames that are
+A release module provides a :class:`audet.data.prepare.release.Release`: ``discover`` lists the
+:class:`SequenceSpec` of a raw release (a wrong root raises :class:`LayoutError`) and
+``iter_frames`` yields one :class:`FrameItem` per frame; :class:`PrepareOptions` are the settings
+of a run. Frames that are
 not written are counted by reason (:data:`SKIP_REASONS`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from audet.data.prepare.partition import Partition
 
 __all__ = [
     "MANIFEST_VERSION",
@@ -29,7 +26,6 @@ __all__ = [
     "SequenceSpec",
     "FrameItem",
     "PrepareOptions",
-    "Release",
 ]
 
 #: Manifest format version; bump when the per-sequence result changes meaning.
@@ -135,36 +131,3 @@ class PrepareOptions:
     force: bool = False
     progress: bool = True
     stop_after: int | None = None  # test hook: raise PrepareInterrupted after k sequences
-
-
-class Release:
-    """Base class of the per-release readers."""
-
-    #: ``audet.facs.DATASET_AUS`` key and output directory name.
-    name: str = ""
-    #: One line: what ``--root`` must contain (used in LayoutError messages and docs).
-    layout: str = ""
-    #: Whether the release's landmark annotations are 1-based (MATLAB style).
-    one_based: bool = False
-
-    def discover(self, root: Path, opts: PrepareOptions) -> list[SequenceSpec]:
-        raise NotImplementedError
-
-    def iter_frames(self, spec: SequenceSpec, aus: Sequence[int],
-                    opts: PrepareOptions) -> Iterator[FrameItem]:  # fmt: skip
-        raise NotImplementedError
-
-    def needs_detector(self, specs: Sequence[SequenceSpec], opts: PrepareOptions) -> bool:
-        """True when some frames can only get landmarks from a detector."""
-        return False
-
-    def partition(self, subjects: Sequence[str], specs: Sequence[SequenceSpec],
-                  opts: PrepareOptions) -> "Partition":  # fmt: skip
-        """Parts, list prefixes and folds (default: 3 subject-exclusive parts)."""
-        from audet.data.prepare.partition import three_fold_partition
-
-        synthetic = (Path(opts.root) / SYNTH_META).is_file()
-        return three_fold_partition(self.name, subjects, opts.folds, opts.seed, synthetic)
-
-    def source_info(self, opts: PrepareOptions) -> dict:
-        return {"layout": self.layout, "landmarks_one_based": self.one_based}

@@ -15,13 +15,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from audet.data.prepare.release import Release, get_release
 from audet.data.prepare.types import (
     DELAY_ENV,
     DETECT,
     MANIFEST_VERSION,
     FrameItem,
     PrepareOptions,
-    Release,
     SequenceSpec,
 )
 from audet.utils.io import write_bytes_atomic
@@ -32,7 +32,14 @@ _STATE: dict[str, Any] = {}
 
 
 def _init_worker(opts_dict: dict) -> None:
+    """Pool initializer. Workers ignore SIGINT: Ctrl-C reaches the whole process group, and the
+    main process alone stops the run (leaving the pool terminates it), so an interrupted
+    ``audet prepare`` ends with one line instead of a BrokenPipe traceback per worker."""
+    import signal
+
     import cv2
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     cv2.setNumThreads(1)
     _STATE.clear()
@@ -188,8 +195,6 @@ def process_sequence(spec: SequenceSpec, release: Release, opts: PrepareOptions,
 
 
 def _worker(job: tuple[str, SequenceSpec, tuple[int, ...]]) -> dict:
-    from audet.data.prepare import get_release
-
     dataset, spec, aus = job
     return process_sequence(spec, get_release(dataset), _STATE["opts"], aus)
 

@@ -7,7 +7,7 @@ subject-exclusive split (a third of the subjects held out). Features:
 * ``pixels``: 48x48 grey pixels, each image standardised (zero mean, unit std);
 * ``hog``: HOG of the 96x96 grey crop (8-px cells, 16-px blocks, 9 bins; 4,356 values).
 
-Prints F1 next to the prior F1 of always predicting positive, ``2p / (1 + p)``.
+Reports F1 next to the prior F1 of always predicting positive, ``2p / (1 + p)``.
 
     python -m audet.data.synth.sanity DIR [--features pixels|hog] [--test-fraction 0.34]
 
@@ -105,13 +105,20 @@ def main(argv: list[str] | None = None) -> int:
     F = features(X, args.features, size)
     C = 0.001 if args.features == "pixels" else 0.0005
     res, test_names = evaluate(F, Y, S, args.test_fraction, args.seed, C)
-    print(f"{len(X)} frames, {len(np.unique(S))} subjects; test subjects: {' '.join(test_names)}")
-    print("| AU | test rate | prior F1 | LR F1 |\n|---|---|---|---|")
-    for au, (p, prior, f1) in res.items():
-        print(f"| {au} | {100 * p:.1f} | {100 * prior:.1f} | {100 * f1:.1f} |")
-    print(f"| mean | | {100 * np.mean([v[1] for v in res.values()]):.1f} | "
-          f"{100 * np.mean([v[2] for v in res.values()]):.1f} |")  # fmt: skip
+    # the script's output for the user (this is a command-line entry point, not library code)
+    print(report(res, len(X), len(np.unique(S)), test_names))
     return 0
+
+
+def report(res: dict, n_frames: int, n_subjects: int, test_names) -> str:
+    """The Markdown table of :func:`evaluate`'s result, with a one-line header."""
+    lines = [f"{n_frames} frames, {n_subjects} subjects; test subjects: {' '.join(test_names)}",
+             "| AU | test rate | prior F1 | LR F1 |", "|---|---|---|---|"]  # fmt: skip
+    for au, (p, prior, f1) in res.items():
+        lines.append(f"| {au} | {100 * p:.1f} | {100 * prior:.1f} | {100 * f1:.1f} |")
+    lines.append(f"| mean | | {100 * np.mean([v[1] for v in res.values()]):.1f} | "
+                 f"{100 * np.mean([v[2] for v in res.values()]):.1f} |")  # fmt: skip
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":  # pragma: no cover

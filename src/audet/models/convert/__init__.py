@@ -12,7 +12,14 @@ def _ac2d(src, aus=None, **kw):
     return convert_ac2d(src, aus, **kw)
 
 
+def _cisnet(src, aus=None, *, confounder_scale=None, prototype=None, **kw):
+    # confounder_scale / prototype are AC2D options the CLI passes to every converter
+    from audet.models.convert.cisnet import convert_cisnet
+
+    return convert_cisnet(src, aus, **kw)
+
+
 #: converter name -> function(src, aus=None, **options) -> model
-CONVERTERS = {"ac2d": _ac2d}
+CONVERTERS = {"ac2d": _ac2d, "cisnet": _cisnet}
 
 __all__ = ["CONVERTERS"]
