@@ -394,13 +394,17 @@ def test_tiny_ac2d_overfits_small_batch():
 def _pair(name, **kw):
     torch.manual_seed(0)
     loop = tiny(name, num_aus=3, branch_impl="loop", **kw)
-    batched = tiny(name, num_aus=3, **kw)
+    batched = tiny(name, num_aus=3, branch_impl="batched", **kw)
     batched.load_state_dict(loop.state_dict())
     return loop, batched
 
 
-def test_default_branch_impl_is_batched_and_bad_value_raises():
-    assert tiny().branch_impl == "batched" and tiny().config["branch_impl"] == "batched"
+def test_default_branch_impl_is_auto_and_bad_value_raises():
+    m = tiny()
+    assert m.branch_impl == "auto" and m.config["branch_impl"] == "auto"
+    x1, x2 = torch.zeros(1, 3, 64, 64), torch.zeros(2, 3, 64, 64)
+    assert m._batched(x1) and not m._batched(x2)  # stacked for one image on the CPU, loop for batches
+    assert tiny(branch_impl="batched")._batched(x2) and not tiny(branch_impl="loop")._batched(x1)
     with pytest.raises(ValueError, match="branch_impl"):
         tiny(branch_impl="vmap")
 
@@ -446,7 +450,7 @@ def test_batched_branches_equal_loop_outputs_loss_and_gradients(name, mode):
     assert n > 10  # the last branch's parameters got (equal) gradients
 
 
-@pytest.mark.parametrize("impl", ["batched", "loop"])
+@pytest.mark.parametrize("impl", ["batched", "loop", "auto"])
 def test_forward_logits_equals_forward_and_mutates_nothing(impl):
     torch.manual_seed(0)
     m = tiny("ac2d", num_aus=3, branch_impl=impl).eval()
@@ -461,7 +465,7 @@ def test_forward_logits_equals_forward_and_mutates_nothing(impl):
 def test_batched_branches_with_drop_path_train_and_match_in_eval():
     torch.manual_seed(0)
     loop = tiny("ac2d_av", num_aus=2, branch_impl="loop", drop_path_rate=0.5)
-    batched = tiny("ac2d_av", num_aus=2, drop_path_rate=0.5)
+    batched = tiny("ac2d_av", num_aus=2, drop_path_rate=0.5, branch_impl="batched")
     batched.load_state_dict(loop.state_dict())
     x = torch.randn(4, 3, 64, 64)
     with torch.no_grad():

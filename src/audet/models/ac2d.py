@@ -58,12 +58,14 @@ epoch accumulators are plain attributes (DDP broadcasts buffers from rank 0 each
 clobber per-rank sums) and are all-reduced (sum of features and counts) in ``on_train_epoch_end``
 when ``torch.distributed`` is initialised.
 
-Stage-3 evaluation (``branch_impl=``): ``"batched"`` (default) runs the m branches as ONE stacked
+Stage-3 evaluation (``branch_impl=``): ``"auto"`` (default) is ``"batched"`` for a batch of one
+image or off the CPU and ``"loop"`` otherwise (measured: stacking wins only at batch 1 on the
+2-core CPU). ``"batched"`` runs the m branches as ONE stacked
 computation (their weights stacked at call time, batched matmuls and grouped convolutions,
 :mod:`audet.models.layers.stacked`); ``"loop"`` runs them one after another, as the authors' code
 does. Same parameters and state_dict names, same maths: outputs, losses and gradients agree to
-float rounding (tests: atol 1e-5, and the golden parity with the authors' outputs holds on the
-batched path). ``forward_logits`` (evaluation, inference, ONNX) forms no attention summaries, so
+float rounding (tests: atol 1e-5, and the golden parity with the authors' outputs holds on both
+paths). ``forward_logits`` (evaluation, inference, ONNX) forms no attention summaries, so
 the constrained block also runs the fused ``scaled_dot_product_attention``.
 
 Training recipe, paper vs published code (protocol section 7), also in ``model_info(name)["recipe"]``:
@@ -116,7 +118,7 @@ __all__ = [
 PROTOTYPE_MODES = ("batch", "epoch_stale", "epoch")
 CONFOUNDER_SCALES = ("paper", "code")
 #: how stage 3 evaluates the m AU branches (same maths, same parameters): see ``AC2D.forward``
-BRANCH_IMPLS = ("batched", "loop")
+BRANCH_IMPLS = ("auto", "batched", "loop")
 ATTENTION_LOSSES = ("average", "each", "none")
 INTERVENTIONS = ("per_au", "shared", "none")
 
@@ -191,7 +193,7 @@ class AC2D(AUModel):
         confounder_scale: str = "paper",
         lambda_a: float = 12800.0,
         sigma: float = 3.0,
-        branch_impl: str = "batched",
+        branch_impl: str = "auto",
         preprocess: dict | None = None,
         data: DataInfo | None = None,
     ):
@@ -224,7 +226,8 @@ class AC2D(AUModel):
         self.confounder_scale = confounder_scale
         self.lambda_a = float(lambda_a)
         self.sigma = float(sigma)
-        #: "batched" (default): the m branches run as one stacked computation; "loop": one after another
+        #: "batched": the m branches run as one stacked computation; "loop": one after another;
+        #: "auto" (default): batched for a batch of 1 or off the CPU, else loop (see _batched)
         self.branch_impl = branch_impl
         #: index of the constrained block in stage 3: the (n3 - 1)-th block (1-based)
         self.constrained_index = max(depths[2] - 2, 0)
@@ -358,6 +361,17 @@ class AC2D(AUModel):
         logits, zero = self._branch_logits(features, None, None)
         return logits if zero is None else logits + zero
 
+    def _batched(self, x: torch.Tensor) -> bool:
+        """Whether stage 3 runs stacked for an input of this batch size and device.
+
+        ``"auto"``: stacked for a batch of 1 (frame-by-frame inference) or on a non-CPU device.
+        Measured on the 2-core CPU (docs/benchmarks.md): stacked is 1.10x the loop at batch 1 but
+        0.99x, 0.95x and 0.90x at batches 2, 4 and 8 (the loop keeps one branch's activations in
+        cache; stacking moves all m at once)."""
+        if self.branch_impl != "auto":
+            return self.branch_impl == "batched"
+        return x.shape[0] == 1 or x.device.type != "cpu"
+
     def _branch_features(self, rich_map: torch.Tensor, wants: Sequence[str]):
         """Stage 3 of every AU branch: pooled features ``(B, A, C)``, attention summaries
         ``{name: (B, A, ...)}`` of the constrained block, and the stage-3 (h, w).
@@ -365,7 +379,7 @@ class AC2D(AUModel):
         ``branch_impl="batched"`` stacks the branches' weights and runs each layer once for all
         branches (:mod:`audet.models.layers.stacked`); ``"loop"`` runs the branches one after
         another. Same parameters, same maths (equal up to float rounding)."""
-        if self.branch_impl == "loop":
+        if not self._batched(rich_map):
             feats, infos = [], []
             for br in self.branches:
                 f, info, (h, w) = br.forward_features(rich_map, self.constrained_index, wants)
@@ -393,7 +407,7 @@ class AC2D(AUModel):
             for br in self.branches:
                 t = br.intervention.zero_touch()
                 zero = t if zero is None else zero + t
-        if self.branch_impl == "loop":
+        if not self._batched(features):
             logits = []
             for j, br in enumerate(self.branches):
                 f = features[:, j]
