@@ -387,3 +387,112 @@ def test_tiny_ac2d_overfits_small_batch():
         last = {k: v.item() for k, v in terms.items()}
     assert last["au"] < 0.2 * first["au"], (first, last)
     assert sum(last.values()) < 0.2 * sum(first.values()), (first, last)
+
+
+# ---------------------------------------------------------------------------------------------
+# stage 3 as one batched computation (branch_impl="batched", default) vs the per-branch loop
+def _pair(name, **kw):
+    torch.manual_seed(0)
+    loop = tiny(name, num_aus=3, branch_impl="loop", **kw)
+    batched = tiny(name, num_aus=3, branch_impl="batched", **kw)
+    batched.load_state_dict(loop.state_dict())
+    return loop, batched
+
+
+def test_default_branch_impl_is_auto_and_bad_value_raises():
+    m = tiny()
+    assert m.branch_impl == "auto" and m.config["branch_impl"] == "auto"
+    x1, x2 = torch.zeros(1, 3, 64, 64), torch.zeros(2, 3, 64, 64)
+    assert m._batched(x1) and not m._batched(x2)  # stacked for one image on the CPU, loop for batches
+    assert tiny(branch_impl="batched")._batched(x2) and not tiny(branch_impl="loop")._batched(x1)
+    with pytest.raises(ValueError, match="branch_impl"):
+        tiny(branch_impl="vmap")
+
+
+def test_batched_branches_keep_state_dict_names():
+    loop, batched = _pair("ac2d")
+    keys = list(batched.state_dict())
+    assert keys == list(loop.state_dict())
+    assert "branches.2.blocks.1.attn.up_conv.weight" in keys and "branches.0.intervention.w_z.bias" in keys
+
+
+@pytest.mark.parametrize("name", ["ac2d", "ac2d_ae", "ac2d_avcsd", "ac2d_bnet"])
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_batched_branches_equal_loop_outputs_loss_and_gradients(name, mode):
+    loop, batched = _pair(name)
+    if mode == "eval" and loop.has_intervention:  # stored prototypes in eval
+        proto = torch.randn(loop.proto_k.shape)
+        for m in (loop, batched):
+            m.set_prototypes(proto, 8.0)
+    b = make_batch(A=3)
+    ctx = LossContext(au_weight=torch.tensor([0.2, 0.3, 0.5]), pos_weight=torch.tensor([1.5, 2.0, 1.0]))
+    outs, losses = [], []
+    for m in (loop, batched):
+        m.train(mode == "train")
+        out = m(b["image"], return_full_attention=True)
+        loss = sum(m.loss_terms(out, b, ctx).values())
+        loss.backward()
+        outs.append(out)
+        losses.append(loss.detach())
+    (lo, bo) = outs
+    assert set(lo.aux) == set(bo.aux)
+    torch.testing.assert_close(bo.logits, lo.logits, atol=1e-5, rtol=0)
+    for k in lo.aux:
+        torch.testing.assert_close(bo.aux[k], lo.aux[k], atol=1e-5, rtol=0, msg=k)
+    torch.testing.assert_close(losses[1], losses[0], atol=1e-5, rtol=1e-6)
+    gl = dict(loop.named_parameters())
+    n = 0
+    for k, p in batched.named_parameters():
+        assert (p.grad is None) == (gl[k].grad is None), k
+        if p.grad is not None:
+            torch.testing.assert_close(p.grad, gl[k].grad, atol=1e-5, rtol=1e-4, msg=k)
+            n += k.startswith("branches.2.")
+    assert n > 10  # the last branch's parameters got (equal) gradients
+
+
+@pytest.mark.parametrize("impl", ["batched", "loop", "auto"])
+def test_forward_logits_equals_forward_and_mutates_nothing(impl):
+    torch.manual_seed(0)
+    m = tiny("ac2d", num_aus=3, branch_impl=impl).eval()
+    m.set_prototypes(torch.randn(3, 64), 4.0)
+    x = torch.randn(2, 3, 64, 64)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    with torch.no_grad():
+        torch.testing.assert_close(m.forward_logits(x), m(x).logits, atol=1e-5, rtol=0)
+    assert all(torch.equal(v, before[k]) for k, v in m.state_dict().items())
+
+
+def test_batched_branches_with_drop_path_train_and_match_in_eval():
+    torch.manual_seed(0)
+    loop = tiny("ac2d_av", num_aus=2, branch_impl="loop", drop_path_rate=0.5)
+    batched = tiny("ac2d_av", num_aus=2, drop_path_rate=0.5, branch_impl="batched")
+    batched.load_state_dict(loop.state_dict())
+    x = torch.randn(4, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(batched.eval()(x).logits, loop.eval()(x).logits, atol=1e-5, rtol=0)
+    torch.manual_seed(1)
+    t1 = batched.train()(x).logits
+    torch.manual_seed(2)
+    t2 = batched(x).logits
+    assert not torch.allclose(t1, t2)  # stochastic depth is active in training
+
+
+@pytest.mark.parametrize("sr", [1, 2])
+def test_stacked_block_equals_each_block_with_attention_outputs(sr):
+    from audet.models.layers import Block
+    from audet.models.layers.stacked import stacked_block
+
+    torch.manual_seed(0)
+    blocks = [Block(16, 2, sr_ratio=sr) for _ in range(3)]
+    for blk in blocks:  # non-trivial norms and biases
+        for p in blk.parameters():
+            p.data.add_(0.1 * torch.randn_like(p))
+    x = torch.randn(3, 2, 64, 16)  # (A, B, N, C) on an 8 x 8 grid
+    out, info = stacked_block(x, blocks, 8, 8, ("mean", "logmean"))
+    fused, _ = stacked_block(x, blocks, 8, 8)
+    for j, blk in enumerate(blocks):
+        ref, ref_info = blk.forward_attn(x[j], 8, 8, ("mean", "logmean"))
+        torch.testing.assert_close(out[j], ref, atol=1e-5, rtol=0)
+        torch.testing.assert_close(fused[j], ref, atol=1e-5, rtol=0)
+        for k in ("mean", "logmean"):
+            torch.testing.assert_close(info[k][j], ref_info[k], atol=1e-5, rtol=0)

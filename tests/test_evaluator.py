@@ -77,3 +77,13 @@ def test_centre_target_clips_score_the_centre_frame():
     r = ev.evaluate()
     assert r["n"] == 2 and r["f1"] == 1.0
     assert np.array_equal(r["labels"], y.numpy())
+
+
+def test_sequences_follow_the_deduplicated_rows():
+    ev = AUEvaluator([1])
+    y = torch.tensor([[1.0], [0.0], [1.0]])
+    b = {"labels": y, "mask": torch.ones_like(y), "sequence": torch.tensor([7, 7, 9]), "frame": torch.tensor([0, 1, 0])}
+    ev.process(b, torch.zeros(3, 1))
+    ev.process({k: v[:1] for k, v in b.items()}, torch.zeros(1, 1))  # a repeat of (7, 0)
+    probs, _, _ = ev.arrays()
+    assert probs.shape == (3, 1) and ev.sequences().tolist() == [7, 7, 9]

@@ -235,3 +235,19 @@ def test_bootstrap_groups_accept_strings_and_masks():
     r = paired_bootstrap_f1_diff(y, good, bad, n_boot=50, groups=subj)
     assert r.n_units == 12
     assert r.diff == pytest.approx(f1_frame(y, good).mean() - f1_frame(y, bad).mean())
+
+
+def test_compare_with_prior_by_hand():
+    from audet.metrics import compare_with_prior, prior_comparison_text
+
+    # AU0: 2 of 4 present, AU1: 1 of 4 present; the model is perfect on both
+    y = np.array([[1, 0], [1, 1], [0, 0], [0, 0]], dtype=float)
+    r = compare_with_prior(y, y * 0.9 + 0.05, n_boot=200, groups=[0, 0, 1, 1])
+    prior = np.mean([2 * 0.5 / 1.5, 2 * 0.25 / 1.25])  # 2r / (1 + r)
+    assert r.f1_a == pytest.approx(1.0) and r.f1_b == pytest.approx(prior)
+    assert r.diff == pytest.approx(1.0 - prior) and r.n_units == 2 and r.unit == "group"
+    text = prior_comparison_text(r, "sequences")
+    assert f"{100 * prior:.1f}" in text and "over 2 sequences" in text
+    # a model that predicts every AU absent is below the prior on every resample
+    low = compare_with_prior(np.tile(y, (10, 1)), np.zeros((40, 2)), n_boot=200, groups=np.arange(40) // 4)
+    assert low.f1_a == 0.0 and low.high < 0 and "below the prior" in prior_comparison_text(low)

@@ -83,3 +83,20 @@ def test_paper_scale_conversion_changes_only_the_confounder(golden):
     f = io["aus_feature"][:1, 3]
     ref = br.head(br.intervention.w_x(f) + br.intervention.w_z(io["K_data"][3:4])).squeeze(-1)
     assert maxdiff(o.logits[:, 3], ref.detach()) < ATOL
+
+
+def test_stacked_branches_reproduce_the_golden_outputs(golden):
+    model, io, _, _ = golden
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model.branch_impl = "batched"
+        with torch.no_grad():
+            out = model(io["input"])
+            logits = model.forward_logits(io["input"])
+    finally:
+        model.branch_impl = "auto"
+        torch.set_num_threads(threads)
+    assert maxdiff(out.aux["features"], io["aus_feature"]) < ATOL
+    assert maxdiff(out.logits, io["aus_output"]) < ATOL and maxdiff(logits, io["aus_output"]) < ATOL
+    assert maxdiff(out.aux["attention"].reshape(2, 12, 484), io["aus_attention_mean"]) < ATOL

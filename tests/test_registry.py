@@ -99,7 +99,8 @@ def test_forward_loss_gradients_hooks(model_and_batch):
     with torch.no_grad():
         full = model(batch["image"]).logits
         assert torch.isfinite(full).all()
-        assert torch.equal(model.forward_logits(batch["image"]), full)
+        # equal up to float rounding: forward_logits may use fused attention (AC2D does)
+        torch.testing.assert_close(model.forward_logits(batch["image"]), full, atol=1e-5, rtol=0)
 
 
 def test_frozen_modules_stay_in_eval_and_get_no_gradient(model_and_batch):

@@ -21,7 +21,11 @@ from audet.engine.checkpoint import load_checkpoint
 from audet.engine.data import shared_aus
 from audet.engine.evaluator import AUEvaluator
 
-__all__ = ["evaluate", "eval_dataset", "predict", "run_evaluator"]
+__all__ = ["evaluate", "eval_dataset", "predict", "run_evaluator", "inference_precision", "EVAL_PRECISIONS"]
+
+#: evaluation/inference precisions: fp32 (default), bf16 autocast (opt-in; fast on CPUs with
+#: AVX-512 bf16 and on GPUs; check its F1 drift), fp16 autocast (CUDA only)
+EVAL_PRECISIONS = ("32", "bf16", "16")
 
 
 def eval_dataset(root, prefix: str, aus: Sequence[int], preprocess: dict, clip=None):
@@ -40,23 +44,52 @@ def eval_dataset(root, prefix: str, aus: Sequence[int], preprocess: dict, clip=N
 _eval_dataset = eval_dataset  # the benchmarks' name
 
 
+def inference_precision(precision: str = "32", device="cpu"):
+    """Context manager for inference at ``precision`` (one of :data:`EVAL_PRECISIONS`).
+
+    ``"32"``: nothing (fp32). ``"bf16"``: ``torch.autocast(dtype=torch.bfloat16)`` on the device
+    (logs a warning on a CPU without native bf16, where it is emulated and slow). ``"16"``:
+    fp16 autocast, CUDA only. Cast the logits back with ``.float()``.
+    """
+    import contextlib
+    import logging
+
+    p = {"32-true": "32", "bf16-mixed": "bf16", "16-mixed": "16"}.get(str(precision), str(precision))
+    if p not in EVAL_PRECISIONS:
+        raise ValueError(f"precision={precision!r}; choose one of {', '.join(EVAL_PRECISIONS)}")
+    dev = torch.device(device)
+    if p == "32":
+        return contextlib.nullcontext()
+    if p == "16":
+        if dev.type != "cuda":
+            raise ValueError("precision='16' (fp16 autocast) needs a CUDA device; on a CPU use precision='bf16'")
+        return torch.autocast("cuda", dtype=torch.float16)
+    if dev.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        logging.getLogger(__name__).warning("precision='bf16': this CPU has no native bf16; it will be slow")
+    return torch.autocast(dev.type, dtype=torch.bfloat16)
+
+
 @torch.inference_mode()
-def run_evaluator(model, loader, evaluator: AUEvaluator, device="cpu") -> AUEvaluator:
-    """Feed every batch of ``loader`` through ``model.forward_logits`` into ``evaluator``."""
+def run_evaluator(model, loader, evaluator: AUEvaluator, device="cpu", precision: str = "32") -> AUEvaluator:
+    """Feed every batch of ``loader`` through ``model.forward_logits`` into ``evaluator``
+    (under :func:`inference_precision` ``precision``; logits scored in fp32)."""
     from lightning.fabric.utilities.apply_func import move_data_to_device
 
     model.eval()
     evaluator.reset()
+    ctx = inference_precision(precision, device)
     for batch in loader:
-        evaluator.process(batch, model.forward_logits(move_data_to_device(batch, device)["image"]))
+        with ctx:
+            logits = model.forward_logits(move_data_to_device(batch, device)["image"])
+        evaluator.process(batch, logits.float())
     return evaluator
 
 
-def predict(model, loader, columns: Sequence[int], device="cpu") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def predict(model, loader, columns: Sequence[int], device="cpu", precision: str = "32") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(probs, labels, mask)`` over a loader (every labelled frame once), keeping the model's
     output ``columns``."""
     aus = list(range(len(columns)))
-    return run_evaluator(model, loader, AUEvaluator(aus, columns), device).arrays()
+    return run_evaluator(model, loader, AUEvaluator(aus, columns), device, precision).arrays()
 
 
 def evaluate(
@@ -70,12 +103,18 @@ def evaluate(
     device: str = "cpu",
     out: str | Path | None = None,
     title: str | None = None,
+    precision: str = "32",
+    vs_prior: int = 0,
 ) -> dict:
     """Evaluate ``checkpoint`` on ``root``/``prefix``; returns a dict with the per-AU table.
 
     Keys: ``table`` (DataFrame, F1 in percent, columns ``AU<n>`` and ``Avg``), ``aus`` (evaluated),
     ``skipped_checkpoint_aus``, ``skipped_data_aus``, ``n`` (frames), ``checkpoint``, ``data``.
-    With ``out`` (a path stem), writes ``out.md`` and ``out.csv``.
+    With ``out`` (a path stem), writes ``out.md`` and ``out.csv``. ``precision``: ``"32"``
+    (default), ``"bf16"`` or ``"16"`` autocast (:func:`inference_precision`). ``vs_prior`` > 0:
+    also compare with the all-present prior (:func:`audet.metrics.compare_with_prior`, that many
+    resamples of whole sequences): ``result["prior"]`` (model/prior F1, difference, CI) and
+    ``result["prior_text"]`` (one line).
     """
     from torch.utils.data import DataLoader
 
@@ -98,7 +137,7 @@ def evaluate(
     columns = [model_aus.index(a) for a in common]
     ds = eval_dataset(root, prefix, common, model.preprocess)
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    ev = run_evaluator(model, loader, AUEvaluator(common, columns), device)
+    ev = run_evaluator(model, loader, AUEvaluator(common, columns), device, precision)
     scores = ev.evaluate()
     table = ev.table(f"{model.model_name} -> {Path(str(root)).name}/{prefix}")
     result = {
@@ -114,11 +153,25 @@ def evaluate(
         "model": model.model_name,
         "selection": (getattr(model, "checkpoint_meta", {}) or {}).get("selection"),
         "pretrained": dict(getattr(model, "pretrained_status", {}) or {}),
+        "precision": str(precision),
     }
+    if vs_prior:
+        from audet.metrics import compare_with_prior, prior_comparison_text
+
+        probs, labels, mask = ev.arrays()
+        seqs = ev.sequences()
+        groups = seqs if len(seqs) and (seqs >= 0).all() else None
+        r = compare_with_prior(labels, probs, mask=mask, groups=groups, n_boot=int(vs_prior))
+        result["prior"] = {"f1_model": 100 * r.f1_a, "f1_prior": 100 * r.f1_b, "diff": 100 * r.diff,
+                           "low": 100 * r.low, "high": 100 * r.high, "ci": r.ci, "n_boot": r.n_boot,
+                           "n_units": r.n_units, "unit": "sequence" if groups is not None else "frame"}
+        result["prior_text"] = prior_comparison_text(r, "sequences" if groups is not None else "frames")
     if out is not None:
         from audet.engine.reports import write_table
 
         notes = [f"{result['n']} frames; AUs evaluated: {', '.join(f'AU{a}' for a in common)}"]
+        if str(precision) != "32":
+            notes.append(f"evaluated with {precision} autocast (reduced precision)")
         if result["skipped_checkpoint_aus"]:
             notes.append("checkpoint AUs not in the data (not scored): "
                          + ", ".join(f"AU{a}" for a in result["skipped_checkpoint_aus"]))
@@ -128,6 +181,8 @@ def evaluate(
         sel = result.get("selection") or {}
         if sel:
             notes.append(f"checkpoint selected on: {sel.get('on')}")
+        if result.get("prior_text"):
+            notes.append(result["prior_text"])
         for part, status in result["pretrained"].items():
             if str(status).startswith("random"):
                 notes.append(f"WARNING: {part} has RANDOM weights ({status}; allow_random_pretrained)")

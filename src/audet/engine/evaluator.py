@@ -111,19 +111,28 @@ class AUEvaluator:
                 self._parts[k].append(v)
 
     # ------------------------------------------------------------------ result
-    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(probs, labels, mask)`` of the de-duplicated frames, in first-seen order."""
-        st = self.state()
-        if st["probs"].shape[0] == 0:
-            return st["probs"], st["labels"], st["mask"]
+    def _kept(self, st: dict[str, np.ndarray]) -> np.ndarray:
+        """Rows of ``st`` that survive de-duplication, in first-seen order."""
         seq, frame, prio, order = (st[k].astype(np.int64) for k in ("seq", "frame", "prio", "order"))
         idx = np.lexsort((order, prio, frame, seq))  # by key, then centre first, then first seen
         s, f = seq[idx], frame[idx]
         first = np.ones(len(idx), bool)
         first[1:] = (s[1:] != s[:-1]) | (f[1:] != f[:-1])
         keep = idx[first]
-        keep = keep[np.argsort(order[keep], kind="stable")]
+        return keep[np.argsort(order[keep], kind="stable")]
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(probs, labels, mask)`` of the de-duplicated frames, in first-seen order."""
+        st = self.state()
+        if st["probs"].shape[0] == 0:
+            return st["probs"], st["labels"], st["mask"]
+        keep = self._kept(st)
         return st["probs"][keep], st["labels"][keep], st["mask"][keep]
+
+    def sequences(self) -> np.ndarray:
+        """The sequence id of each row of :meth:`arrays` (block-bootstrap groups)."""
+        st = self.state()
+        return st["seq"][self._kept(st)] if st["probs"].shape[0] else st["seq"]
 
     def evaluate(self) -> dict:
         """``{"f1": mean over AUs, "per_au": {au: f1}, "n": scored frames, "probs", "labels", "mask"}``."""

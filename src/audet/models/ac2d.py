@@ -58,6 +58,16 @@ epoch accumulators are plain attributes (DDP broadcasts buffers from rank 0 each
 clobber per-rank sums) and are all-reduced (sum of features and counts) in ``on_train_epoch_end``
 when ``torch.distributed`` is initialised.
 
+Stage-3 evaluation (``branch_impl=``): ``"auto"`` (default) is ``"batched"`` for a batch of one
+image or off the CPU and ``"loop"`` otherwise (measured: stacking wins only at batch 1 on the
+2-core CPU). ``"batched"`` runs the m branches as ONE stacked
+computation (their weights stacked at call time, batched matmuls and grouped convolutions,
+:mod:`audet.models.layers.stacked`); ``"loop"`` runs them one after another, as the authors' code
+does. Same parameters and state_dict names, same maths: outputs, losses and gradients agree to
+float rounding (tests: atol 1e-5, and the golden parity with the authors' outputs holds on both
+paths). ``forward_logits`` (evaluation, inference, ONNX) forms no attention summaries, so
+the constrained block also runs the fused ``scaled_dot_product_attention``.
+
 Training recipe, paper vs published code (protocol section 7), also in ``model_info(name)["recipe"]``:
 
 =============  ==========================  ==========================
@@ -85,6 +95,13 @@ from torch import nn
 from audet.models.base import AUModel, DataInfo, LossContext, ModelOutput
 from audet.models.layers import Block, CausalIntervention, ConvStem, PatchEmbed, init_restv2_weights, tokens_to_map
 from audet.models.layers.embed import LN_EPS
+from audet.models.layers.stacked import (
+    stacked_block,
+    stacked_intervention,
+    stacked_layer_norm,
+    stacked_linear,
+    stacked_patch_embed,
+)
 from audet.models.registry import register_model, variant_factory
 
 __all__ = [
@@ -92,6 +109,7 @@ __all__ = [
     "AUBranch",
     "PROTOTYPE_MODES",
     "CONFOUNDER_SCALES",
+    "BRANCH_IMPLS",
     "ATTENTION_LOSSES",
     "INTERVENTIONS",
     "RECIPES",
@@ -99,6 +117,8 @@ __all__ = [
 
 PROTOTYPE_MODES = ("batch", "epoch_stale", "epoch")
 CONFOUNDER_SCALES = ("paper", "code")
+#: how stage 3 evaluates the m AU branches (same maths, same parameters): see ``AC2D.forward``
+BRANCH_IMPLS = ("auto", "batched", "loop")
 ATTENTION_LOSSES = ("average", "each", "none")
 INTERVENTIONS = ("per_au", "shared", "none")
 
@@ -143,7 +163,7 @@ class AUBranch(nn.Module):
         t, H, W = self.embed(rich_map)
         info: dict[str, torch.Tensor] = {}
         for k, blk in enumerate(self.blocks):
-            if k == constrained:
+            if k == constrained and outputs:
                 t, info = blk.forward_attn(t, H, W, outputs)
             else:
                 t = blk(t, H, W)
@@ -173,6 +193,7 @@ class AC2D(AUModel):
         confounder_scale: str = "paper",
         lambda_a: float = 12800.0,
         sigma: float = 3.0,
+        branch_impl: str = "auto",
         preprocess: dict | None = None,
         data: DataInfo | None = None,
     ):
@@ -184,6 +205,7 @@ class AC2D(AUModel):
         _check("intervention", intervention, INTERVENTIONS)
         _check("prototype", prototype, PROTOTYPE_MODES)
         _check("confounder_scale", confounder_scale, CONFOUNDER_SCALES)
+        _check("branch_impl", branch_impl, BRANCH_IMPLS)
         depths, num_heads, sr_ratios = tuple(map(int, depths)), tuple(map(int, num_heads)), tuple(map(int, sr_ratios))
         if not (len(depths) == len(num_heads) == len(sr_ratios) == 3) or min(depths) < 1:
             raise ValueError(f"need 3 stages with >= 1 block each; got depths={depths}, heads={num_heads}, sr={sr_ratios}")
@@ -194,7 +216,7 @@ class AC2D(AUModel):
             num_heads=list(num_heads), depths=list(depths), sr_ratios=list(sr_ratios), mlp_ratio=mlp_ratio,
             drop_path_rate=drop_path_rate, causal_dim=causal_dim, img_size=img_size, in_chans=in_chans,
             attention_loss=attention_loss, intervention=intervention, prototype=prototype,
-            confounder_scale=confounder_scale, lambda_a=lambda_a, sigma=sigma,
+            confounder_scale=confounder_scale, lambda_a=lambda_a, sigma=sigma, branch_impl=branch_impl,
         )
         self.embed_dim = C = embed_dim
         self.img_size = img_size
@@ -204,6 +226,9 @@ class AC2D(AUModel):
         self.confounder_scale = confounder_scale
         self.lambda_a = float(lambda_a)
         self.sigma = float(sigma)
+        #: "batched": the m branches run as one stacked computation; "loop": one after another;
+        #: "auto" (default): batched for a batch of 1 or off the CPU, else loop (see _batched)
+        self.branch_impl = branch_impl
         #: index of the constrained block in stage 3: the (n3 - 1)-th block (1-based)
         self.constrained_index = max(depths[2] - 2, 0)
 
@@ -311,35 +336,91 @@ class AC2D(AUModel):
             wants.append("logmean")
         if return_full_attention:
             wants.append("full")
-        feats, infos = [], []
-        for br in self.branches:
-            f, info, (h, w) = br.forward_features(rich_map, self.constrained_index, wants)
-            feats.append(f)
-            infos.append(info)
-        features = torch.stack(feats, dim=1)  # (B, A, C)
+        features, infos, (h, w) = self._branch_features(rich_map, wants)
         aux["features"] = features
-        aux["attention"] = torch.stack([i["mean"] for i in infos], dim=1).reshape(B, self.num_aus, h, w)
+        aux["attention"] = infos["mean"].reshape(B, self.num_aus, h, w)
         if "logmean" in wants:
-            aux["attention_logmean"] = torch.stack([i["logmean"] for i in infos], dim=1).reshape(B, self.num_aus, h, w)
+            aux["attention_logmean"] = infos["logmean"].reshape(B, self.num_aus, h, w)
         if return_full_attention:
-            aux["attention_full"] = torch.stack([i["full"].reshape(B, -1) for i in infos], dim=1)
-
-        proto = self._prototypes(features, intervention) if self.intervention == "per_au" else None
-        logits = []
-        for j, br in enumerate(self.branches):
-            f = features[:, j]
-            if br.intervention is not None:
-                if proto is not None:
-                    k, v = proto
-                    f = br.intervention(f, k[j : j + 1], v[j : j + 1])
-                elif self.training and torch.is_grad_enabled():
-                    t = br.intervention.zero_touch()
-                    zero = t if zero is None else zero + t
-            logits.append(br.head(f))
-        logits = torch.cat(logits, dim=1)
+            aux["attention_full"] = infos["full"]
+        logits, zero = self._branch_logits(features, intervention, zero)
         if zero is not None:
             logits = logits + zero
         return ModelOutput(logits, aux)
+
+    def forward_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits only (the model contract's inference path): equal to ``forward(images).logits``,
+        but no attention summary is formed, so the constrained block also runs the fused attention."""
+        rich, H, W = self.forward_trunk(images)
+        if self.rich_intervention is not None:
+            proto = self._prototypes(rich, None)
+            if proto is not None:
+                k, v = proto
+                rich = self.rich_intervention(rich, k.unsqueeze(-2), v.unsqueeze(-2))
+        features, _, _ = self._branch_features(tokens_to_map(rich, H, W), ())
+        logits, zero = self._branch_logits(features, None, None)
+        return logits if zero is None else logits + zero
+
+    def _batched(self, x: torch.Tensor) -> bool:
+        """Whether stage 3 runs stacked for an input of this batch size and device.
+
+        ``"auto"``: stacked for a batch of 1 (frame-by-frame inference) or on a non-CPU device.
+        Measured on the 2-core CPU (docs/benchmarks.md): stacked is 1.10x the loop at batch 1 but
+        0.99x, 0.95x and 0.90x at batches 2, 4 and 8 (the loop keeps one branch's activations in
+        cache; stacking moves all m at once)."""
+        if self.branch_impl != "auto":
+            return self.branch_impl == "batched"
+        return x.shape[0] == 1 or x.device.type != "cpu"
+
+    def _branch_features(self, rich_map: torch.Tensor, wants: Sequence[str]):
+        """Stage 3 of every AU branch: pooled features ``(B, A, C)``, attention summaries
+        ``{name: (B, A, ...)}`` of the constrained block, and the stage-3 (h, w).
+
+        ``branch_impl="batched"`` stacks the branches' weights and runs each layer once for all
+        branches (:mod:`audet.models.layers.stacked`); ``"loop"`` runs the branches one after
+        another. Same parameters, same maths (equal up to float rounding)."""
+        if not self._batched(rich_map):
+            feats, infos = [], []
+            for br in self.branches:
+                f, info, (h, w) = br.forward_features(rich_map, self.constrained_index, wants)
+                feats.append(f)
+                infos.append(info)
+            out = {k: torch.stack([i[k].reshape(i[k].shape[0], -1) for i in infos], dim=1) for k in wants}
+            return torch.stack(feats, dim=1), out, (h, w)
+        brs = list(self.branches)
+        t, h, w = stacked_patch_embed(rich_map, [b.embed for b in brs])  # (A, B, N, C)
+        info: dict[str, torch.Tensor] = {}
+        for k in range(len(brs[0].blocks)):
+            t, i = stacked_block(t, [b.blocks[k] for b in brs], h, w, wants if k == self.constrained_index else ())
+            info.update(i)
+        f = stacked_layer_norm(t, [b.norm for b in brs]).mean(dim=2)  # (A, B, C)
+        A, B = f.shape[:2]
+        out = {k: v.transpose(0, 1).reshape(B, A, -1) for k, v in info.items()}
+        return f.transpose(0, 1), out, (h, w)
+
+    def _branch_logits(self, features: torch.Tensor, intervention: bool | None, zero: torch.Tensor | None):
+        """Per-AU causal intervention (Eq. 10-13, per_au variants) and heads: logits ``(B, A)``.
+        Returns the logits and the zero-valued term that keeps skipped intervention layers in the graph."""
+        proto = self._prototypes(features, intervention) if self.intervention == "per_au" else None
+        touch = self.intervention == "per_au" and proto is None and self.training and torch.is_grad_enabled()
+        if touch:
+            for br in self.branches:
+                t = br.intervention.zero_touch()
+                zero = t if zero is None else zero + t
+        if not self._batched(features):
+            logits = []
+            for j, br in enumerate(self.branches):
+                f = features[:, j]
+                if proto is not None:
+                    k, v = proto
+                    f = br.intervention(f, k[j : j + 1], v[j : j + 1])
+                logits.append(br.head(f))
+            return torch.cat(logits, dim=1), zero
+        f = features.transpose(0, 1)  # (A, B, C)
+        if proto is not None:
+            k, v = proto
+            f = stacked_intervention(f, [b.intervention for b in self.branches], k.unsqueeze(1), v.unsqueeze(1))
+        return stacked_linear(f, [b.head for b in self.branches]).squeeze(-1).transpose(0, 1), zero
 
     # ------------------------------------------------------------------------------------------
     # losses
@@ -558,6 +639,10 @@ _COMMON_INFO = dict(
     input_size=176,
     recipe=RECIPES,
     params={"12": 3_625_196, "8": 2_565_096},
+    # the faithful per-branch path, timed against the default by benchmarks/model_speed.py
+    reference_args={"branch_impl": "loop"},
+    # tests and quick benchmarks (the tests' fallback for ac2d* until now)
+    small_config={"img_size": 64, "depths": [1, 1, 2], "drop_path_rate": 0.0, "embed_dim": 16, "causal_dim": 32},
 )
 
 
