@@ -20,6 +20,7 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
     table = (out / "f1.md").read_text()
     assert "| AU1 |" in table and "| Avg |" in table  # BP4D's 12 AUs through the BP4D preparation path
     assert "done in" in text
+    assert "for the all-present prior" in text and "95% paired bootstrap CI" in text
     # a second run skips the finished steps
     assert main(["demo", "--out", str(out), "--preset", "test", "--num-workers", "1", *SMALL]) == 0
     text = capsys.readouterr().out

@@ -100,9 +100,10 @@ def run(args: argparse.Namespace) -> int:
 
     test_prefix = meta["folds"][0]["test"]
     ckpt = train / "best.safetensors"
-    res = evaluate(ckpt, prepared, test_prefix, out=out / "f1")
+    res = evaluate(ckpt, prepared, test_prefix, out=out / "f1", vs_prior=1000)
     print(to_markdown(res["table"]), end="")
     print(f"{res['n']} frames; wrote {out / 'f1.md'} and {out / 'f1.csv'}")
+    print(res["prior_text"])  # the model against predicting every AU present, with a bootstrap CI
     print(f"({time.perf_counter() - t:.0f} s)")
 
     t = _step("5/5 visualise attention")
@@ -116,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {path} ({time.perf_counter() - t:.0f} s)")
 
     print(f"\n=== done in {(time.perf_counter() - t0) / 60:.1f} min ===")
-    print(f"F1 table:        {out / 'f1.md'} (and .csv)")
+    print(f"F1 table:        {out / 'f1.md'} (and .csv; with the all-present prior's F1 and the CI)")
     print(f"attention:       {out / 'attention.png'} (ground truth beside each prediction)")
     print(f"training run:    {train} (report.md, logs/, best.safetensors)")
     return 0
