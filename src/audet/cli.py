@@ -92,8 +92,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 0
+    from audet.utils.log import console_logging
+
     try:
-        return int(args._run(args) or 0)
+        with console_logging():  # library progress and notes (logging) reach the user on stdout
+            return int(args._run(args) or 0)
     except KeyboardInterrupt:
         print(f"audet {args.command}: interrupted (re-run the same command to resume where it stopped)",
               file=sys.stderr)

@@ -103,26 +103,24 @@ def _check_out(out: str, image_format: str) -> None:
 def run(args: argparse.Namespace) -> int:
     from audet.commands._common import UsageError, parse_aus
     from audet.data.prepare import prepare_dataset
-    from audet.utils.log import console_logging
 
     if not args.raw:  # not argparse's required=: the deprecated --root alias fills the same field
         raise UsageError("--raw DIR is required: the folder of the raw release (see `audet prepare --help`)")
     aus = parse_aus(args.aus)  # a missing --raw folder is reported by prepare_dataset with its layout
     _check_out(args.out, args.image_format)
-    with console_logging():
-        prepare_dataset(
-            args.dataset,
-            args.raw,
-            args.out,
-            workers=args.num_workers,
-            folds=args.folds,
-            seed=args.seed,
-            aus=tuple(aus) if aus else None,
-            image_format=args.image_format,
-            split_file=args.split_file,
-            detector=args.detector,
-            detector_kwargs=_parse_kv(args.detector_arg),
-            force=args.force,
-            progress=not args.quiet,
-        )
+    prepare_dataset(
+        args.dataset,
+        args.raw,
+        args.out,
+        workers=args.num_workers,
+        folds=args.folds,
+        seed=args.seed,
+        aus=tuple(aus) if aus else None,
+        image_format=args.image_format,
+        split_file=args.split_file,
+        detector=args.detector,
+        detector_kwargs=_parse_kv(args.detector_arg),
+        force=args.force,
+        progress=not args.quiet,
+    )
     return 0

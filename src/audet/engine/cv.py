@@ -7,6 +7,7 @@ Each fold ``k`` trains in ``<run_dir>/fold<k>`` (``data.fold=k``); a fold whose
 """
 from __future__ import annotations
 
+import logging
 import copy
 import json
 from pathlib import Path
@@ -18,6 +19,8 @@ from audet.engine.fit import fit, run_dir_of
 from audet.utils.io import write_json_atomic
 
 __all__ = ["cross_validate", "num_folds_of"]
+
+log = logging.getLogger(__name__)
 
 
 def num_folds_of(config: dict) -> int:
@@ -59,11 +62,11 @@ def cross_validate(config: dict, *, folds: Sequence[int] | None = None, verbose:
         done = Path(cfg["output"]["dir"]) / "results.json"
         if done.is_file() and json.loads(done.read_text()).get("test"):
             if verbose:
-                print(f"fold {k}: finished earlier ({done}); not retrained", flush=True)
+                log.info(f"fold {k}: finished earlier ({done}); not retrained")
             per_fold[k] = json.loads(done.read_text())
             continue
         if verbose:
-            print(f"== fold {k} ==", flush=True)
+            log.info(f"== fold {k} ==")
         per_fold[k] = fit(cfg, verbose=verbose, callbacks=callbacks)
 
     aus = next(iter(per_fold.values()))["aus"]
@@ -95,6 +98,6 @@ def cross_validate(config: dict, *, folds: Sequence[int] | None = None, verbose:
         if verbose:
             from audet.metrics import to_markdown
 
-            print(to_markdown(df), flush=True)
+            log.info(to_markdown(df))
     write_json_atomic(base_dir / "cv_results.json", out)
     return out

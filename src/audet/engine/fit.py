@@ -25,6 +25,7 @@ preprocessing).
 """
 from __future__ import annotations
 
+import logging
 import copy
 import fnmatch
 import json
@@ -45,6 +46,8 @@ from audet.engine.task import AUTask
 from audet.utils.io import write_json_atomic, write_text_atomic
 
 __all__ = ["fit", "run_dir_of", "build_trainer", "resolve_precision", "monitor_of"]
+
+log = logging.getLogger(__name__)
 
 
 def run_dir_of(config: dict) -> Path:
@@ -279,10 +282,10 @@ def fit(
         if init_report is not None and not resuming:
             write_json_atomic(run_dir / "init_map.json", _init_summary(init_report))
             if verbose:
-                print(_init_text(init_report), flush=True)
+                log.info(_init_text(init_report))
         for name, st in pretrained.items():
             if st.startswith("random") and verbose:
-                print(f"WARNING: {name}: {st} (allow_random_pretrained)", flush=True)
+                log.warning(f"WARNING: {name}: {st} (allow_random_pretrained)")
 
     stage_results: list[dict] = []
     task = trainer = export = None
@@ -291,7 +294,7 @@ def fit(
         if done[idx]:
             stage_results.append(json.loads((sdir / "stage.json").read_text()))
             if verbose:
-                print(f"stage {stage['name']}: finished earlier ({sdir}); not rerun", flush=True)
+                log.info(f"stage {stage['name']}: finished earlier ({sdir}); not rerun")
             continue
         trainable = _set_trainable(model, stage)
         model.on_stage_start(stage["name"])
@@ -322,11 +325,11 @@ def fit(
         trainer = build_trainer(scfg, sdir, [export, *callbacks])
         if trainer.is_global_zero and verbose:
             if staged:
-                print(f"== stage {idx}: {stage['name']} ({stage['epochs']} epoch(s)"
+                log.info(f"== stage {idx}: {stage['name']} ({stage['epochs']} epoch(s)"
                       f"{', collect only' if stage['collect_only'] else ''}; {trainable['trainable_params']:,} "
-                      f"trainable, {trainable['frozen_params']:,} frozen parameters) ==", flush=True)
+                      f"trainable, {trainable['frozen_params']:,} frozen parameters) ==")
             if ckpt_path is not None:
-                print(f"resuming from {ckpt_path}", flush=True)
+                log.info(f"resuming from {ckpt_path}")
         trainer.fit(task, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None)
         res = {"name": stage["name"], "index": idx, "epochs": int(trainer.current_epoch),
                "collect_only": bool(stage["collect_only"]), "optim": str({**config["optim"], **stage["optim"]}.get("name")),
@@ -379,7 +382,7 @@ def fit(
         if verbose:
             from audet.engine.reports import summary_text
 
-            print(summary_text(results), flush=True)
+            log.info(summary_text(results))
     return results
 
 
