@@ -7,7 +7,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -87,7 +86,7 @@ def test_kill_mid_video_and_resume(setup, video, tmp_path, monkeypatch):
     src = str(Path(audet.__file__).resolve().parents[1])
     here = str(Path(__file__).resolve().parent)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, here, os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1",
-           "AUDET_TEST_FACE_DELAY": "0.1"}  # BlobFaces, slowed down so that the kill lands mid-video
+           "AUDET_TEST_FACE_DELAY": "0.15"}  # BlobFaces, slowed down so that the kill lands mid-video
     proc = subprocess.Popen([sys.executable, "-c", BLOB_CLI, *args], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     progress = out / "talk.csv.progress.json"
