@@ -98,3 +98,68 @@ def make_variable_rate(src, dst, durations: list[int]) -> Path:
     assert [t for _, _, t in top].index(b"moov") > [t for _, _, t in top].index(b"mdat"), "moov before mdat"
     Path(dst).write_bytes(rewrite(data, 0, len(data), ()))
     return Path(dst)
+
+
+# --- a fast stand-in for MTCNN + dlib ------------------------------------------------------------
+# Most inference tests check resuming, chunking, tracking, writers and bad media, not the face
+# models: they use BlobFaces through the public plug-in interface (audet.inference.faces), or, for
+# `audet predict`, through use_blob_faces() below. Real MTCNN + dlib stay in the tests of photos
+# (the astronaut, two faces in one photo, EXIF, downscaled detection) and one short video.
+
+BACKGROUND = (95, 95, 110)  # what scene() paints around the faces
+
+
+class BlobFaces:
+    """A deterministic face detector + landmarker for the synthetic scenes of this module: every
+    blob of pixels that differs from the flat background is a face; its 68 landmarks are the
+    procedural iBUG template (:func:`audet.data.prepare.landmarks.face_template_68`) fitted to the
+    box, so the real protocol alignment and the checkpoint's transform still run on them.
+
+    Accepts (and ignores) the keyword arguments of MTCNNDetector / DlibLandmarker, so it can stand in
+    for them in the factories.
+    """
+
+    def __init__(self, *args, min_area: int = 400, **kwargs):
+        import os
+
+        from audet.data.prepare.landmarks import face_template_68
+
+        self.min_area = int(min_area)
+        self.template = face_template_68()
+        self.delay = float(os.environ.get("AUDET_TEST_FACE_DELAY", 0))  # seconds per frame (a kill test)
+
+    def detect(self, image):
+        from audet.inference.faces import DetectedFace
+
+        if self.delay:
+            import time
+
+            time.sleep(self.delay)
+
+        img = np.asarray(image).astype(np.int16)
+        mask = (np.abs(img - np.asarray(BACKGROUND, np.int16)).max(axis=2) > 30).astype(np.uint8)
+        mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((9, 9), np.uint8))
+        n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        return [DetectedFace((float(x), float(y), float(x + w), float(y + h)), 0.99)
+                for x, y, w, h, area in stats[1:] if area >= self.min_area]
+
+    def landmarks(self, image, boxes):
+        out = []
+        for x1, y1, x2, y2 in boxes:
+            out.append(self.template * [x2 - x1, y2 - y1] + [x1, y1])
+        return out
+
+
+def use_blob_faces(monkeypatch):
+    """Make the built-in factories (``--face-detector mtcnn``, ``--landmarker dlib``, i.e. what
+    `audet predict` builds) give :class:`BlobFaces` for the rest of a test."""
+    from audet.inference import faces
+
+    monkeypatch.setitem(faces.DETECTORS, "mtcnn", BlobFaces)
+    monkeypatch.setattr(faces, "DlibLandmarker", BlobFaces)
+
+
+#: runs `audet predict` in a subprocess with BlobFaces (tests/ must be on PYTHONPATH)
+BLOB_CLI = ("import sys; from audet.inference import faces; from inference_helpers import BlobFaces; "
+            "faces.DETECTORS['mtcnn'] = BlobFaces; faces.DlibLandmarker = BlobFaces; "
+            "from audet.cli import main; sys.exit(main(sys.argv[1:]))")

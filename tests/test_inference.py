@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from inference_helpers import AUS, astronaut, make_checkpoint, write_video
+from inference_helpers import AUS, BlobFaces, astronaut, make_checkpoint, scene, use_blob_faces, write_video
 
 import audet
 from audet.cli import main
@@ -24,7 +24,15 @@ def ckpt(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def detector(ckpt):
+    """Real MTCNN + dlib (photos)."""
     return audet.Detector(checkpoint=ckpt, min_face_size=40)
+
+
+@pytest.fixture(scope="module")
+def blob_detector(ckpt):
+    """BlobFaces (the synthetic videos): tracking, chunking and the table without the face models' cost."""
+    faces = BlobFaces()
+    return audet.Detector(checkpoint=ckpt, face_detector=faces, landmarker=faces)
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +41,8 @@ def video(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def video_rows(detector, video):
-    return detector.detect_video(video)
+def video_rows(blob_detector, video):
+    return blob_detector.detect_video(video)
 
 
 class Recorder:
@@ -98,18 +106,18 @@ def test_video_faces_entering_and_leaving_get_the_right_ids(video_rows):
     np.testing.assert_allclose(video_rows["timestamp"], video_rows["frame"] / 25.0, atol=1e-6)
 
 
-def test_table_has_openface_columns_and_presence_is_thresholded(video_rows, detector):
+def test_table_has_openface_columns_and_presence_is_thresholded(video_rows, blob_detector):
     cols = list(video_rows.columns)
     for name in ["frame", "timestamp", "face_id", "confidence", "success", "box_x1", "box_y2", "x_0", "x_67", "y_0", "y_67"]:
         assert name in cols
     for a in AUS:
         p, c = video_rows[f"AU{a:02d}_p"], video_rows[f"AU{a:02d}_c"]
         assert ((p >= 0) & (p <= 1)).all()
-        assert (c.astype(int) == (p >= detector.threshold).astype(int)).all()
+        assert (c.astype(int) == (p >= blob_detector.threshold).astype(int)).all()
 
 
-def test_stream_yields_the_rows_of_detect_video_in_chunks(detector, video, video_rows):
-    parts = list(detector.stream(video))
+def test_stream_yields_the_rows_of_detect_video_in_chunks(blob_detector, video, video_rows):
+    parts = list(blob_detector.stream(video))
     assert len(parts) > 1  # flushed as produced, not all at the end
     pd.testing.assert_frame_equal(pd.concat(parts, ignore_index=True), video_rows)
 
@@ -189,18 +197,18 @@ def test_import_audet_stays_light():
     assert out.stdout.strip() == "Detector"
 
 
-def test_predict_writes_tables_annotations_and_plots(ckpt, video, tmp_path, capsys):
+def test_predict_writes_tables_annotations_and_plots(ckpt, video, tmp_path, capsys, monkeypatch):
     import cv2
 
+    use_blob_faces(monkeypatch)
     img = tmp_path / "two.png"
-    a = astronaut()
-    cv2.imwrite(str(img), cv2.cvtColor(np.concatenate([a, a], 1), cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(img), cv2.cvtColor(scene(0, [(205, 40, True), (10, 30, False)]), cv2.COLOR_RGB2BGR))
     out = tmp_path / "out"
     rc = main(["predict", str(img), str(video), "--checkpoint", str(ckpt), "--out", str(out), "--annotate", "--plot",
-               "--min-face-size", "40", "--no-progress"])
+               "--no-progress"])
     assert rc == 0, capsys.readouterr().err
     t_img = pd.read_csv(out / "two.csv")
-    assert list(t_img["face_id"]) == [0, 1]
+    assert list(t_img["face_id"]) == [0, 1] and t_img["box_x1"].tolist() == [10, 205]  # left to right
     t_vid = pd.read_csv(out / "enter_leave.csv")
     assert t_vid["face_id"].nunique() == 3
     assert (out / "two" / "two.jpg").is_file()
@@ -222,8 +230,9 @@ def test_help(cmd, capsys):
     assert capsys.readouterr().out.startswith(f"usage: audet {cmd}")
 
 
-def test_progress_bar_shows_frames_per_second_and_time_left(ckpt, tmp_path, capsys):
+def test_progress_bar_shows_frames_per_second_and_time_left(ckpt, tmp_path, capsys, monkeypatch):
+    use_blob_faces(monkeypatch)
     vid = write_video(tmp_path / "short.mp4", n=6, schedule=lambda t: [(10 + t, 30, False)])
-    assert main(["predict", str(vid), "--checkpoint", str(ckpt), "--out", str(tmp_path / "o"), "--min-face-size", "40"]) == 0
+    assert main(["predict", str(vid), "--checkpoint", str(ckpt), "--out", str(tmp_path / "o")]) == 0
     err = capsys.readouterr().err
     assert "6/6" in err and "frame/s" in err and "<00:00" in err  # tqdm: done/total [elapsed<left, rate]

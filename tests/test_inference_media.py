@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from inference_helpers import astronaut, make_checkpoint, make_variable_rate, write_video
+from inference_helpers import astronaut, make_checkpoint, make_variable_rate, use_blob_faces, write_video
 
 import audet
 from audet.cli import main
@@ -82,7 +82,7 @@ def test_large_image_is_detected_downscaled_and_landmarked_at_full_size(ckpt):
 def test_batch_of_photos_continues_past_bad_files_and_fails_at_the_end(ckpt, photo_dir, tmp_path, capsys):
     out = tmp_path / "out"
     rc = main(["predict", str(photo_dir), str(photo_dir / "absent.jpg"), "--checkpoint", str(ckpt), "--out", str(out),
-               "--no-progress"])
+               "--min-face-size", "40", "--no-progress"])
     err = capsys.readouterr().err
     assert rc == 1
     assert "truncated.jpg: truncated or corrupt" in err and "notes.jpg: not an image" in err
@@ -112,7 +112,8 @@ def test_not_a_checkpoint(tmp_path, capsys):
     assert "checkpoint not found" in capsys.readouterr().err
 
 
-def test_bad_videos(tmp_path, ckpt, capsys):
+def test_bad_videos(tmp_path, ckpt, capsys, monkeypatch):
+    use_blob_faces(monkeypatch)  # the faces of the synthetic videos without MTCNN's cost
     good = write_video(tmp_path / "good.mp4", n=12)
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])  # the index (moov) is lost
@@ -140,7 +141,8 @@ def test_bad_videos(tmp_path, ckpt, capsys):
     assert not (out / "cut.csv").exists()
 
 
-def test_video_without_faces_says_so(tmp_path, ckpt, capsys):
+def test_video_without_faces_says_so(tmp_path, ckpt, capsys, monkeypatch):
+    use_blob_faces(monkeypatch)
     empty = write_video(tmp_path / "wall.mp4", n=6, schedule=lambda t: [])
     assert main(["predict", str(empty), "--checkpoint", str(ckpt), "--out", str(tmp_path / "o"), "--no-progress"]) == 0
     assert "wall: no face found in any of the frames" in capsys.readouterr().err
@@ -148,7 +150,8 @@ def test_video_without_faces_says_so(tmp_path, ckpt, capsys):
     assert len(table) == 0 and "AU01_c" in table.columns
 
 
-def test_variable_frame_rate_uses_the_container_times(tmp_path, ckpt, capsys):
+def test_variable_frame_rate_uses_the_container_times(tmp_path, ckpt, capsys, monkeypatch):
+    use_blob_faces(monkeypatch)
     cfr = write_video(tmp_path / "cfr.mp4", n=10, schedule=lambda t: [(10 + t, 30, False)])
     vfr = make_variable_rate(cfr, tmp_path / "vfr.mp4", [256] * 5 + [768] * 5)  # 20 ms then 60 ms frames
     src = VideoSource(vfr)

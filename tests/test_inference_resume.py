@@ -7,11 +7,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
-from inference_helpers import make_checkpoint, write_video
+from inference_helpers import BLOB_CLI, make_checkpoint, use_blob_faces, write_video
 
 import audet
 from audet.cli import main
@@ -19,40 +18,56 @@ from audet.inference.media import VideoSource
 from audet.inference.writers import TableWriter
 
 
+N = 16  # frames of the test video
+
+
+def short_schedule(t: int) -> list[tuple[int, int, bool]]:
+    """Face A all along; face B in frames 3-6 and again in 10-13 (a new id with max_age=2)."""
+    faces = [(10 + t, 30, False)]
+    if 3 <= t <= 6 or 10 <= t <= 13:
+        faces.append((205, 40, True))
+    return faces
+
+
 @pytest.fixture(scope="module")
 def video(tmp_path_factory):
-    return write_video(tmp_path_factory.mktemp("video") / "talk.mp4")
+    return write_video(tmp_path_factory.mktemp("video") / "talk.mp4", n=N, schedule=short_schedule)
 
 
 @pytest.fixture(scope="module", params=["frames", "clip"])
 def setup(request, tmp_path_factory, video):
-    """(checkpoint, reference table of an uninterrupted run)."""
+    """(checkpoint, reference table of an uninterrupted run); faces found by BlobFaces."""
     d = tmp_path_factory.mktemp(request.param)
     clip = {"offsets": [-3, 0, 3], "targets": "centre"} if request.param == "clip" else None
     ck = make_checkpoint(d / "m.safetensors", clip=clip)
-    assert main(["predict", str(video), "--checkpoint", str(ck), "--out", str(d / "ref"), "--batch-size", "4", "--min-face-size", "40",
-                 "--no-progress"]) == 0
-    return ck, pd.read_csv(d / "ref" / "talk.csv")
+    with pytest.MonkeyPatch.context() as mp:
+        use_blob_faces(mp)
+        assert main(["predict", str(video), "--checkpoint", str(ck), "--out", str(d / "ref"), "--batch-size", "4",
+                     "--no-progress"]) == 0
+    ref = pd.read_csv(d / "ref" / "talk.csv")
+    assert sorted(ref["frame"]) == sorted(t for t in range(N) for _ in short_schedule(t))
+    return ck, ref
 
 
 def test_ctrl_c_then_a_half_written_batch_then_resume(setup, video, tmp_path, monkeypatch, capsys):
     ck, ref = setup
+    use_blob_faces(monkeypatch)
     out = tmp_path / "out"
     real = VideoSource.frames
 
     def interrupted(self, start=0):
         for fr in real(self, start):
-            if fr.index == 23:
+            if fr.index == 11:
                 raise KeyboardInterrupt
             yield fr
 
     monkeypatch.setattr(VideoSource, "frames", interrupted)
-    args = ["predict", str(video), "--checkpoint", str(ck), "--out", str(out), "--batch-size", "4", "--min-face-size", "40", "--no-progress"]
+    args = ["predict", str(video), "--checkpoint", str(ck), "--out", str(out), "--batch-size", "4", "--no-progress"]
     assert main(args) == 130
     assert "run the same command again to resume" in capsys.readouterr().err
     part = out / "talk.csv.part"
     kept = pd.read_csv(part)
-    assert 0 < kept["frame"].max() < 23 and not (out / "talk.csv").exists()
+    assert 0 < kept["frame"].max() < 11 and not (out / "talk.csv").exists()
     # a kill between writing rows and recording them: the rows must not appear twice
     with open(part, "a") as f:
         f.write(",".join(["x"] * len(ref.columns)) + "\n" + "half a ro")
@@ -64,13 +79,15 @@ def test_ctrl_c_then_a_half_written_batch_then_resume(setup, video, tmp_path, mo
 
 
 @pytest.mark.slow
-def test_kill_mid_video_and_resume(setup, video, tmp_path):
+def test_kill_mid_video_and_resume(setup, video, tmp_path, monkeypatch):
     ck, ref = setup
     out = tmp_path / "out"
-    args = ["predict", str(video), "--checkpoint", str(ck), "--out", str(out), "--batch-size", "4", "--min-face-size", "40", "--no-progress"]
+    args = ["predict", str(video), "--checkpoint", str(ck), "--out", str(out), "--batch-size", "4", "--no-progress"]
     src = str(Path(audet.__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "audet.cli", *args], env=env, stdout=subprocess.DEVNULL,
+    here = str(Path(__file__).resolve().parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, here, os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1",
+           "AUDET_TEST_FACE_DELAY": "0.15"}  # BlobFaces, slowed down so that the kill lands mid-video
+    proc = subprocess.Popen([sys.executable, "-c", BLOB_CLI, *args], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     progress = out / "talk.csv.progress.json"
     deadline = time.time() + 120
@@ -80,7 +97,7 @@ def test_kill_mid_video_and_resume(setup, video, tmp_path):
         while time.time() < deadline:
             if progress.is_file():
                 try:
-                    if json.loads(progress.read_text())["rows"] >= 8:
+                    if json.loads(progress.read_text())["rows"] >= 4:
                         break
                 except (json.JSONDecodeError, KeyError):
                     pass
@@ -92,6 +109,7 @@ def test_kill_mid_video_and_resume(setup, video, tmp_path):
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
     assert not (out / "talk.csv").exists() and (out / "talk.csv.part").exists()
+    use_blob_faces(monkeypatch)
     assert main(args) == 0
     pd.testing.assert_frame_equal(pd.read_csv(out / "talk.csv"), ref)
 
@@ -116,50 +134,18 @@ def test_table_writer_drops_unrecorded_rows_and_restarts_on_changed_input(tmp_pa
     assert TableWriter(tmp_path, "t", {"input": "b"}).begin() is None  # another input: a fresh start
 
 
-class ScheduleFaces:
-    """A fast stand-in detector + landmarker: boxes from the video's schedule and the astronaut's
-    landmarks (found once by dlib on the face patch) moved with them."""
-
-    def __init__(self, schedule):
-        from inference_helpers import face_patch
-
-        from audet.inference.faces import DlibLandmarker, MTCNNDetector
-
-        patch = face_patch()
-        canvas = np.full((200, 200, 3), 95, np.uint8)
-        canvas[40:160, 50:145] = patch
-        box = MTCNNDetector().detect(canvas)[0].box
-        self.rel_box = np.asarray(box) - [50, 40, 50, 40]
-        self.rel_lm = DlibLandmarker().landmarks(canvas, [box])[0] - [50, 40]
-        self.rel_lm_m = self.rel_lm.copy()
-        self.rel_lm_m[:, 0] = patch.shape[1] - 1 - self.rel_lm_m[:, 0]
-        self.schedule, self.t = schedule, 0
-
-    def detect(self, image):
-        from audet.inference.faces import DetectedFace
-
-        t = int(image[0, 0, 0])  # the frame number is written into the top-left pixel
-        return [DetectedFace(tuple(self.rel_box + [x, y, x, y]), 0.99 - 0.01 * m) for x, y, m in self.schedule(t)]
-
-    def landmarks(self, image, boxes):
-        t = int(image[0, 0, 0])
-        return [(self.rel_lm_m if m else self.rel_lm) + [x, y] for x, y, m in self.schedule(t)]
-
-
 @pytest.mark.parametrize("clip", [None, {"offsets": [-3, 0, 3], "targets": "centre"}])
 def test_resume_from_any_chunk_and_again_inside_the_warm_up(clip, tmp_path):
-    from inference_helpers import enter_leave_schedule, scene
+    """Resumed at the first, a middle and the last chunk boundary, and each time interrupted again
+    right after the first chunk of the resumed run (often inside its warm-up)."""
+    from inference_helpers import BlobFaces, scene
 
     from audet.inference.media import Frame
 
     ck = make_checkpoint(tmp_path / "m.safetensors", clip=clip)
-    faces = ScheduleFaces(enter_leave_schedule)
-    det = audet.Detector(checkpoint=ck, face_detector=faces, landmarker=faces, batch_size=3)
-    frames = []
-    for t in range(44):
-        img = scene(t, enter_leave_schedule(t))
-        img[0, 0, 0] = t
-        frames.append(Frame(t, t / 25, img))
+    faces = BlobFaces()
+    det = audet.Detector(checkpoint=ck, face_detector=faces, landmarker=faces, batch_size=3, max_age=2)
+    frames = [Frame(t, t / 25, scene(t, short_schedule(t))) for t in range(16)]
 
     def rows(chunks):
         return pd.concat([c.rows for c in chunks], ignore_index=True)
@@ -169,11 +155,13 @@ def test_resume_from_any_chunk_and_again_inside_the_warm_up(clip, tmp_path):
 
     chunks = list(det.iter_chunks(frames))
     full = rows(chunks)
-    assert full["face_id"].nunique() == 3 and len(chunks) > 5
-    for k, c in enumerate(chunks[:-1]):
+    assert full["face_id"].nunique() == 3 and len(chunks) > 4
+    assert sorted(full["frame"]) == sorted(t for t in range(16) for _ in short_schedule(t))
+    for k in sorted({0, (len(chunks) - 1) // 2, len(chunks) - 2}):
         before = chunks[: k + 1]
-        again = resumed(c.resume)
+        again = resumed(chunks[k].resume)
         pd.testing.assert_frame_equal(rows(before + again), full)
-        # interrupted again right after the first chunk of the resumed run (often inside its warm-up)
+        if clip:  # the first chunk of the resumed run ends inside its warm-up: it resumes where that run did
+            assert again[0].resume["start"] == chunks[k].resume["start"]
         twice = resumed(again[0].resume)
         pd.testing.assert_frame_equal(rows(before + again[:1] + twice), full)
