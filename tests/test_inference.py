@@ -205,7 +205,7 @@ def test_predict_writes_tables_annotations_and_plots(ckpt, video, tmp_path, caps
     cv2.imwrite(str(img), cv2.cvtColor(scene(0, [(205, 40, True), (10, 30, False)]), cv2.COLOR_RGB2BGR))
     out = tmp_path / "out"
     rc = main(["predict", str(img), str(video), "--checkpoint", str(ckpt), "--out", str(out), "--annotate", "--plot",
-               "--no-progress"])
+               "--quiet"])
     assert rc == 0, capsys.readouterr().err
     t_img = pd.read_csv(out / "two.csv")
     assert list(t_img["face_id"]) == [0, 1] and t_img["box_x1"].tolist() == [10, 205]  # left to right
@@ -218,7 +218,7 @@ def test_predict_writes_tables_annotations_and_plots(ckpt, video, tmp_path, caps
     assert sorted(p.name for p in out.glob("*_aus.png")) == [f"enter_leave_face{i}_aus.png" for i in range(3)]
     assert not list(out.glob("*.part")) and not list(out.glob("*.progress.json"))
     # a second run skips the finished inputs
-    assert main(["predict", str(img), "--checkpoint", str(ckpt), "--out", str(out), "--no-progress"]) == 0
+    assert main(["predict", str(img), "--checkpoint", str(ckpt), "--out", str(out), "--quiet"]) == 0
     assert "skipped" in capsys.readouterr().err
 
 

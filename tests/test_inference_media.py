@@ -82,7 +82,7 @@ def test_large_image_is_detected_downscaled_and_landmarked_at_full_size(ckpt):
 def test_batch_of_photos_continues_past_bad_files_and_fails_at_the_end(ckpt, photo_dir, tmp_path, capsys):
     out = tmp_path / "out"
     rc = main(["predict", str(photo_dir), str(photo_dir / "absent.jpg"), "--checkpoint", str(ckpt), "--out", str(out),
-               "--min-face-size", "40", "--no-progress"])
+               "--min-face-size", "40", "--quiet"])
     err = capsys.readouterr().err
     assert rc == 1
     assert "truncated.jpg: truncated or corrupt" in err and "notes.jpg: not an image" in err
@@ -130,7 +130,7 @@ def test_bad_videos(tmp_path, ckpt, capsys, monkeypatch):
     short = tmp_path / "short.avi"
     short.write_bytes(data[: int(len(data) * 0.6)])
     out = tmp_path / "out"
-    rc = main(["predict", str(short), str(cut), str(good), "--checkpoint", str(ckpt), "--out", str(out), "--no-progress"])
+    rc = main(["predict", str(short), str(cut), str(good), "--checkpoint", str(ckpt), "--out", str(out), "--quiet"])
     err = capsys.readouterr().err
     assert rc == 1
     assert "short.avi: video ended after" in err and "of 20 frames" in err
@@ -144,7 +144,7 @@ def test_bad_videos(tmp_path, ckpt, capsys, monkeypatch):
 def test_video_without_faces_says_so(tmp_path, ckpt, capsys, monkeypatch):
     use_blob_faces(monkeypatch)
     empty = write_video(tmp_path / "wall.mp4", n=6, schedule=lambda t: [])
-    assert main(["predict", str(empty), "--checkpoint", str(ckpt), "--out", str(tmp_path / "o"), "--no-progress"]) == 0
+    assert main(["predict", str(empty), "--checkpoint", str(ckpt), "--out", str(tmp_path / "o"), "--quiet"]) == 0
     assert "wall: no face found in any of the frames" in capsys.readouterr().err
     table = pd.read_csv(tmp_path / "o" / "wall.csv")
     assert len(table) == 0 and "AU01_c" in table.columns
@@ -158,7 +158,7 @@ def test_variable_frame_rate_uses_the_container_times(tmp_path, ckpt, capsys, mo
     ts = [f.timestamp for f in src.frames()]
     np.testing.assert_allclose(ts, [0, .02, .04, .06, .08, .10, .16, .22, .28, .34], atol=1e-6)
     assert src.variable_rate and not src.truncated
-    assert main(["predict", str(vfr), "--checkpoint", str(ckpt), "--out", str(tmp_path / "o"), "--no-progress"]) == 0
+    assert main(["predict", str(vfr), "--checkpoint", str(ckpt), "--out", str(tmp_path / "o"), "--quiet"]) == 0
     assert "variable frame rate" in capsys.readouterr().err
     table = pd.read_csv(tmp_path / "o" / "vfr.csv")
     np.testing.assert_allclose(table["timestamp"], np.asarray(ts)[table["frame"]], atol=1e-4)
@@ -203,7 +203,7 @@ def test_parquet_needs_pyarrow_or_writes_parquet(tmp_path, ckpt, capsys):
     img = tmp_path / "a.png"
     cv2.imwrite(str(img), astronaut())
     rc = main(["predict", str(img), "--checkpoint", str(ckpt), "--out", str(tmp_path / "o"), "--format", "parquet",
-               "--no-progress"])
+               "--quiet"])
     if parquet_available():
         assert rc == 0 and len(pd.read_parquet(tmp_path / "o" / "a.parquet")) == 1
     else:

@@ -75,7 +75,7 @@ def test_export_command_and_onnxruntime_backend_match_torch(ckpt, tmp_path, caps
 
     cv2.imwrite(str(imgp), cv2.cvtColor(two, cv2.COLOR_RGB2BGR))
     assert main(["predict", str(imgp), "--checkpoint", str(ckpt), "--backend", "onnxruntime", "--out",
-                 str(tmp_path / "o"), "--no-progress"]) == 0
+                 str(tmp_path / "o"), "--quiet"]) == 0
     assert ckpt.with_suffix(".onnx").is_file()
     table = pd.read_csv(tmp_path / "o" / "two.csv")
     np.testing.assert_allclose(table[cols].to_numpy(), ref[cols].to_numpy(), atol=2e-5)

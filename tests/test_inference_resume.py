@@ -43,7 +43,7 @@ def setup(request, tmp_path_factory, video):
     with pytest.MonkeyPatch.context() as mp:
         use_blob_faces(mp)
         assert main(["predict", str(video), "--checkpoint", str(ck), "--out", str(d / "ref"), "--batch-size", "4",
-                     "--no-progress"]) == 0
+                     "--quiet"]) == 0
     ref = pd.read_csv(d / "ref" / "talk.csv")
     assert sorted(ref["frame"]) == sorted(t for t in range(N) for _ in short_schedule(t))
     return ck, ref
@@ -62,7 +62,7 @@ def test_ctrl_c_then_a_half_written_batch_then_resume(setup, video, tmp_path, mo
             yield fr
 
     monkeypatch.setattr(VideoSource, "frames", interrupted)
-    args = ["predict", str(video), "--checkpoint", str(ck), "--out", str(out), "--batch-size", "4", "--no-progress"]
+    args = ["predict", str(video), "--checkpoint", str(ck), "--out", str(out), "--batch-size", "4", "--quiet"]
     assert main(args) == 130
     assert "run the same command again to resume" in capsys.readouterr().err
     part = out / "talk.csv.part"
@@ -82,7 +82,7 @@ def test_ctrl_c_then_a_half_written_batch_then_resume(setup, video, tmp_path, mo
 def test_kill_mid_video_and_resume(setup, video, tmp_path, monkeypatch):
     ck, ref = setup
     out = tmp_path / "out"
-    args = ["predict", str(video), "--checkpoint", str(ck), "--out", str(out), "--batch-size", "4", "--no-progress"]
+    args = ["predict", str(video), "--checkpoint", str(ck), "--out", str(out), "--batch-size", "4", "--quiet"]
     src = str(Path(audet.__file__).resolve().parents[1])
     here = str(Path(__file__).resolve().parent)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, here, os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1",

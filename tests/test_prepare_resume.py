@@ -73,7 +73,7 @@ def test_killed_subprocess_resumes_to_identical_output(release, tmp_path, log):
     script = ("import argparse, sys; from audet.commands import prepare as m; "
               "p = argparse.ArgumentParser(); m.add_arguments(p); sys.exit(m.run(p.parse_args()))")  # fmt: skip
     cmd = [sys.executable, "-c", script, "BP4D", "--root", str(raw), "--out", str(out),
-           "--workers", "2", "--no-progress"]  # fmt: skip
+           "--workers", "2", "--quiet"]  # fmt: skip
     proc = subprocess.Popen(cmd, env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
     try:

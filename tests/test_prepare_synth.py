@@ -21,7 +21,7 @@ def test_synth_test_preset_prepares_and_reads_back(tmp_path, capsys):
     raw, out = tmp_path / "raw", tmp_path / "out"
     assert _run(synth_cmd, ["--preset", "test", "--out", str(raw)]) in (0, None)
     assert _run(prepare_cmd, ["BP4D", "--root", str(raw), "--out", str(out), "--workers", "2",
-                              "--no-progress"]) == 0  # fmt: skip
+                              "--quiet"]) == 0  # fmt: skip
     assert "synthetic release" in capsys.readouterr().out  # folds from assign_parts, with a notice
 
     info = json.loads((out / "dataset.json").read_text())
