@@ -12,6 +12,7 @@ Each AU brightens its own horizontal band of the face, so a small CNN can learn 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 from itertools import combinations
 from pathlib import Path
@@ -240,14 +241,15 @@ def golden_io(folder: Path) -> dict:
     return {k: v.clone() for k, v in load_file(str(Path(folder) / "io.safetensors")).items()}
 
 
-def one_thread(fn):
-    """``fn()`` with one torch thread, as the golden outputs were made."""
+@contextlib.contextmanager
+def one_thread():
+    """One torch thread inside the block, as the golden outputs were made."""
     import torch
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return fn()
+        yield
     finally:
         torch.set_num_threads(threads)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from helpers import GOLDEN as GOLDEN_ROOT, REFERENCE, golden_io, parity_marks, reference_layout
+from helpers import GOLDEN as GOLDEN_ROOT, REFERENCE, golden_io, one_thread, parity_marks, reference_layout
 
 GOLDEN = GOLDEN_ROOT / "jaanet_region_layers"
 TSV = REFERENCE / "jaanet_region_layers.tsv"
@@ -41,14 +41,9 @@ def test_region_layers_reproduce_golden(golden):
     model = RegionLearning(3, 8)
     model.load_state_dict(state, strict=True)
     model.eval()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with torch.no_grad():
-            layer1 = model.multiscale_feat[1](model.multiscale_feat[0](io["input"]))
-            out = model(io["input"])
-    finally:
-        torch.set_num_threads(threads)
+    with one_thread(), torch.no_grad():
+        layer1 = model.multiscale_feat[1](model.multiscale_feat[0](io["input"]))
+        out = model(io["input"])
     assert (layer1 - io["layer1_pooled"]).abs().max().item() < ATOL
     assert out.shape == io["output"].shape == (2, 64, 44, 44)
     assert (out - io["output"]).abs().max().item() < ATOL

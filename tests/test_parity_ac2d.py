@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from helpers import GOLDEN as GOLDEN_ROOT, golden_io, parity_marks
+from helpers import GOLDEN as GOLDEN_ROOT, golden_io, one_thread, parity_marks
 
 GOLDEN = GOLDEN_ROOT / "ac2d_bp4d_12au"
 ATOL = 1e-5
@@ -22,16 +22,11 @@ pytestmark = parity_marks(GOLDEN / "net_20.pth")
 def golden():
     from audet.models.convert.ac2d import convert_ac2d
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        io = golden_io(GOLDEN)
-        model = convert_ac2d(GOLDEN / "net_20.pth", "BP4D", confounder_scale="code")
-        with torch.no_grad():
-            out = model(io["input"], return_full_attention=True)
-            out_no_data = model(io["input"], intervention=False)
-    finally:
-        torch.set_num_threads(threads)
+    io = golden_io(GOLDEN)
+    model = convert_ac2d(GOLDEN / "net_20.pth", "BP4D", confounder_scale="code")
+    with one_thread(), torch.no_grad():
+        out = model(io["input"], return_full_attention=True)
+        out_no_data = model(io["input"], intervention=False)
     return model, io, out, out_no_data
 
 
@@ -87,16 +82,13 @@ def test_paper_scale_conversion_changes_only_the_confounder(golden):
 
 def test_stacked_branches_reproduce_the_golden_outputs(golden):
     model, io, _, _ = golden
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     try:
         model.branch_impl = "batched"
-        with torch.no_grad():
+        with one_thread(), torch.no_grad():
             out = model(io["input"])
             logits = model.forward_logits(io["input"])
     finally:
         model.branch_impl = "auto"
-        torch.set_num_threads(threads)
     assert maxdiff(out.aux["features"], io["aus_feature"]) < ATOL
     assert maxdiff(out.logits, io["aus_output"]) < ATOL and maxdiff(logits, io["aus_output"]) < ATOL
     assert maxdiff(out.aux["attention"].reshape(2, 12, 484), io["aus_attention_mean"]) < ATOL

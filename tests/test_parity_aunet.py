@@ -12,7 +12,7 @@ from collections import OrderedDict
 import pytest
 import torch
 
-from helpers import GOLDEN, REFERENCE as REF, golden_io as _io, parity_marks, reference_layout
+from helpers import GOLDEN, REFERENCE as REF, golden_io as _io, one_thread, parity_marks, reference_layout
 
 PRED = GOLDEN / "aunet_predictor_12au"
 VAE = GOLDEN / "aunet_vae_bp4d"
@@ -29,13 +29,8 @@ def converted():
 
 
 def _one_thread(fn):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with torch.no_grad():
-            return fn()
-    finally:
-        torch.set_num_threads(threads)
+    with one_thread(), torch.no_grad():
+        return fn()
 
 
 def test_predictor_logits(converted):

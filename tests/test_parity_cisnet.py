@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from helpers import GOLDEN as GOLDEN_ROOT, REFERENCE, golden_io, parity_marks, reference_layout
+from helpers import GOLDEN as GOLDEN_ROOT, REFERENCE, golden_io, one_thread, parity_marks, reference_layout
 
 GOLDEN = GOLDEN_ROOT / "cis_head_resnet18"
 ATOL = 1e-5
@@ -23,18 +23,13 @@ pytestmark = parity_marks(GOLDEN / "final_model.pt")
 def golden():
     from audet.models.convert.cisnet import convert_cisnet
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        io = golden_io(GOLDEN)
-        model = convert_cisnet(GOLDEN / "final_model.pt", "BP4D", backbone="resnet18")
-        with torch.no_grad():
-            feature = model.projector(io["input"])  # the pooled encoder output is the stored input
-            logits = model.forward_head(feature)
-            logits_no_subject = model.forward_head(feature, intervention=False)
-            alpha = model.cis.attention(feature)
-    finally:
-        torch.set_num_threads(threads)
+    io = golden_io(GOLDEN)
+    model = convert_cisnet(GOLDEN / "final_model.pt", "BP4D", backbone="resnet18")
+    with one_thread(), torch.no_grad():
+        feature = model.projector(io["input"])  # the pooled encoder output is the stored input
+        logits = model.forward_head(feature)
+        logits_no_subject = model.forward_head(feature, intervention=False)
+        alpha = model.cis.attention(feature)
     return model, io, feature, logits, logits_no_subject, alpha
 
 
