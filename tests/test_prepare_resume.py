@@ -146,3 +146,18 @@ def test_pool_workers_ignore_ctrl_c():
 
     with mp.get_context("spawn").Pool(1) as pool:
         assert pool.map(_sigint_handler_after_init, [0]) == [True]
+
+
+def test_a_manifest_write_cut_by_a_kill_leaves_no_temporary_file(release, tmp_path):
+    """A kill during the manifest's atomic write leaves ``.<key>.npz.<random>.tmp``; the re-run that
+    redoes the sequence removes it (seen when the SIGKILL above lands inside that write)."""
+    raw, _, ref_tree = release
+    out = tmp_path / "out"
+    prepare_dataset("BP4D", raw, out, workers=1, progress=False)
+    manifests = sorted((out / ".prepare").rglob("*.npz"))
+    victim = manifests[0]
+    (victim.parent / f".{victim.name}.abc123.tmp").write_bytes(b"half a manifest")
+    victim.unlink()  # not committed: the sequence is redone
+    prepare_dataset("BP4D", raw, out, workers=1, progress=False)
+    assert victim.is_file() and not list(out.rglob(".*.tmp"))
+    assert _tree(out) == ref_tree

@@ -190,7 +190,10 @@ def process_sequence(spec: SequenceSpec, release: Release, opts: PrepareOptions,
         skip_names=np.asarray(skip_names, dtype=np.str_).reshape(-1),
         skip_reasons=np.asarray(skip_reasons, dtype=np.str_).reshape(-1),
     )
-    write_bytes_atomic(manifest_path(out, release.name, spec), buf.getvalue())
+    manifest = manifest_path(out, release.name, spec)
+    for stale in manifest.parent.glob(f".{manifest.name}.*.tmp"):  # a manifest write cut by a killed run
+        stale.unlink(missing_ok=True)
+    write_bytes_atomic(manifest, buf.getvalue())
     return {"key": spec.key, "written": len(paths), "skipped": len(skip_names)}
 
 
