@@ -242,7 +242,9 @@ def test_loss_context_and_variants():
     assert torch.allclose(code, cisnet_adaptive_loss(logits, labels, mask, None, au_reduction="mean", smoothing=0.05))
 
 
-def test_gradient_flow_through_cis():
+def tiny_with_dictionary():
+    """A tiny CISNet whose dictionary was filled by a data pass, in train mode, with its first
+    batch and the loss context of that batch's labels."""
     m = tiny()
     data = batches()
     m.eval()
@@ -250,7 +252,11 @@ def test_gradient_flow_through_cis():
         m.data_pass_end([m.data_pass_step(b) for b in data])
     m.train()
     b = data[0]
-    ctx = m.loss_context(None, b["labels"].numpy(), b["mask"].numpy())
+    return m, b, m.loss_context(None, b["labels"].numpy(), b["mask"].numpy())
+
+
+def test_gradient_flow_through_cis():
+    m, b, ctx = tiny_with_dictionary()
     loss = m.loss_terms(m(b["image"]), b, ctx)["au"]
     loss.backward()
     for name, p in m.named_parameters():
@@ -266,14 +272,7 @@ def test_gradient_flow_through_cis():
 def test_plugin_backbone_trains_a_step():
     """CIS on the registered resnet_tiny trunk: one SGD step of the paper's recipe changes the
     weights and lowers the loss on that batch."""
-    m = tiny()
-    data = batches()
-    m.eval()
-    with torch.no_grad():
-        m.data_pass_end([m.data_pass_step(b) for b in data])
-    m.train()
-    b = data[0]
-    ctx = m.loss_context(None, b["labels"].numpy(), b["mask"].numpy())
+    m, b, ctx = tiny_with_dictionary()
     opt = torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
     w0 = m.cis.intervention.w_q.weight.clone()
     losses = []

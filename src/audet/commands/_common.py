@@ -43,26 +43,24 @@ class UsageError(ValueError):
 # --------------------------------------------------------------------------------------------
 # argument types and option spellings
 # --------------------------------------------------------------------------------------------
-def positive_int(text: str) -> int:
-    """argparse type: a whole number >= 1."""
+def _whole_number(text: str, low: int, too_low: str) -> int:
     try:
         v = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; give one >= 1") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{v} is too small; give a whole number >= 1")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; give one >= {low}") from None
+    if v < low:
+        raise argparse.ArgumentTypeError(f"{v} is {too_low}; give a whole number >= {low}")
     return v
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1."""
+    return _whole_number(text, 1, "too small")
 
 
 def nonnegative_int(text: str) -> int:
     """argparse type: a whole number >= 0."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; give one >= 0") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"{v} is negative; give a whole number >= 0")
-    return v
+    return _whole_number(text, 0, "negative")
 
 
 class _Deprecated(argparse.Action):
