@@ -264,3 +264,23 @@ def reference_layout(path: Path) -> list[tuple[str, tuple[int, ...], str]]:
         name, shape, _numel, kind = line.split("\t")
         rows.append((name, tuple(json.loads(shape)), kind))
     return rows
+
+
+def randomize(model, seed: int = 0, skip: tuple[str, ...] = ()):
+    """Random values like the golden files' (golden/README.md): W ~ N(0, 1/fan_in), bias ~ N(0, 0.1),
+    norm weights ~ U(0.5, 1.5), running_var ~ U(0.5, 2.0); buffers named with a ``skip`` prefix
+    (e.g. a subject dictionary) and integer buffers are left as they are. Returns ``model``."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            if not t.is_floating_point() or name.startswith(skip):
+                continue
+            if name.endswith("running_var") or (t.ndim == 1 and name.endswith("weight")):
+                t.copy_(0.5 + torch.rand(t.shape, generator=g) * (1.5 if name.endswith("running_var") else 1.0))
+            elif t.ndim >= 2:
+                t.copy_(torch.randn(t.shape, generator=g) / t[0].numel() ** 0.5)
+            else:
+                t.copy_(0.1 * torch.randn(t.shape, generator=g))
+    return model

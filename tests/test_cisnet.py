@@ -11,6 +11,7 @@ import torch
 from audet.models import create_model
 from audet.models.base import DataInfo, LogitsOnly, LossContext, ModelOutput
 from audet.models.layers.causal_subject import SubjectCausalIntervention
+from helpers import randomize as _randomize
 
 AUS = [1, 2, 4, 12]
 SUBJECTS = ["F001", "F002", "M001", "M002", "M003"]
@@ -331,18 +332,7 @@ def test_resnet34_parameter_count_is_the_published_models():
 
 
 def randomize(model, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, t in model.state_dict().items():
-            if not t.is_floating_point() or name.startswith("cis.dict"):
-                continue
-            if name.endswith("running_var"):
-                t.copy_(0.5 + 1.5 * torch.rand(t.shape, generator=g))
-            elif t.ndim >= 2:
-                t.copy_(torch.randn(t.shape, generator=g) / t[0].numel() ** 0.5)
-            else:
-                t.copy_(0.1 * torch.randn(t.shape, generator=g))
-    return model
+    return _randomize(model, seed, skip=("cis.dict",))
 
 
 @pytest.fixture(scope="module")

@@ -24,26 +24,14 @@ from audet.models.convert.ac2d import (
     to_authors_checkpoint,
 )
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-TSV_DIR = SHARED / "reference" / "original-checkpoints"
+from helpers import REFERENCE as TSV_DIR, randomize as _randomize
+
 BP4D = (1, 2, 4, 6, 7, 10, 12, 14, 15, 17, 23, 24)
 DISFA = (1, 2, 4, 6, 9, 12, 25, 26)
 
 
 def randomize(model, seed=0):
-    """Random values like the golden files': W ~ N(0, 1/fan_in), bias ~ N(0, 0.1), norms ~ U(0.5, 1.5)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, t in model.state_dict().items():
-            if not t.is_floating_point() or name.startswith("proto_"):
-                continue
-            if name.endswith("running_var") or (t.ndim == 1 and name.endswith("weight")):
-                t.copy_(0.5 + torch.rand(t.shape, generator=g) * (1.5 if name.endswith("running_var") else 1.0))
-            elif t.ndim >= 2:
-                t.copy_(torch.randn(t.shape, generator=g) / t[0].numel() ** 0.5)
-            else:
-                t.copy_(0.1 * torch.randn(t.shape, generator=g))
-    return model
+    return _randomize(model, seed, skip=("proto_",))
 
 
 @pytest.fixture(scope="module")
