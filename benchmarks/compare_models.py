@@ -88,18 +88,20 @@ def main(argv=None) -> int:
 
     from torch.utils.data import DataLoader
 
-    from audet.data.meta import read_fold
+    from audet.data.meta import read_dataset_meta, read_fold
     from audet.engine.checkpoint import load_checkpoint
     from audet.engine.config import load_config
-    from audet.engine.evaluate import _eval_dataset, predict
+    from audet.engine.evaluate import eval_dataset, run_evaluator
+    from audet.engine.evaluator import AUEvaluator
     from audet.engine.fit import fit
     from audet.metrics import au_report, paired_bootstrap_f1_diff, to_markdown
 
     data = Path(args.data)
+    meta = read_dataset_meta(data)
     test_prefix = read_fold(data, args.fold)["test"]
     out = Path(args.out)
     probs, minutes = {}, {}
-    labels = mask = groups = None
+    labels = mask = groups = keys = None
     for name in args.models:
         run = out / name
         cfg = load_config(args.config, [f"model.name={name}", f"data.root={data}", f"data.dataset={meta['dataset']}",
@@ -112,10 +114,19 @@ def main(argv=None) -> int:
         minutes[name] = json.loads((run / "results.json").read_text()).get("train_minutes") or (time.perf_counter() - t) / 60
         model = load_checkpoint(run / f"{args.checkpoint}.safetensors")
         aus = list(model.aus)
-        ds = _eval_dataset(data, test_prefix, aus, model.preprocess)
-        p, y, m = predict(model, DataLoader(ds, batch_size=64, num_workers=2), list(range(len(aus))))
+        ds = eval_dataset(data, test_prefix, aus, model.preprocess)
+        ev = run_evaluator(model, DataLoader(ds, batch_size=64, num_workers=2),
+                           AUEvaluator(aus, list(range(len(aus)))))
+        # one row per scored (sequence, frame), sorted by that key so that frame and clip models
+        # (different windows, different first-seen orders) are compared frame by frame
+        p, y, m = ev.arrays()
+        k = ev.keys()
+        order = np.lexsort((k[:, 1], k[:, 0]))
+        p, y, m, k = p[order], y[order], m[order], k[order]
+        if keys is not None and not np.array_equal(keys, k):
+            raise SystemExit(f"{name} scored other frames than {args.models[0]}: not comparable")
         probs[name] = p
-        labels, mask, groups = y, m, ds.sequence_ids
+        labels, mask, groups, keys = y, m, k[:, 0], k
 
     lab = np.where(mask > 0, labels, 9)
     rows = []

@@ -22,12 +22,12 @@ def face_patch(h: int = 120, w: int = 95) -> np.ndarray:
     return cv2.resize(astronaut()[20:300, 120:340], (w, h), interpolation=cv2.INTER_AREA)
 
 
-def make_checkpoint(path, clip: dict | None = None, seed: int = 0) -> Path:
+def make_checkpoint(path, clip: dict | None = None, seed: int = 0, **preprocess) -> Path:
     from audet.engine.checkpoint import save_checkpoint
     from audet.models import create_model
 
     torch.manual_seed(seed)
-    pre = {"clip": clip} if clip else None
+    pre = {**({"clip": clip} if clip else {}), **preprocess} or None
     model = create_model("resnet_tiny", num_aus=len(AUS), aus=AUS, width=4, preprocess=pre).eval()
     save_checkpoint(model, path)
     return Path(path)

@@ -56,3 +56,28 @@ def test_feature_probe_scores_the_aus_of_a_fold_and_rejects_a_missing_fold(tmp_p
     assert all(0.0 <= v <= 1.0 for v in [*r["head"].values(), *r["probe"].values()])
     with pytest.raises(ValueError, match=r"3 fold\(s\).*fold 7 does not exist"):
         fp.probe(ck, data, 7, n_train=8, n_test=8, C=1.0)
+
+
+def test_compare_models_scores_existing_runs_frame_by_frame(tmp_path, capsys):
+    # finished runs (results.json + best checkpoint) are only evaluated: the table, the prior row
+    # and the paired bootstrap through the one evaluation path
+    cm = _load("compare_models")
+    data = tmp_path / "prep"
+    make_toy_prepared(data, aus=(1, 2), n_subjects=6, n_sequences=2, n_frames=4, missing_rate=0.0, image_size=200)
+    out = tmp_path / "cmp"
+    for i, name in enumerate(("resnet_tiny", "resnet18")):
+        torch.manual_seed(i)
+        kw = {"width": 4} if name == "resnet_tiny" else {}
+        model = create_model(name, num_aus=2, aus=[1, 2], **kw)
+        (out / name).mkdir(parents=True)
+        save_checkpoint(model, out / name / "best.safetensors")
+        (out / name / "results.json").write_text('{"train_minutes": 0.5}')
+    assert cm.main(["--data", str(data), "--out", str(out), "--config", "resnet_tiny_synth",
+                    "--models", "resnet_tiny", "resnet18", "--n-boot", "20"]) == 0
+    text = (out / "comparison.md").read_text()
+    assert "prior (all positive)" in text and "| resnet18 |" in text and "20 resamples" in text
+    import pandas as pd
+
+    table = pd.read_csv(out / "comparison.csv", index_col=0)
+    assert list(table.index) == ["prior (all positive)", "resnet_tiny", "resnet18"]
+    assert list(table.columns) == ["AU1", "AU2", "Avg"]

@@ -100,3 +100,20 @@ def test_optimizer_names_and_frozen_parameters_left_out():
     model.freeze(["*"])
     with pytest.raises(ValueError, match="no trainable parameter"):
         build_optimizer(model, base, **kw)
+
+
+def test_aunet_recipe_decays_the_lr_by_30_percent_every_4_epochs():
+    # AU-Net section V-C: AdamW from 1e-4, "degrading every 4 epochs by 30%", 12 epochs
+    from audet.engine.config import load_config
+
+    cfg = load_config("aunet_bp4d")
+    opt, sched = build_optimizer(nn.Linear(4, 2), cfg["optim"], batch_size=64, world_size=1, accumulate=1,
+                                 steps_per_epoch=5, max_epochs=12)
+    lrs = []
+    for _ in range(60):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == lrs[19] == pytest.approx(1e-4)
+    assert lrs[20] == lrs[39] == pytest.approx(7e-5)
+    assert lrs[40] == lrs[59] == pytest.approx(4.9e-5)

@@ -87,3 +87,19 @@ def test_sequences_follow_the_deduplicated_rows():
     ev.process({k: v[:1] for k, v in b.items()}, torch.zeros(1, 1))  # a repeat of (7, 0)
     probs, _, _ = ev.arrays()
     assert probs.shape == (3, 1) and ev.sequences().tolist() == [7, 7, 9]
+    assert ev.keys().tolist() == [[7, 0], [7, 1], [9, 0]]
+
+
+def test_f1_convention_switch_scores_like_the_published_cis_code():
+    # AU a: labels 1,0 and probabilities exactly 0.5 -> paper (>=) predicts both present,
+    # cis (strict >) predicts none; AU b has no positive label -> 0 (paper) / -1 (cis)
+    y = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+    b = {"labels": y, "mask": torch.ones_like(y), "sequence": torch.tensor([0, 0]), "frame": torch.tensor([0, 1])}
+    paper, cis = AUEvaluator([1, 2]), AUEvaluator([1, 2], convention="cis")
+    for ev in (paper, cis):
+        ev.process(b, torch.zeros(2, 2))  # sigmoid(0) = 0.5
+    assert paper.evaluate()["per_au"] == {1: pytest.approx(2 / 3), 2: 0.0}
+    assert cis.evaluate()["per_au"] == {1: 0.0, 2: -1.0}
+    assert cis.evaluate()["f1"] == -0.5  # the CIS code averages the -1 in
+    with pytest.raises(ValueError, match="convention"):
+        AUEvaluator([1], convention="strict")

@@ -155,6 +155,39 @@ def test_clip_model_gets_the_same_face_at_the_trained_offsets_in_order(tmp_path)
             torch.testing.assert_close(clips[t, k], singles[src_t], atol=0, rtol=0)
 
 
+def test_align_clip_model_gets_its_frames_aligned_to_the_centre_frame_as_in_training(tmp_path):
+    # AUNet's TDN (preprocess align_clip = five_point): the clip frames of a face are aligned to
+    # its centre frame by five points, then cropped, by the training transform itself
+    from audet.data.transforms import EvalTransform
+    from audet.inference.media import VideoSource
+    from audet.inference.tracking import IoUTracker as T
+
+    ck = make_checkpoint(tmp_path / "clip.safetensors", clip={"offsets": [-2, 0, 2], "targets": "centre"},
+                         align_clip="five_point")
+    det = audet.Detector(checkpoint=ck, batch_size=4, min_face_size=40)
+    assert det.aligner.align_clip
+    det.model = rec = Recorder(det.model)
+    n = 7
+    vid = write_video(tmp_path / "v.mp4", n=n, schedule=lambda t: [(10 + 6 * t, 30 + (t % 3), False)])
+    rows = det.detect_video(vid)
+    assert list(rows["frame"]) == list(range(n))
+    clips = torch.cat(rec.inputs)
+    assert clips.shape[:2] == (n, 3)
+    faces, tr = [], T()
+    with VideoSource(vid) as src:
+        for fr in src.frames():
+            faces.append(det.analyse_frame(fr.image, fr.index, fr.timestamp, tracker=tr).faces[0].x)
+    assert isinstance(faces[0], tuple) and faces[0][0].dtype == np.uint8 and faces[0][1].shape == (49, 2)
+    transform = EvalTransform.from_preprocess(det.preprocess)
+    assert transform.align_reference == 1
+    for t in range(n):
+        idx = [min(max(t + o, 0), n - 1) for o in (-2, 0, 2)]
+        want, _ = transform(np.stack([faces[i][0] for i in idx]), np.stack([faces[i][1] for i in idx]))
+        torch.testing.assert_close(clips[t], want, atol=0, rtol=0)
+        centre, _ = transform(faces[t][0], faces[t][1])  # the reference frame itself is not moved
+        torch.testing.assert_close(clips[t, 1], centre, atol=1e-6, rtol=0)
+
+
 def test_tracker_ids_and_state_round_trip():
     assert iou_matrix([[0, 0, 10, 10]], [[5, 0, 15, 10], [20, 20, 30, 30]]).tolist() == [[50 / 150, 0.0]]
     tr = IoUTracker(iou_threshold=0.3, max_age=2)

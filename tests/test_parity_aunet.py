@@ -92,3 +92,35 @@ def test_wrong_file_is_refused():
 
     with pytest.raises(ConversionError, match="entries"):
         convert_aunet(VAE / "vae_100.pth", "BP4D")
+
+
+def test_convert_command_with_vae_and_fan_weights(tmp_path, capsys):
+    from audet.cli import main
+    from audet.engine.checkpoint import load_checkpoint
+    from audet.models.layers.fan import FAN
+
+    torch.manual_seed(0)
+    fan = FAN(2).state_dict()
+    torch.save(fan, tmp_path / "2dfan2.pth")
+    out = tmp_path / "aunet_bp4d"
+    assert main(["convert", "aunet", str(PRED / "fc_11.pth"), "--vae", str(VAE / "vae_100.pth"),
+                 "--fan-weights", str(tmp_path / "2dfan2.pth"), "--out", str(out), "--aus", "BP4D"]) == 0
+    model = load_checkpoint(out.with_suffix(".safetensors"))
+    assert model.model_name == "aunet" and model.vae is not None
+    assert model.pretrained_status["fan"].startswith("file ")
+    assert torch.equal(model.fan.conv1.weight, fan["conv1.weight"])
+    from audet.models.convert.aunet import convert_aunet
+
+    ref = convert_aunet(PRED / "fc_11.pth", "BP4D", vae=VAE / "vae_100.pth")
+    for k, v in ref.predictor.state_dict().items():
+        assert torch.equal(model.predictor.state_dict()[k], v), k
+    for k, v in ref.vae.state_dict().items():
+        assert torch.equal(model.vae.state_dict()[k], v), k
+    capsys.readouterr()
+    # the AU-Net-only flags are refused for another method, a missing file is named
+    assert main(["convert", "ac2d", str(PRED / "fc_11.pth"), "--vae", str(VAE / "vae_100.pth"),
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "--vae is an option of `audet convert aunet`" in capsys.readouterr().err
+    assert main(["convert", "aunet", str(PRED / "fc_11.pth"), "--fan-weights", str(tmp_path / "none.pth"),
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "none.pth: no such file" in capsys.readouterr().err

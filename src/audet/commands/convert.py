@@ -6,7 +6,9 @@ DESCRIPTION = """Convert an original checkpoint into an audet checkpoint (DST.sa
 
 METHOD picks the converter (ac2d: the net_<epoch>.pth files of github.com/ZhiwenShao/AC2D, either
 the {'model', 'K_data', 'V_data', 'P_data'} dict or a bare state_dict; cisnet: final_model.pt of
-github.com/chen-yingjie/CIS with its subject dictionary, or a bare epoch<N>_model.pt). Names are mapped by rule
+github.com/chen-yingjie/CIS with its subject dictionary, or a bare epoch<N>_model.pt; aunet: the
+AU-Net predictor file, with --vae for its label VAE and --fan-weights for the frozen face-alignment
+network the converted model will load, docs/models/aunet.md). Names are mapped by rule
 and every shape is checked; a checkpoint of another model or AU count is refused with the
 missing / unexpected / mis-shaped tensors named. Files are read with torch.load(weights_only=True);
 numpy arrays inside are allowed, nothing else is unpickled.
@@ -15,12 +17,13 @@ examples:
   audet convert ac2d net_20.pth --out models/ac2d_bp4d_f3 --aus BP4D
   audet convert ac2d disfa/net_20.pth --out models/ac2d_disfa --aus DISFA
   audet convert cisnet work_dir/1/final_model.pt --out models/cisnet_bp4d_f1 --aus BP4D
+  audet convert aunet predictor.pth --vae vae_50.pth --fan-weights 2DFAN4.pth --out models/aunet_bp4d --aus BP4D
 """
 
 
 def add_arguments(p) -> None:
     # No import of audet.models here: building the parser must stay fast (it loads timm).
-    p.add_argument("method", help="which original implementation (ac2d, cisnet)")
+    p.add_argument("method", help="which original implementation (ac2d, cisnet, aunet)")
     p.add_argument("src", help="the original checkpoint file")
     p.add_argument("--out", required=True, help="output path without suffix (writes .safetensors and .json)")
     from audet.commands._common import add_aus
@@ -35,6 +38,12 @@ def add_arguments(p) -> None:
         "--prototype", choices=("epoch_stale", "batch", "epoch"), default="epoch_stale",
         help="prototype mode recorded for further training (default epoch_stale, as the checkpoint was trained)",
     )
+    p.add_argument("--vae", metavar="FILE", default=None,
+                   help="aunet only: the authors' label-VAE file (vae_<epochs>.pth); without it an AU-Net "
+                        "predictor converts to aunet_tdn / aunet_fan")
+    p.add_argument("--fan-weights", metavar="FILE", default=None,
+                   help="aunet only: the face-alignment network's weights (2DFAN .pth/.pth.tar or the AU-Net "
+                        "authors' file), recorded in the checkpoint and loaded whenever it is used")
 
 
 def _torch_file_problem(path) -> str | None:
@@ -78,6 +87,18 @@ def run(args) -> int:
     problem = _torch_file_problem(src)
     if problem:
         raise UsageError(f"{args.src}: not a PyTorch checkpoint ({problem}); give the authors' net_<epoch>.pth")
+    extra = {}
+    for flag, key in (("--vae", "vae"), ("--fan-weights", "fan_weights")):
+        value = getattr(args, key, None)
+        if value is None:
+            continue
+        if args.method != "aunet":
+            raise UsageError(f"{flag} is an option of `audet convert aunet`, not of {args.method}")
+        if not Path(value).is_file():
+            raise UsageError(f"{flag} {value}: no such file")
+        if key == "vae" and (why := _torch_file_problem(value)):
+            raise UsageError(f"--vae {value}: not a PyTorch checkpoint ({why}); give the authors' vae_<epochs>.pth")
+        extra[key] = str(value)
     import warnings
 
     try:
@@ -85,7 +106,7 @@ def run(args) -> int:
             warnings.filterwarnings("ignore", message=r"Detected pickle protocol")  # torch's note, not ours
             model = CONVERTERS[args.method](
                 args.src, aus, model_name=args.model, confounder_scale=args.confounder_scale,
-                prototype=args.prototype,
+                prototype=args.prototype, **extra,
             )
     except ValueError as exc:  # ConversionError and friends
         raise UsageError(_one_line(args.src, exc)) from None

@@ -30,6 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default="32", choices=["32", "bf16", "16"],
                    help="32 (default) | bf16 autocast (opt-in: faster on CPUs with AVX-512 bf16; check the F1 drift)"
                         " | 16 (fp16 autocast, CUDA only)")
+    p.add_argument("--f1-convention", default="paper", choices=["paper", "aunet", "cis"],
+                   help="paper (default: >= 0.5, every audet table) | aunet | cis: the published codes' F1 "
+                        "(smoothing; strict > 0.5 and -1 for AUs without positives), docs/metrics.md")
     p.add_argument("--vs-prior", nargs="?", type=positive_int, const=1000, default=0, metavar="N",
                    help="also compare with the all-present prior: paired bootstrap CI over sequences "
                         "(N resamples; 1000 when N is left out)")
@@ -75,7 +78,7 @@ def run(args) -> int:
     out = args.out or str(ckpt.with_suffix("").with_name(f"{ckpt.with_suffix('').name}_eval_{Path(args.data).name}_{prefix}"))
     res = evaluate(ckpt, args.data, prefix, aus=aus, batch_size=args.batch_size,
                    num_workers=args.num_workers, device=args.device, out=out, precision=args.precision,
-                   vs_prior=args.vs_prior)
+                   vs_prior=args.vs_prior, f1_convention=args.f1_convention)
     print(to_markdown(res["table"]), end="")
     print(f"{res['n']} frames; AUs evaluated: {' '.join(f'AU{a}' for a in res['aus'])}")
     if aus:  # the skipped lists then also hold the AUs --aus left out: say so instead of blaming the data

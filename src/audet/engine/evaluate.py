@@ -105,6 +105,7 @@ def evaluate(
     title: str | None = None,
     precision: str = "32",
     vs_prior: int = 0,
+    f1_convention: str = "paper",
 ) -> dict:
     """Evaluate ``checkpoint`` on ``root``/``prefix``; returns a dict with the per-AU table.
 
@@ -114,7 +115,8 @@ def evaluate(
     (default), ``"bf16"`` or ``"16"`` autocast (:func:`inference_precision`). ``vs_prior`` > 0:
     also compare with the all-present prior (:func:`audet.metrics.compare_with_prior`, that many
     resamples of whole sequences): ``result["prior"]`` (model/prior F1, difference, CI) and
-    ``result["prior_text"]`` (one line).
+    ``result["prior_text"]`` (one line). ``f1_convention``: ``"paper"`` (default) or a published
+    code's (``"aunet"``, ``"cis"``; :func:`audet.metrics.f1_frame`), for comparing with its numbers.
     """
     from torch.utils.data import DataLoader
 
@@ -137,7 +139,7 @@ def evaluate(
     columns = [model_aus.index(a) for a in common]
     ds = eval_dataset(root, prefix, common, model.preprocess)
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    ev = run_evaluator(model, loader, AUEvaluator(common, columns), device, precision)
+    ev = run_evaluator(model, loader, AUEvaluator(common, columns, convention=f1_convention), device, precision)
     scores = ev.evaluate()
     table = ev.table(f"{model.model_name} -> {Path(str(root)).name}/{prefix}")
     result = {
@@ -154,6 +156,7 @@ def evaluate(
         "selection": (getattr(model, "checkpoint_meta", {}) or {}).get("selection"),
         "pretrained": dict(getattr(model, "pretrained_status", {}) or {}),
         "precision": str(precision),
+        "f1_convention": f1_convention,
     }
     if vs_prior:
         from audet.metrics import compare_with_prior, prior_comparison_text
@@ -161,7 +164,8 @@ def evaluate(
         probs, labels, mask = ev.arrays()
         seqs = ev.sequences()
         groups = seqs if len(seqs) and (seqs >= 0).all() else None
-        r = compare_with_prior(labels, probs, mask=mask, groups=groups, n_boot=int(vs_prior))
+        r = compare_with_prior(labels, probs, mask=mask, groups=groups, n_boot=int(vs_prior),
+                               convention=f1_convention)
         result["prior"] = {"f1_model": 100 * r.f1_a, "f1_prior": 100 * r.f1_b, "diff": 100 * r.diff,
                            "low": 100 * r.low, "high": 100 * r.high, "ci": r.ci, "n_boot": r.n_boot,
                            "n_units": r.n_units, "unit": "sequence" if groups is not None else "frame"}
@@ -170,6 +174,9 @@ def evaluate(
         from audet.engine.reports import write_table
 
         notes = [f"{result['n']} frames; AUs evaluated: {', '.join(f'AU{a}' for a in common)}"]
+        if f1_convention != "paper":
+            notes.append(f"F1 under the published code's {f1_convention!r} convention (docs/metrics.md), "
+                         "not comparable with audet's other tables")
         if str(precision) != "32":
             notes.append(f"evaluated with {precision} autocast (reduced precision)")
         if result["skipped_checkpoint_aus"]:

@@ -32,11 +32,18 @@ class AUEvaluator:
     Args:
         aus: the AU numbers of the scored columns (names in the result).
         columns: which columns of the model's logits to score (default all, in order).
+        convention: the F1 convention of :func:`audet.metrics.f1_frame` (``"paper"``, the
+            default and every audet table's; ``"aunet"`` or ``"cis"`` reproduce the published
+            codes' scores, docs/metrics.md).
     """
 
-    def __init__(self, aus: Sequence[int], columns: Sequence[int] | None = None):
+    def __init__(self, aus: Sequence[int], columns: Sequence[int] | None = None, convention: str = "paper"):
+        from audet.metrics import _check_convention
+
+        _check_convention(convention)
         self.aus = [int(a) for a in aus]
         self.columns = None if columns is None else [int(c) for c in columns]
+        self.convention = convention
         self.reset()
 
     def reset(self) -> None:
@@ -134,6 +141,15 @@ class AUEvaluator:
         st = self.state()
         return st["seq"][self._kept(st)] if st["probs"].shape[0] else st["seq"]
 
+    def keys(self) -> np.ndarray:
+        """``(n, 2)`` int64: the (sequence, frame) key of each row of :meth:`arrays`, to align the
+        rows of two evaluators (e.g. a frame model and a clip model) on the same frames."""
+        st = self.state()
+        if st["probs"].shape[0] == 0:
+            return np.zeros((0, 2), np.int64)
+        keep = self._kept(st)
+        return np.stack([st["seq"][keep], st["frame"][keep]], axis=1).astype(np.int64)
+
     def evaluate(self) -> dict:
         """``{"f1": mean over AUs, "per_au": {au: f1}, "n": scored frames, "probs", "labels", "mask"}``."""
         from audet.metrics import f1_frame
@@ -146,7 +162,8 @@ class AUEvaluator:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             warnings.filterwarnings("ignore", message="f1_frame")
-            f1 = np.asarray(f1_frame(labels, probs, mask=mask), dtype=np.float64).reshape(A)
+            f1 = np.asarray(f1_frame(labels, probs, mask=mask, convention=self.convention),
+                            dtype=np.float64).reshape(A)
         mean = float(np.nanmean(f1)) if np.isfinite(f1).any() else float("nan")
         return {"f1": mean, "per_au": {int(a): float(v) for a, v in zip(self.aus, f1)}, "n": int(probs.shape[0]),
                 "probs": probs, "labels": labels, "mask": mask}
@@ -158,7 +175,7 @@ class AUEvaluator:
         probs, labels, mask = self.arrays()
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="f1_frame")
-            table = au_report(labels, probs, self.aus, mask=mask)
+            table = au_report(labels, probs, self.aus, mask=mask, convention=self.convention)
         table.index = [name]
         table.index.name = "F1"
         return table

@@ -6,6 +6,11 @@
 3. the checkpoint's own evaluation transform,
    :meth:`audet.data.transforms.EvalTransform.from_preprocess` (optional resize, centre crop,
    mean/std normalisation), i.e. the same code that produced the test-time inputs in training.
+
+A clip model whose preprocess asks for ``align_clip: "five_point"`` (AUNet's TDN, section IV-C)
+has its clip frames aligned to the centre frame by five points before that transform, as in
+training: :meth:`FaceAligner.__call__` then keeps the aligned face and its landmarks, and
+:meth:`FaceAligner.clip_tensor` builds the clip input from the frames of one face.
 """
 from __future__ import annotations
 
@@ -30,6 +35,10 @@ class FaceAligner:
         if color not in ("RGB", "BGR"):
             raise ValueError(f"checkpoint preprocess color {color!r} is not RGB or BGR")
         self.bgr = color == "BGR"
+        clip = self.preprocess.get("clip") or {}
+        #: clip frames are aligned to the centre frame (five points) before the transform
+        self.align_clip = (self.preprocess.get("align_clip") == "five_point"
+                           and len(clip.get("offsets") or []) > 1)
 
     def align(self, image: np.ndarray, landmarks68: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(aligned uint8 (S, S, 3), 49 aligned landmarks)`` for one face of an RGB image."""
@@ -43,5 +52,23 @@ class FaceAligner:
         x, _ = self.transform(np.ascontiguousarray(face), np.asarray(landmarks49, dtype=np.float32))
         return x
 
-    def __call__(self, image: np.ndarray, landmarks68: np.ndarray) -> torch.Tensor:
-        return self.to_tensor(*self.align(image, landmarks68))
+    def clip_tensor(self, faces: list) -> torch.Tensor:
+        """``(T, 3, c, c)`` input of a clip model from ``T`` items of :meth:`__call__` (one face, in
+        the clip's frame order): for ``align_clip`` models the aligned faces are first aligned to
+        the centre frame by five points (the training transform's ``align_reference``)."""
+        if not self.align_clip:
+            return torch.stack(list(faces))
+        frames = np.stack([f for f, _ in faces])
+        lm = np.stack([p for _, p in faces]).astype(np.float32)
+        if self.bgr:
+            frames = frames[..., ::-1]
+        x, _ = self.transform(np.ascontiguousarray(frames), lm)
+        return x
+
+    def __call__(self, image: np.ndarray, landmarks68: np.ndarray):
+        """The model input of one face: the normalised tensor, or for an ``align_clip`` model the
+        aligned face and its 49 landmarks (turned into tensors per clip by :meth:`clip_tensor`)."""
+        aligned, lm49 = self.align(image, landmarks68)
+        if self.align_clip:
+            return aligned, np.asarray(lm49, dtype=np.float32)
+        return self.to_tensor(aligned, lm49)

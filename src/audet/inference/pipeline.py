@@ -215,7 +215,7 @@ class Detector:
         return self._rows([], np.zeros((0, len(self.aus))), [])
 
     # -- streaming ----------------------------------------------------------------------------
-    def _clip_input(self, hist: dict[int, torch.Tensor], keys: list[int], t: int) -> torch.Tensor:
+    def _clip_input(self, hist: dict, keys: list[int], t: int) -> torch.Tensor:
         xs = []
         for o in self.offsets:
             want = t + o
@@ -226,7 +226,7 @@ class Detector:
             cands = [keys[i] for i in (j - 1, j) if 0 <= i < len(keys)]
             best = min(cands, key=lambda c: (abs(c - want), abs(c - t)))
             xs.append(hist[best])
-        return torch.stack(xs)
+        return self.aligner.clip_tensor(xs)
 
     def iter_chunks(self, frames: Iterable[Frame | FrameError], *, track: bool = True, tracker_state: dict | None = None,
                     skip_before: int = 0) -> Iterator[Chunk]:
