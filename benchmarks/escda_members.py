@@ -7,7 +7,7 @@ F1-frame, and a paired block bootstrap (whole sequences resampled) of each row's
 the averaging ensemble.
 
     audet synth --preset default --out runs/synth_default/raw
-    audet prepare BP4D --root runs/synth_default/raw --out runs/synth_default/prepared
+    audet prepare BP4D --raw runs/synth_default/raw --out runs/synth_default/prepared
     audet train escda_synth_quick data.root=runs/synth_default/prepared output.dir=runs/escda_synth
     python benchmarks/escda_members.py --checkpoint runs/escda_synth/best.safetensors \\
         --data runs/synth_default/prepared --out runs/escda_synth

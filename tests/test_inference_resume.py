@@ -165,3 +165,30 @@ def test_resume_from_any_chunk_and_again_inside_the_warm_up(clip, tmp_path):
             assert again[0].resume["start"] == chunks[k].resume["start"]
         twice = resumed(again[0].resume)
         pd.testing.assert_frame_equal(rows(before + again[:1] + twice), full)
+
+
+def test_parquet_output_after_an_interrupt_equals_the_csv_run(setup, video, tmp_path, monkeypatch, capsys):
+    ck, ref = setup
+    use_blob_faces(monkeypatch)
+    out = tmp_path / "pq"
+    real = VideoSource.frames
+
+    def interrupted(self, start=0):
+        for fr in real(self, start):
+            if fr.index == 9:
+                raise KeyboardInterrupt
+            yield fr
+
+    monkeypatch.setattr(VideoSource, "frames", interrupted)
+    args = ["predict", str(video), "--checkpoint", str(ck), "--out", str(out), "--batch-size", "4", "--quiet",
+            "--format", "parquet"]
+    assert main(args) == 130
+    assert not (out / "talk.parquet").exists()  # the part file is CSV until the input is done
+    monkeypatch.setattr(VideoSource, "frames", real)
+    assert main(args) == 0
+    got = pd.read_parquet(out / "talk.parquet")
+    assert list(got.columns) == list(ref.columns)
+    assert str(got["frame"].dtype) == "Int64" and str(got["AU01_c"].dtype) == "Int8"
+    pd.testing.assert_frame_equal(got.astype("float64", errors="ignore").reset_index(drop=True),
+                                  ref.astype("float64", errors="ignore"), check_dtype=False)
+    assert not list(out.glob("talk.csv*")) and not (out / "talk.parquet.progress.json").exists()
