@@ -166,3 +166,14 @@ def test_option_registered_for_every_variant(name):
     assert create_model(name, num_aus=3, aus=AUS, **TINY).branch_impl == "auto"
     with pytest.raises(ValueError, match="branch_impl"):
         create_model(name, num_aus=3, aus=AUS, branch_impl="batched", **TINY)
+
+
+def test_auto_is_the_loop_on_the_cpu_and_stacked_elsewhere():
+    m = create_model("aar", num_aus=3, aus=AUS, **TINY)
+    for B in (1, 8):
+        assert not m._stacked(torch.empty(B, 16, 12, 12))
+    assert m._stacked(torch.empty(1, 16, 12, 12, device="meta"))
+    m.branch_impl = "stacked"
+    assert m._stacked(torch.empty(8, 16, 12, 12))
+    m.branch_impl = "loop"
+    assert not m._stacked(torch.empty(1, 16, 12, 12, device="meta"))
