@@ -9,7 +9,12 @@ path alike and the ratios stay meaningful:
   forward with its auxiliary outputs: what evaluation ran before the logits-only path);
 - ``fast``: the default build, inference through ``forward_logits`` (``--channels-last`` adds
   ``memory_format=torch.channels_last`` for model and input);
-- ``bf16`` (``--bf16``): the fast path under ``torch.autocast(dtype=torch.bfloat16)``.
+- ``bf16`` (``--bf16``): the fast path under ``torch.autocast(dtype=torch.bfloat16)``;
+- ``compiled`` (``--compile``, inference only): ``torch.compile(fast.forward_logits)`` (inductor;
+  its compile time is printed, not counted).
+
+A model without ``reference_args`` has no separate reference computation (ref = fast): it is timed
+once, as ``fast``, and its ``x ref`` column reads 1.00 by definition.
 
 Modes: inference (eval, ``torch.inference_mode``) at each of ``--batches``; a training step at
 ``--train-batch`` (train mode: forward, backward of ``logits.sum()`` plus the mean of every
@@ -24,6 +29,7 @@ for the bf16 path).
     python benchmarks/model_speed.py --models ac2d --iters 5
     python benchmarks/model_speed.py --small --iters 3            # every model, small configs
     python benchmarks/model_speed.py --device cuda --bf16          # on a GPU
+    python benchmarks/model_speed.py --models 'aar*,aunet*' --batches 1,4 --train-batch 2 --csv aar.csv
 """
 from __future__ import annotations
 
@@ -94,6 +100,8 @@ def build_pair(name: str, num_aus: int, small: bool):
     except ValueError:  # e.g. an ensemble needs members: its registry's small config
         args, note = {**args, **dict(info.get("small_config") or {})}, "small config (the default needs arguments)"
         fast = create_model(name, num_aus=num_aus, **args)
+    if not info.get("reference_args"):  # one computation: time it once
+        return None, fast, note
     ref = create_model(name, num_aus=num_aus, **{**args, **dict(info.get("reference_args") or {})})
     ref.load_state_dict(fast.state_dict())
     return ref, fast, note
@@ -118,7 +126,8 @@ def bench_model(name: str, a: argparse.Namespace, device: torch.device, peaks: d
     from audet.complexity import count_flops, model_input_shape
 
     ref, fast, note = build_pair(name, a.num_aus, a.small)
-    ref.to(device)
+    if ref is not None:
+        ref.to(device)
     fast.to(device)
     flops = count_flops(fast, a.size)["flops"]
     shape = model_input_shape(fast, a.size)[1:]
@@ -130,31 +139,43 @@ def bench_model(name: str, a: argparse.Namespace, device: torch.device, peaks: d
     fp32_peak = max(peaks["matmul_fp32"], peaks["conv_fp32"])
 
     def add(mode, bs, secs, mult):
-        base = secs["ref"]
+        base = secs.get("ref", secs["fast"])
         for k, s in secs.items():
             rate = mult * bs * flops / s / 1e9
             peak = peaks.get("matmul_bf16", fp32_peak) if k == "bf16" else fp32_peak
             rows.append(dict(model=name, mode=mode, batch=bs, path=k, ms=1e3 * s, img_s=bs / s,
                              speedup=base / s, gflops=rate, peak=100 * rate / peak, note=note))
 
+    compiled = None
     for bs in [int(b) for b in a.batches.split(",") if b]:
         x = torch.randn(bs, *shape, device=device)
         xf = x.contiguous(memory_format=fmt) if x.ndim == 4 else x
-        ref.eval()
         fast.eval()
-        paths = {"ref": lambda: ref(x).logits, "fast": lambda: fast.forward_logits(xf)}
+        paths = {"fast": lambda: fast.forward_logits(xf)}
+        if ref is not None:
+            ref.eval()
+            paths = {"ref": lambda: ref(x).logits, **paths}
         if amp:
             def bf16_infer():
                 with amp():
                     return fast.forward_logits(xf)
             paths["bf16"] = bf16_infer
+        if a.compile:
+            if compiled is None:
+                t0 = time.perf_counter()
+                compiled = torch.compile(fast.forward_logits)
+                with torch.inference_mode():
+                    compiled(xf)
+                note = (note + "; " if note else "") + f"compile {time.perf_counter() - t0:.0f} s"
+            paths["compiled"] = lambda: compiled(xf)
         with torch.inference_mode():
             add("infer", bs, time_paths(paths, a.iters, device), 1)
     if a.train_batch > 0:
         bs = a.train_batch
         x = torch.randn(bs, *shape, device=device)
         xf = x.contiguous(memory_format=fmt) if x.ndim == 4 else x
-        opts = {k: torch.optim.AdamW(m.parameters(), lr=1e-6) for k, m in (("ref", ref), ("fast", fast))}
+        opts = {k: torch.optim.AdamW(m.parameters(), lr=1e-6) for k, m in (("ref", ref), ("fast", fast))
+                if m is not None}
 
         def step(model, opt, inp, ctx=contextlib.nullcontext):
             opt.zero_grad(set_to_none=True)
@@ -163,9 +184,11 @@ def bench_model(name: str, a: argparse.Namespace, device: torch.device, peaks: d
             loss.backward()
             opt.step()
 
-        ref.train()
         fast.train()
-        paths = {"ref": lambda: step(ref, opts["ref"], x), "fast": lambda: step(fast, opts["fast"], xf)}
+        paths = {"fast": lambda: step(fast, opts["fast"], xf)}
+        if ref is not None:
+            ref.train()
+            paths = {"ref": lambda: step(ref, opts["ref"], x), **paths}
         if amp:
             paths["bf16"] = lambda: step(fast, opts["fast"], xf, amp)
         add("train", bs, time_paths(paths, a.iters, device), 3)
@@ -186,6 +209,8 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     ap.add_argument("--bf16", action="store_true", help="also time the fast path under bf16 autocast")
     ap.add_argument("--channels-last", action="store_true", help="fast path in channels_last memory format")
+    ap.add_argument("--compile", action="store_true", help="also time torch.compile(forward_logits) (inference)")
+    ap.add_argument("--csv", default=None, help="also write the rows to this CSV file")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     device = torch.device(a.device)
@@ -214,6 +239,13 @@ def main() -> None:
     print("measured peaks (GFLOP/s, best of before/after): "
           + ", ".join(f"{k} {v:.0f} (before {before[k]:.0f}, after {after[k]:.0f})" for k, v in peaks.items()))
     print(f"{'model':<12}{'mode':<6}{'batch':>6}{'path':>6}{'ms':>10}{'img/s':>9}{'x ref':>7}{'GFLOP/s':>9}{'% peak':>8}  note")
+    if a.csv:
+        import csv
+
+        with open(a.csv, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
     for r in rows:
         print(f"{r['model']:<12}{r['mode']:<6}{r['batch']:>6}{r['path']:>6}{r['ms']:>10.1f}{r['img_s']:>9.1f}"
               f"{r['speedup']:>7.2f}{r['gflops']:>9.0f}{r['peak']:>7.1f}%  {r['note']}")

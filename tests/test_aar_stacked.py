@@ -111,7 +111,7 @@ def test_frozen_branches_in_eval_inside_a_training_model():
         m.branches.eval()
         m.on_stage_start("relation")
     b = batch()
-    (o1, t1, l1), (o2, t2, l2) = run(loop, b), run(stacked, b)
+    (o1, _, l1), (o2, _, l2) = run(loop, b), run(stacked, b)
     close(o1.logits, o2.logits)
     close(l1, l2)
     s1, s2 = loop.state_dict(), stacked.state_dict()
