@@ -10,7 +10,7 @@ from helpers import randomize
 from audet.models import create_model, model_info
 from audet.models.escda import LSC
 from audet.models.layers.ntb import NextTransformerBlock
-from audet.models.layers.stacked_ntb import stacked_batch_norm, stacked_ntb
+from audet.models.layers.stacked_ntb import branch_maps, stacked_batch_norm, stacked_ntb
 
 LSC_VARIANTS = ["escda_ls", "escda_lsc_fix", "escda_lsc"]
 AUS = [1, 2, 4, 12]
@@ -108,7 +108,19 @@ def test_stacked_mode_is_chosen_per_call():
     with torch.no_grad():
         torch.testing.assert_close(auto.forward_logits(x), loop.forward_logits(x), atol=1e-5, rtol=0)
     assert not loop._stacked(x) and stacked._stacked(x)
-    assert auto._stacked(x.new_zeros(1, 64, 4, 4, device="meta"))  # off the CPU: stacked
+    # "auto": the loop for a CPU batch of one, stacked for larger CPU batches and off the CPU
+    assert auto._stacked(x) and not auto._stacked(x[:1])
+    assert auto._stacked(torch.zeros(1, 64, 4, 4, device="meta"))
+    with torch.no_grad():
+        torch.testing.assert_close(auto.forward_logits(x[:1]), loop.forward_logits(x[:1]), atol=1e-5, rtol=0)
+
+
+def test_stacked_exports_to_onnx_with_a_dynamic_batch(tmp_path):
+    from audet.inference.onnx_export import export_onnx
+
+    _, stacked = pair("escda_lsc")
+    report = export_onnx(stacked, tmp_path / "lsc.onnx", exporter="torchscript")
+    assert report["max_abs_diff"] < 1e-4 and report["batches"]
 
 
 def test_ensembles_pass_branch_impl_to_the_lsc_member():
@@ -144,12 +156,12 @@ def test_stacked_ntb_identity_patch_embed_and_drop_path():
     masks = torch.rand(3, 16)
     with torch.no_grad():
         ref = torch.cat([b(x, masks[i]) for i, b in enumerate(blocks)], dim=1)
-        torch.testing.assert_close(stacked_ntb(x, blocks, masks), ref, atol=1e-5, rtol=0)
+        torch.testing.assert_close(branch_maps(stacked_ntb(x, blocks, masks), 2, 4, 4), ref, atol=1e-5, rtol=0)
     # training with drop_path: the output is a per-(branch, sample) mix of kept / dropped paths
     for b in blocks:
         b.train()
     out = stacked_ntb(x, blocks, masks)
-    assert out.shape == (2, 3 * 64, 4, 4) and torch.isfinite(out).all()
+    assert out.shape == (3, 64, 2 * 16) and torch.isfinite(out).all()
 
 
 def test_stacked_batch_norm_matches_per_branch_bn_in_train_and_eval():

@@ -34,6 +34,19 @@ data pipeline serves the 176 crop (``preprocess["crop_size"] = 176``); the model
 ``preprocess["input_size"] = 112`` (bilinear with antialiasing, as torchvision's ``Resize``) as the
 first step of ``forward_features``. A 112 x 112 input is used as is.
 
+Branch evaluation (``branch_impl=``, LSC and the ensembles' LSC member; no parameter, no
+state_dict name changes). ``"loop"`` runs the ``A`` AU branches one after another (the paper's
+structure; the registry's ``reference_args``); ``"stacked"`` runs them as ONE computation
+(:mod:`audet.models.layers.stacked_ntb`: the branch weights concatenated at call time, one dense
+product for the ``A`` patch embeddings of the shared map, ``baddbmm`` for every later 1x1 conv and
+Linear, one grouped conv for MHCA, BatchNorm over ``A * c`` channels with each branch's running
+statistics written back, the branches folded into the attention batch with their own masks
+``M_i``). Same maths: logits, attention maps, gradients (eps_i too) and BN statistics agree to
+float rounding (tests/test_escda_stacked.py). ``"auto"`` (default): the loop for a CPU batch of
+one, else stacked. Measured (2-core CPU, 1 thread, load ~4.8, full-size ``escda_lsc`` at 112,
+loop / stacked time, two runs): 0.99x at batch 1, 1.04-1.08x at 2, 1.06-1.08x at 8 (inference),
+1.03-1.08x for a training forward + backward at batch 4.
+
 Registered variants (Tables 5-6):
 
 ===============  ===========  =========================================================
@@ -69,7 +82,7 @@ from audet.models.layers.directional import DirectionalAttention
 from audet.models.layers.mobileface import LinearBlock, MixFaceNet
 from audet.models.layers.ntb import NextTransformerBlock
 from audet.models.layers.stacked import stacked_linear
-from audet.models.layers.stacked_ntb import stacked_linear_block, stacked_ntb
+from audet.models.layers.stacked_ntb import stacked_gdconv, stacked_ntb
 from audet.models.registry import register_model, variant_factory
 
 __all__ = [
@@ -378,10 +391,16 @@ class LSC(_ESCDANet):
     def _stacked(self, x: torch.Tensor) -> bool:
         """Whether the branches run stacked for an input of this batch size and device.
 
-        ``"auto"``: AUTO_PLACEHOLDER"""
+        ``"auto"``: stacked off the CPU and for a CPU batch of 2 or more; the loop for a CPU batch
+        of one. Measured on the shared 2-core CPU, 1 thread, full-size ``escda_lsc`` at 112 px
+        (docs/models/escda.md, "Stacked branches"), loop / stacked time in two runs: 0.99x at
+        batch 1, 1.04-1.08x at batch 2, 1.06-1.08x at batch 8 (``forward_logits``) and 1.03-1.08x
+        for a training forward + backward at batch 4. Stacking turns each per-sample 1x1
+        convolution of the loop into one product over all ``B * h * h`` positions, but it copies
+        the branch weights (23.6M values) on every call, which a single image does not pay back."""
         if self.branch_impl != "auto":
             return self.branch_impl == "stacked"
-        return x.device.type != "cpu"
+        return x.device.type != "cpu" or x.shape[0] > 1
 
     def _stacked_branches(self, features: torch.Tensor, return_attention: bool = False):
         """All branches as ONE computation (:mod:`audet.models.layers.stacked_ntb`): logits ``(B, A)``
@@ -391,9 +410,9 @@ class LSC(_ESCDANet):
         eps = self.eps()
         masks = None if eps is None else lsc_mask(self.mask_base.flatten(1), eps[:, None])  # Eq. 3, (A, hw)
         out = stacked_ntb(features, [b.ntb for b in brs], masks, return_attention)
-        y, attn = out if return_attention else (out, None)
-        g = stacked_linear_block(y, [b.gdconv for b in brs])  # GDConv, (B, A*c, 1, 1)
-        f = g.reshape(g.shape[0], len(brs), -1).transpose(0, 1)  # (A, B, c)
+        y, attn = out if return_attention else (out, None)  # y: (A, c, B*h*h)
+        B, _, H, W = features.shape
+        f = stacked_gdconv(y, [b.gdconv for b in brs], B, H, W).transpose(0, 1)  # GDConv, (A, B, c)
         return stacked_linear(f, [b.fc for b in brs]).squeeze(-1).transpose(0, 1), attn
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
