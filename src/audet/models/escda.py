@@ -34,6 +34,19 @@ data pipeline serves the 176 crop (``preprocess["crop_size"] = 176``); the model
 ``preprocess["input_size"] = 112`` (bilinear with antialiasing, as torchvision's ``Resize``) as the
 first step of ``forward_features``. A 112 x 112 input is used as is.
 
+Branch evaluation (``branch_impl=``, LSC and the ensembles' LSC member; no parameter, no
+state_dict name changes). ``"loop"`` runs the ``A`` AU branches one after another (the paper's
+structure; the registry's ``reference_args``); ``"stacked"`` runs them as ONE computation
+(:mod:`audet.models.layers.stacked_ntb`: the branch weights concatenated at call time, one dense
+product for the ``A`` patch embeddings of the shared map, ``baddbmm`` for every later 1x1 conv and
+Linear, one grouped conv for MHCA, BatchNorm over ``A * c`` channels with each branch's running
+statistics written back, the branches folded into the attention batch with their own masks
+``M_i``). Same maths: logits, attention maps, gradients (eps_i too) and BN statistics agree to
+float rounding (tests/test_escda_stacked.py). ``"auto"`` (default): the loop for a CPU batch of
+one, else stacked. Measured (2-core CPU, 1 thread, load ~4.8, full-size ``escda_lsc`` at 112,
+loop / stacked time, two runs): 0.99x at batch 1, 1.04-1.08x at 2, 1.06-1.08x at 8 (inference),
+1.03-1.08x for a training forward + backward at batch 4.
+
 Registered variants (Tables 5-6):
 
 ===============  ===========  =========================================================
@@ -68,6 +81,8 @@ from audet.models.ensemble import Ensemble, ensemble
 from audet.models.layers.directional import DirectionalAttention
 from audet.models.layers.mobileface import LinearBlock, MixFaceNet
 from audet.models.layers.ntb import NextTransformerBlock
+from audet.models.layers.stacked import stacked_linear
+from audet.models.layers.stacked_ntb import stacked_gdconv, stacked_ntb
 from audet.models.registry import register_model, variant_factory
 
 __all__ = [
@@ -79,12 +94,14 @@ __all__ = [
     "lsc_mask",
     "load_backbone_weights",
     "CONSTRAINTS",
+    "BRANCH_IMPLS",
     "RECIPE",
 ]
 
 log = logging.getLogger(__name__)
 
 CONSTRAINTS = ("adaptive", "fixed", "none")
+BRANCH_IMPLS = ("auto", "stacked", "loop")
 
 #: Training recipe of section 4.1.2 (both networks identically).
 RECIPE = {
@@ -330,9 +347,10 @@ class LSC(_ESCDANet):
         width: float = 1.0, depths: Sequence[int] | None = None, out_channels: int | None = None,
         input_size: int = 112, crop_size: int = 176, in_chans: int = 3, mixconv_norm: bool = False,
         backbone_weights: str | None = None, allow_random_pretrained: bool = False,
-        preprocess: dict | None = None, data: DataInfo | None = None,
+        branch_impl: str = "auto", preprocess: dict | None = None, data: DataInfo | None = None,
     ):
         _check("constraint", constraint, CONSTRAINTS)
+        _check("branch_impl", branch_impl, BRANCH_IMPLS)
         super().__init__(num_aus, aus, width=width, depths=depths, out_channels=out_channels, input_size=input_size,
                          crop_size=crop_size, in_chans=in_chans, mixconv_norm=mixconv_norm,
                          backbone_weights=backbone_weights, allow_random_pretrained=allow_random_pretrained,
@@ -341,7 +359,9 @@ class LSC(_ESCDANet):
         self.config.update(constraint=constraint, eps_init=eps_init, sigma=sigma,
                            mask_landmarks=[list(map(float, p)) for p in mask_landmarks] if mask_landmarks is not None else None,
                            head_dim=head_dim, mix_block_ratio=mix_block_ratio, mlp_ratio=mlp_ratio,
-                           drop_path_rate=drop_path_rate)
+                           drop_path_rate=drop_path_rate, branch_impl=branch_impl)
+        #: "stacked": the A branches as one computation; "loop": one after another; "auto": see _stacked
+        self.branch_impl = branch_impl
         self.branches = nn.ModuleList(
             LSCBranch(self.channels, self.map_size, constraint, eps_init, head_dim, mix_block_ratio, mlp_ratio,
                       drop_path_rate)
@@ -368,7 +388,36 @@ class LSC(_ESCDANet):
         eps = self.eps()
         return None if eps is None else lsc_mask(self.mask_base, eps[:, None, None])
 
+    def _stacked(self, x: torch.Tensor) -> bool:
+        """Whether the branches run stacked for an input of this batch size and device.
+
+        ``"auto"``: stacked off the CPU and for a CPU batch of 2 or more; the loop for a CPU batch
+        of one. Measured on the shared 2-core CPU, 1 thread, full-size ``escda_lsc`` at 112 px
+        (docs/models/escda.md, "Stacked branches"), loop / stacked time in two runs: 0.99x at
+        batch 1, 1.04-1.08x at batch 2, 1.06-1.08x at batch 8 (``forward_logits``) and 1.03-1.08x
+        for a training forward + backward at batch 4. Stacking turns each per-sample 1x1
+        convolution of the loop into one product over all ``B * h * h`` positions, but it copies
+        the branch weights (23.6M values) on every call, which a single image does not pay back."""
+        if self.branch_impl != "auto":
+            return self.branch_impl == "stacked"
+        return x.device.type != "cpu" or x.shape[0] > 1
+
+    def _stacked_branches(self, features: torch.Tensor, return_attention: bool = False):
+        """All branches as ONE computation (:mod:`audet.models.layers.stacked_ntb`): logits ``(B, A)``
+        and, with ``return_attention``, ``(A', A)`` each ``(A, B, heads, hw, hw)``. Same parameters and
+        maths as the loop over :class:`LSCBranch` (equal up to float rounding)."""
+        brs = list(self.branches)
+        eps = self.eps()
+        masks = None if eps is None else lsc_mask(self.mask_base.flatten(1), eps[:, None])  # Eq. 3, (A, hw)
+        out = stacked_ntb(features, [b.ntb for b in brs], masks, return_attention)
+        y, attn = out if return_attention else (out, None)  # y: (A, c, B*h*h)
+        B, _, H, W = features.shape
+        f = stacked_gdconv(y, [b.gdconv for b in brs], B, H, W).transpose(0, 1)  # GDConv, (A, B, c)
+        return stacked_linear(f, [b.fc for b in brs]).squeeze(-1).transpose(0, 1), attn
+
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        if self._stacked(features):
+            return self._stacked_branches(features)[0]
         return torch.cat([br(features, self.mask_base[j])[0] for j, br in enumerate(self.branches)], dim=1)
 
     def forward(self, images: torch.Tensor, return_attention: bool = False) -> ModelOutput:
@@ -377,13 +426,18 @@ class LSC(_ESCDANet):
         if not return_attention:
             return super().forward(images)
         feats = self.forward_features(images)
+        B, h = images.shape[0], self.map_size
+        if self._stacked(feats):
+            logits, (a0, a) = self._stacked_branches(feats, return_attention=True)
+            aux = {"attention_pre": a0.mean(dim=(2, 3)).transpose(0, 1).reshape(B, -1, h, h),
+                   "attention": a.mean(dim=(2, 3)).transpose(0, 1).reshape(B, -1, h, h)}
+            return ModelOutput(logits, aux)
         logits, pre, post = [], [], []
         for j, br in enumerate(self.branches):
             logit, (a0, a) = br(feats, self.mask_base[j], return_attention=True)
             logits.append(logit)
             pre.append(a0.mean(dim=(1, 2)))
             post.append(a.mean(dim=(1, 2)))
-        B, h = images.shape[0], self.map_size
         aux = {"attention_pre": torch.stack(pre, 1).reshape(B, -1, h, h),
                "attention": torch.stack(post, 1).reshape(B, -1, h, h)}
         return ModelOutput(torch.cat(logits, dim=1), aux)
@@ -434,12 +488,18 @@ _SHARED = ("width", "depths", "out_channels", "input_size", "crop_size", "in_cha
 def _make_ensemble(default_combine: str):
     def make(num_aus: int | None = None, aus=None, *, lsc: dict | None = None, gda: dict | None = None,
              members: Sequence[dict] | None = None, combine: str = default_combine, eps: float = 1e-6,
-             data: DataInfo | None = None, **shared) -> Ensemble:
+             branch_impl: str | None = None, data: DataInfo | None = None, **shared) -> Ensemble:
         # the pretrained-part options are read from the top model's config (load_pretrained_parts)
         top = {k: shared[k] for k in ("backbone_weights", "allow_random_pretrained") if shared.get(k) is not None}
+        # branch_impl (LSC's evaluation of its AU branches, no parameter) goes to the LSC member(s)
+        if branch_impl is not None:
+            _check("branch_impl", branch_impl, BRANCH_IMPLS)
         if members is not None:  # rebuilt from a checkpoint, which records each member's name and args
             if lsc or gda or set(shared) - set(top):
                 raise TypeError("escda: give either members=[...] (a recorded ensemble) or lsc/gda/shared arguments")
+            if branch_impl is not None:
+                members = [dict(s, args={**(s.get("args") or {}), "branch_impl": branch_impl})
+                           if isinstance(s, dict) and s.get("model") in _LSC_NAMES else s for s in members]
             ens = ensemble(num_aus, aus, members=members, combine=combine, eps=eps, data=data)
             ens.config.update(top)
             return ens
@@ -448,6 +508,7 @@ def _make_ensemble(default_combine: str):
             raise TypeError(f"escda: unknown argument(s) {sorted(unknown)}; member-specific ones go under "
                             f"lsc: {{...}} or gda: {{...}}; shared ones are {', '.join(_SHARED)}")
         built = []
+        lsc = {**(lsc or {}), **({"branch_impl": branch_impl} if branch_impl is not None else {})}
         for cls, name, own in ((LSC, "escda_lsc", lsc), (GDA, "escda_gda", gda)):
             m = cls(num_aus, aus, **{**shared, **(own or {}), "data": data})
             m.model_name = name  # recorded in the ensemble's config (checkpoint rebuild)
@@ -459,6 +520,7 @@ def _make_ensemble(default_combine: str):
     return make
 
 
+_LSC_NAMES = ("escda_ls", "escda_lsc_fix", "escda_lsc")
 _VARIANTS = {
     "escda_ls": ("LS", LSC, dict(constraint="none")),
     "escda_lsc_fix": ("LSC^(fix)", LSC, dict(constraint="fixed")),
@@ -466,10 +528,15 @@ _VARIANTS = {
     "escda_ua": ("UA", GDA, dict(directions="h")),
     "escda_gda": ("GDA", GDA, dict(directions="hw")),
 }
+#: the faithful per-branch path of the LSC branches, timed against the default by benchmarks/model_speed.py
+_REFERENCE = {"branch_impl": "loop"}
 for _name, (_variant, _cls, _defaults) in _VARIANTS.items():
+    _ref = {"reference_args": dict(_REFERENCE)} if _cls is LSC else {}
     register_model(variant_factory(_cls, _defaults), name=_name, variant=_variant, table="Tables 5-6",
-                   defaults=dict(_defaults), small_config=dict(_SMALL_LSC if _cls is LSC else _SMALL), **_INFO)
+                   defaults=dict(_defaults), small_config=dict(_SMALL_LSC if _cls is LSC else _SMALL), **_ref,
+                   **_INFO)
 for _name, _variant, _combine, _table in (("escda_v", "ESCDA-V", "vote", "Tables 5-6"),
                                           ("escda", "ESCDA", "mean", "Tables 1-3, 5-6")):
     register_model(_make_ensemble(_combine), name=_name, variant=_variant, table=_table,
-                   defaults={"combine": _combine}, small_config=dict(_SMALL, lsc={"head_dim": 16}), **_INFO)
+                   defaults={"combine": _combine}, small_config=dict(_SMALL, lsc={"head_dim": 16}),
+                   reference_args=dict(_REFERENCE), **_INFO)
