@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fnmatch
+import json
 import statistics
 import time
 
@@ -83,18 +84,19 @@ def _loss(out) -> torch.Tensor:
     return loss
 
 
-def build_pair(name: str, num_aus: int, small: bool):
-    """(reference model, fast model with the same weights, note)."""
+def build_pair(name: str, num_aus: int, small: bool, extra: dict | None = None):
+    """(reference model or None when the model has no separate reference path, fast model with
+    the same weights, note); ``extra``: more constructor arguments for every model."""
     from audet.models import create_model, model_info
 
     info = model_info(name)
-    args, note = {}, ""
+    args, note = dict(extra or {}), (", ".join(f"{k}={v}" for k, v in (extra or {}).items()))
     if info.get("needs_subjects"):  # e.g. CISNet: a dictionary of 27 placeholder subjects
         from audet.models.base import DataInfo
 
         args["data"] = DataInfo(aus=list(range(num_aus)), subjects=[f"subject_{i:02d}" for i in range(27)])
     if small:
-        args, note = {**args, **dict(info.get("small_config") or {})}, "small config"
+        args, note = {**args, **dict(info.get("small_config") or {})}, "small config" + (f"; {note}" if note else "")
     try:
         fast = create_model(name, num_aus=num_aus, **args)
     except ValueError:  # e.g. an ensemble needs members: its registry's small config
@@ -125,7 +127,7 @@ def time_paths(paths: dict, iters: int, device: torch.device) -> dict[str, float
 def bench_model(name: str, a: argparse.Namespace, device: torch.device, peaks: dict) -> list[dict]:
     from audet.complexity import count_flops, model_input_shape
 
-    ref, fast, note = build_pair(name, a.num_aus, a.small)
+    ref, fast, note = build_pair(name, a.num_aus, a.small, json.loads(a.model_args) if a.model_args else None)
     if ref is not None:
         ref.to(device)
     fast.to(device)
@@ -210,6 +212,8 @@ def main() -> None:
     ap.add_argument("--bf16", action="store_true", help="also time the fast path under bf16 autocast")
     ap.add_argument("--channels-last", action="store_true", help="fast path in channels_last memory format")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile(forward_logits) (inference)")
+    ap.add_argument("--model-args", default=None, metavar="JSON",
+                    help='extra constructor arguments for every model, e.g. \'{"clip_length": 8}\' for AAR')
     ap.add_argument("--csv", default=None, help="also write the rows to this CSV file")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
