@@ -166,3 +166,22 @@ def test_epoch_end_prototype_pass_for_models_that_ask(tmp_path, monkeypatch):
     assert calls == [48, 48]  # one pass over the 48 training samples per epoch
     m = load_checkpoint(tmp_path / "run/last.safetensors")
     assert bool(m.proto_valid) and float(m.proto_count) == 48
+
+
+def test_a_stage_initialised_from_a_checkpoint_path(tmp_path):
+    # `init: PATH`: the stage starts from another run's weights (not the previous stage's); with
+    # lr 0 and no weight decay its parameters stay exactly those weights
+    donor = fit(tensor_config(tmp_path / "donor", **{"seed": 11, "trainer.max_epochs": 1}),
+                datamodule=tensor_datamodule(), verbose=False)
+    donor_ckpt = Path(donor["run_dir"]) / "last.safetensors"
+    stages = [{"name": "warm", "epochs": 1},
+              {"name": "from_donor", "epochs": 1, "init": str(donor_ckpt),
+               "optim": {"lr": 0.0, "weight_decay": 0.0, "warmup_epochs": 0, "schedule": "constant"}}]
+    cfg = tensor_config(tmp_path / "staged", stages=stages)
+    fit(cfg, datamodule=tensor_datamodule(), verbose=False)
+    want = load_checkpoint(donor_ckpt).state_dict()
+    warm = load_checkpoint(tmp_path / "staged" / "stages" / "0_warm" / "last.safetensors").state_dict()
+    got = load_checkpoint(tmp_path / "staged" / "last.safetensors").state_dict()
+    params = [k for k in want if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert params and all(torch.equal(got[k], want[k]) for k in params)
+    assert any(not torch.equal(got[k], warm[k]) for k in params)  # not the previous stage's weights
