@@ -130,9 +130,19 @@ def test_clip_offsets():
         clip_offsets({"clip": {"offsets": [-1, 1]}})
 
 
-def test_clip_model_gets_the_same_face_at_the_trained_offsets_in_order(tmp_path):
-    from audet.inference.tracking import IoUTracker as T
+def first_face_inputs(det, video) -> list:
+    """The model input of the first face of every frame of ``video``, frame by frame (tracked)."""
+    from audet.inference.media import VideoSource
+    from audet.inference.tracking import IoUTracker
 
+    out, tr = [], IoUTracker()
+    with VideoSource(video) as src:
+        for fr in src.frames():
+            out.append(det.analyse_frame(fr.image, fr.index, fr.timestamp, tracker=tr).faces[0].x)
+    return out
+
+
+def test_clip_model_gets_the_same_face_at_the_trained_offsets_in_order(tmp_path):
     ck = make_checkpoint(tmp_path / "clip.safetensors", clip={"offsets": [-2, 0, 2], "targets": "centre"})
     det = audet.Detector(checkpoint=ck, batch_size=4, min_face_size=40)
     det.model = rec = Recorder(det.model)
@@ -142,13 +152,7 @@ def test_clip_model_gets_the_same_face_at_the_trained_offsets_in_order(tmp_path)
     assert list(rows["frame"]) == list(range(n)) and (rows["face_id"] == 0).all()
     clips = torch.cat(rec.inputs)
     assert clips.shape[:2] == (n, 3)
-    # the single-frame inputs of each frame, computed independently
-    from audet.inference.media import VideoSource
-
-    singles, tr = [], T()
-    with VideoSource(vid) as src:
-        for fr in src.frames():
-            singles.append(det.analyse_frame(fr.image, fr.index, fr.timestamp, tracker=tr).faces[0].x)
+    singles = first_face_inputs(det, vid)  # the single-frame inputs of each frame, computed independently
     for t in range(n):
         for k, o in enumerate([-2, 0, 2]):
             src_t = min(max(t + o, 0), n - 1)  # nearest frame of the face at the ends
@@ -159,8 +163,6 @@ def test_align_clip_model_gets_its_frames_aligned_to_the_centre_frame_as_in_trai
     # AUNet's TDN (preprocess align_clip = five_point): the clip frames of a face are aligned to
     # its centre frame by five points, then cropped, by the training transform itself
     from audet.data.transforms import EvalTransform
-    from audet.inference.media import VideoSource
-    from audet.inference.tracking import IoUTracker as T
 
     ck = make_checkpoint(tmp_path / "clip.safetensors", clip={"offsets": [-2, 0, 2], "targets": "centre"},
                          align_clip="five_point")
@@ -173,10 +175,7 @@ def test_align_clip_model_gets_its_frames_aligned_to_the_centre_frame_as_in_trai
     assert list(rows["frame"]) == list(range(n))
     clips = torch.cat(rec.inputs)
     assert clips.shape[:2] == (n, 3)
-    faces, tr = [], T()
-    with VideoSource(vid) as src:
-        for fr in src.frames():
-            faces.append(det.analyse_frame(fr.image, fr.index, fr.timestamp, tracker=tr).faces[0].x)
+    faces = first_face_inputs(det, vid)
     assert isinstance(faces[0], tuple) and faces[0][0].dtype == np.uint8 and faces[0][1].shape == (49, 2)
     transform = EvalTransform.from_preprocess(det.preprocess)
     assert transform.align_reference == 1

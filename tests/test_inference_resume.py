@@ -49,19 +49,26 @@ def setup(request, tmp_path_factory, video):
     return ck, ref
 
 
-def test_ctrl_c_then_a_half_written_batch_then_resume(setup, video, tmp_path, monkeypatch, capsys):
-    ck, ref = setup
-    use_blob_faces(monkeypatch)
-    out = tmp_path / "out"
+def interrupt_at(monkeypatch, index: int):
+    """Make videos raise KeyboardInterrupt (Ctrl+C) when frame ``index`` is read; returns the real
+    ``VideoSource.frames`` to put back."""
     real = VideoSource.frames
 
     def interrupted(self, start=0):
         for fr in real(self, start):
-            if fr.index == 11:
+            if fr.index == index:
                 raise KeyboardInterrupt
             yield fr
 
     monkeypatch.setattr(VideoSource, "frames", interrupted)
+    return real
+
+
+def test_ctrl_c_then_a_half_written_batch_then_resume(setup, video, tmp_path, monkeypatch, capsys):
+    ck, ref = setup
+    use_blob_faces(monkeypatch)
+    out = tmp_path / "out"
+    real = interrupt_at(monkeypatch, 11)
     args = ["predict", str(video), "--checkpoint", str(ck), "--out", str(out), "--batch-size", "4", "--quiet"]
     assert main(args) == 130
     assert "run the same command again to resume" in capsys.readouterr().err
@@ -171,15 +178,7 @@ def test_parquet_output_after_an_interrupt_equals_the_csv_run(setup, video, tmp_
     ck, ref = setup
     use_blob_faces(monkeypatch)
     out = tmp_path / "pq"
-    real = VideoSource.frames
-
-    def interrupted(self, start=0):
-        for fr in real(self, start):
-            if fr.index == 9:
-                raise KeyboardInterrupt
-            yield fr
-
-    monkeypatch.setattr(VideoSource, "frames", interrupted)
+    real = interrupt_at(monkeypatch, 9)
     args = ["predict", str(video), "--checkpoint", str(ck), "--out", str(out), "--batch-size", "4", "--quiet",
             "--format", "parquet"]
     assert main(args) == 130
