@@ -20,8 +20,9 @@ Modes: inference (eval, ``torch.inference_mode``) at each of ``--batches``; a tr
 ``--train-batch`` (train mode: forward, backward of ``logits.sum()`` plus the mean of every
 auxiliary output that carries a gradient, AdamW step).
 
-FLOPs per image come from :func:`audet.complexity.count_flops` (a forward; training counted as 3x
-forward). The machine's peak is measured in the same run, before and after the models (the larger
+FLOPs per image come from :func:`audet.complexity.count_flops` (a forward) and, for the training
+step, :func:`audet.complexity.count_training_flops` (forward + backward as autograd runs them: a
+frozen part such as AUNet's FAN gets no backward). The machine's peak is measured in the same run, before and after the models (the larger
 of the two measurements): an fp32 square matmul, an fp32 3x3 convolution and, with ``--bf16``, a
 bf16 matmul. ``% peak`` is the achieved rate over the larger fp32 peak (over the bf16 matmul peak
 for the bf16 path).
@@ -125,7 +126,7 @@ def time_paths(paths: dict, iters: int, device: torch.device) -> dict[str, float
 
 
 def bench_model(name: str, a: argparse.Namespace, device: torch.device, peaks: dict) -> list[dict]:
-    from audet.complexity import count_flops, model_input_shape
+    from audet.complexity import count_flops, count_training_flops, model_input_shape
 
     ref, fast, note = build_pair(name, a.num_aus, a.small, json.loads(a.model_args) if a.model_args else None)
     if ref is not None:
@@ -193,7 +194,10 @@ def bench_model(name: str, a: argparse.Namespace, device: torch.device, peaks: d
             paths = {"ref": lambda: step(ref, opts["ref"], x), **paths}
         if amp:
             paths["bf16"] = lambda: step(fast, opts["fast"], xf, amp)
-        add("train", bs, time_paths(paths, a.iters, device), 3)
+        # per image, from a batch of 2 (BatchNorm on pooled features needs 2 samples in training)
+        train_flops = count_training_flops(fast, loss_fn=_loss, inputs=torch.randn(2, *shape, device=device)) / 2
+        fast.zero_grad(set_to_none=True)
+        add("train", bs, time_paths(paths, a.iters, device), train_flops / flops)
     return rows
 
 
@@ -242,7 +246,7 @@ def main() -> None:
     print(f"device {dev}; torch {torch.__version__}; {a.iters} interleaved rounds, medians")
     print("measured peaks (GFLOP/s, best of before/after): "
           + ", ".join(f"{k} {v:.0f} (before {before[k]:.0f}, after {after[k]:.0f})" for k, v in peaks.items()))
-    print(f"{'model':<12}{'mode':<6}{'batch':>6}{'path':>6}{'ms':>10}{'img/s':>9}{'x ref':>7}{'GFLOP/s':>9}{'% peak':>8}  note")
+    print(f"{'model':<17}{'mode':<6}{'batch':>6}{'path':>6}{'ms':>10}{'img/s':>9}{'x ref':>7}{'GFLOP/s':>9}{'% peak':>8}  note")
     if a.csv:
         import csv
 
@@ -251,7 +255,7 @@ def main() -> None:
             w.writeheader()
             w.writerows(rows)
     for r in rows:
-        print(f"{r['model']:<12}{r['mode']:<6}{r['batch']:>6}{r['path']:>6}{r['ms']:>10.1f}{r['img_s']:>9.1f}"
+        print(f"{r['model']:<17}{r['mode']:<6}{r['batch']:>6}{r['path']:>6}{r['ms']:>10.1f}{r['img_s']:>9.1f}"
               f"{r['speedup']:>7.2f}{r['gflops']:>9.0f}{r['peak']:>7.1f}%  {r['note']}")
 
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from audet.complexity import count_flops, count_parameters, model_input_shape
+from audet.complexity import count_flops, count_parameters, count_training_flops, model_input_shape
 from audet.models import create_model
 
 
@@ -26,6 +26,31 @@ def test_flops_linear_and_conv_by_hand():
     conv = nn.Conv2d(3, 8, 3, padding=1, bias=False)
     r = count_flops(conv, inputs=torch.randn(1, 3, 16, 16))
     assert r["flops"] == 2 * 16 * 16 * 8 * 3 * 9
+
+
+def test_training_flops_count_what_autograd_runs():
+    # one Linear on an input without grad: forward 2*B*I*O, backward only the weight gradient
+    # 2*B*I*O (no input gradient); a second trainable Linear adds its input gradient too
+    B, I, H, O = 4, 10, 6, 3
+    one = count_training_flops(nn.Linear(I, O), inputs=torch.randn(B, I))
+    assert one == 2 * B * I * O + 2 * B * I * O
+    two = nn.Sequential(nn.Linear(I, H), nn.ReLU(), nn.Linear(H, O))
+    assert count_training_flops(two, inputs=torch.randn(B, I)) == (2 * B * I * H + 2 * B * H * O) + 2 * B * I * H + 2 * (2 * B * H * O)
+    # a frozen first layer (a frozen pretrained part) gets no backward at all, so the second
+    # layer's input gradient is not formed either: only its weight gradient
+    two[0].requires_grad_(False)
+    assert count_training_flops(two, inputs=torch.randn(B, I)) == (2 * B * I * H + 2 * B * H * O) + 2 * B * H * O
+    assert two.training  # mode restored
+    # a depth-wise convolution's gradients cost what its forward costs (groups counted)
+    dw = nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False)
+    fwd = 2 * 2 * 8 * 6 * 6 * 9
+    x = torch.randn(2, 8, 6, 6)
+    assert count_flops(dw, inputs=x)["flops"] == fwd
+    assert count_training_flops(dw, inputs=x) == fwd + fwd  # weight gradient only
+    assert count_training_flops(dw, inputs=x.requires_grad_(True)) == fwd + 2 * fwd
+    two.eval()
+    count_training_flops(two, inputs=torch.randn(B, I))
+    assert not two.training
 
 
 class SDPA(nn.Module):

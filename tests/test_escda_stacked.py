@@ -108,8 +108,8 @@ def test_stacked_mode_is_chosen_per_call():
     with torch.no_grad():
         torch.testing.assert_close(auto.forward_logits(x), loop.forward_logits(x), atol=1e-5, rtol=0)
     assert not loop._stacked(x) and stacked._stacked(x)
-    # "auto": the loop for a CPU batch of one, stacked for larger CPU batches and off the CPU
-    assert auto._stacked(x) and not auto._stacked(x[:1])
+    # "auto": the loop on the CPU at any batch size (measured faster there), stacked off the CPU
+    assert not auto._stacked(x) and not auto._stacked(x[:1])
     assert auto._stacked(torch.zeros(1, 64, 4, 4, device="meta"))
     with torch.no_grad():
         torch.testing.assert_close(auto.forward_logits(x[:1]), loop.forward_logits(x[:1]), atol=1e-5, rtol=0)

@@ -22,7 +22,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-__all__ = ["count_parameters", "count_flops", "model_input_shape", "complexity_report", "METHOD"]
+__all__ = ["count_parameters", "count_flops", "count_training_flops", "model_input_shape", "complexity_report",
+           "METHOD"]
 
 METHOD = (
     "torch.utils.flop_counter.FlopCounterMode, eval mode, no_grad, sdpa_kernel(SDPBackend.MATH); "
@@ -112,6 +113,53 @@ def count_flops(
         "input_shape": list(inputs.shape),
         "method": METHOD,
     }
+
+
+def _conv_backward_flops(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation, transposed,
+                         _output_padding, _groups, output_mask, out_shape=None, **kwargs) -> int:
+    """FLOPs of ``aten.convolution_backward``: the input gradient and the weight gradient (those
+    asked for in ``output_mask``) each cost the forward's ``2 x outputs x (C_in / groups) x k x k``
+    (for a transposed convolution the forward's input plays the output's part)."""
+    import math
+
+    fwd = 2 * math.prod(x_shape if transposed else grad_out_shape) * math.prod(w_shape[1:])
+    return fwd * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
+
+
+def count_training_flops(model: nn.Module, input_size: int | Sequence[int] | None = None, batch: int = 1,
+                         loss_fn=None, *, inputs: torch.Tensor | None = None) -> int:
+    """FLOPs of one training forward + backward (train mode), counted by ``FlopCounterMode``.
+
+    Unlike "3 x forward", this counts what autograd really runs: frozen parts (no
+    ``requires_grad``) before the first trainable layer get no backward, and the first layer's
+    input gradient is not formed. ``loss_fn(output) -> scalar`` (default: the sum of the logits,
+    ``output.logits`` for an :class:`~audet.models.base.AUModel`). The parameters' ``.grad`` are
+    left as the backward wrote them; the model's train/eval mode is restored.
+
+    torch's own formula for ``convolution_backward`` (2.14) ignores ``groups`` and counts a
+    depth-wise convolution's backward as a dense one (C times too much for C channels); here each
+    gradient of a convolution costs what its forward costs, groups included.
+    """
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    if inputs is None:
+        try:
+            device = next(model.parameters()).device
+        except StopIteration:
+            device = torch.device("cpu")
+        inputs = torch.randn(model_input_shape(model, input_size, batch), device=device)
+    was_training = model.training
+    model.train()
+    counter = FlopCounterMode(display=False, custom_mapping={torch.ops.aten.convolution_backward: _conv_backward_flops})
+    try:
+        with sdpa_kernel(SDPBackend.MATH), counter:
+            out = model(inputs)
+            loss = loss_fn(out) if loss_fn is not None else getattr(out, "logits", out).float().sum()
+            loss.backward()
+    finally:
+        model.train(was_training)
+    return int(counter.get_total_flops())
 
 
 def complexity_report(model: nn.Module, input_size=None, batch: int = 1) -> dict:

@@ -42,10 +42,11 @@ product for the ``A`` patch embeddings of the shared map, ``baddbmm`` for every 
 Linear, one grouped conv for MHCA, BatchNorm over ``A * c`` channels with each branch's running
 statistics written back, the branches folded into the attention batch with their own masks
 ``M_i``). Same maths: logits, attention maps, gradients (eps_i too) and BN statistics agree to
-float rounding (tests/test_escda_stacked.py). ``"auto"`` (default): the loop for a CPU batch of
-one, else stacked. Measured (2-core CPU, 1 thread, load ~4.8, full-size ``escda_lsc`` at 112,
-loop / stacked time, two runs): 0.99x at batch 1, 1.04-1.08x at 2, 1.06-1.08x at 8 (inference),
-1.03-1.08x for a training forward + backward at batch 4.
+float rounding (tests/test_escda_stacked.py). ``"auto"`` (default): the loop on the CPU, stacked
+off it. Measured on the 2-core CPU, full-size ``escda_lsc`` at 112 (docs/models/escda.md): with 1
+thread stacking gained 1.03-1.08x from batch 2 up, but with the default 2 threads (the speed
+benchmark, idle machine) it LOST: loop / stacked time 1.02x at batch 1, 0.85-0.88x at batch 32,
+0.97-1.00x for a training step at batch 8.
 
 Registered variants (Tables 5-6):
 
@@ -391,16 +392,15 @@ class LSC(_ESCDANet):
     def _stacked(self, x: torch.Tensor) -> bool:
         """Whether the branches run stacked for an input of this batch size and device.
 
-        ``"auto"``: stacked off the CPU and for a CPU batch of 2 or more; the loop for a CPU batch
-        of one. Measured on the shared 2-core CPU, 1 thread, full-size ``escda_lsc`` at 112 px
-        (docs/models/escda.md, "Stacked branches"), loop / stacked time in two runs: 0.99x at
-        batch 1, 1.04-1.08x at batch 2, 1.06-1.08x at batch 8 (``forward_logits``) and 1.03-1.08x
-        for a training forward + backward at batch 4. Stacking turns each per-sample 1x1
-        convolution of the loop into one product over all ``B * h * h`` positions, but it copies
-        the branch weights (23.6M values) on every call, which a single image does not pay back."""
+        ``"auto"``: the loop on the CPU at every batch size, stacked off the CPU. Measured on the
+        2-core CPU, full-size ``escda_lsc`` at 112 (docs/models/escda.md, "Stacked branches"):
+        with 1 thread stacked was 1.03-1.08x faster from batch 2 up, but with the default 2
+        threads (``benchmarks/model_speed.py``, idle machine) it was 0.85-0.88x the loop at batch
+        32 and 0.97-1.00x for a training step: stacking copies the branch weights (23.6M values)
+        on every call and its batched products scale worse over two threads than the loop's."""
         if self.branch_impl != "auto":
             return self.branch_impl == "stacked"
-        return x.device.type != "cpu" or x.shape[0] > 1
+        return x.device.type != "cpu"
 
     def _stacked_branches(self, features: torch.Tensor, return_attention: bool = False):
         """All branches as ONE computation (:mod:`audet.models.layers.stacked_ntb`): logits ``(B, A)``
