@@ -185,3 +185,13 @@ def test_a_stage_initialised_from_a_checkpoint_path(tmp_path):
     params = [k for k in want if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
     assert params and all(torch.equal(got[k], want[k]) for k in params)
     assert any(not torch.equal(got[k], warm[k]) for k in params)  # not the previous stage's weights
+
+
+def test_lightning_advertisements_are_dropped_from_the_training_log(tmp_path, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="lightning.pytorch.utilities.rank_zero"):
+        fit(tensor_config(tmp_path / "run", **{"trainer.max_epochs": 1}), datamodule=tensor_datamodule(), verbose=False)
+    messages = [r.getMessage() for r in caplog.records if r.name.startswith("lightning")]
+    assert messages  # Lightning's own information still comes through
+    assert not any("litlogger" in m.lower() for m in messages)

@@ -169,9 +169,23 @@ _QUIET = (
 )
 
 
+class _DropAdverts(logging.Filter):
+    """Drops Lightning's advertisement lines (e.g. its "Tip: ... litlogger ..." on every Trainer):
+    nothing a user of this engine can act on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in str(record.msg).lower()
+
+
+_LIGHTNING_RANK_ZERO = "lightning.pytorch.utilities.rank_zero"
+
+
 def _quiet_warnings() -> None:
     for pattern in _QUIET:
         warnings.filterwarnings("ignore", message=pattern)
+    lg = logging.getLogger(_LIGHTNING_RANK_ZERO)
+    if not any(isinstance(f, _DropAdverts) for f in lg.filters):
+        lg.addFilter(_DropAdverts())
 
 
 def _stages_of(config: dict) -> tuple[list[dict], bool]:
