@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from audet.models import create_model, model_info
-from audet.models.aar import AUAttentionBranch, _stacked_batch_norm, stacked_branches
+from audet.models.aar import AUAttentionBranch, stacked_branches
+from audet.models.layers.stacked import stacked_batch_norm
 from audet.models.base import LossContext
 
 from helpers import randomize
@@ -145,7 +146,7 @@ def test_stacked_batch_norm_updates_each_branch_like_the_module(momentum):
     for step in range(3):  # cumulative averaging (momentum None) uses 1 / num_batches_tracked
         x = torch.randn(5, 12, 3, 3)
         want = torch.cat([bn(c) for bn, c in zip(ref, x.chunk(3, dim=1))], dim=1)
-        close(_stacked_batch_norm(x, ours), want)
+        close(stacked_batch_norm(x, ours), want)
     for r, o in zip(ref, ours):
         for k, v in r.state_dict().items():
             assert (v.float() - o.state_dict()[k].float()).abs().max().item() <= 1e-6, k
@@ -153,7 +154,7 @@ def test_stacked_batch_norm_updates_each_branch_like_the_module(momentum):
     ref[1].num_batches_tracked.add_(1)
     x = torch.randn(5, 12, 3, 3)
     want = torch.cat([bn(c) for bn, c in zip(ref, x.chunk(3, dim=1))], dim=1)
-    close(_stacked_batch_norm(x, ours), want)
+    close(stacked_batch_norm(x, ours), want)
     for r, o in zip(ref, ours):
         close(r.running_mean, o.running_mean, 1e-6)
 

@@ -10,7 +10,8 @@ from helpers import randomize
 from audet.models import create_model, model_info
 from audet.models.escda import LSC
 from audet.models.layers.ntb import NextTransformerBlock
-from audet.models.layers.stacked_ntb import branch_maps, stacked_batch_norm, stacked_ntb
+from audet.models.layers.stacked import stacked_batch_norm
+from audet.models.layers.stacked_ntb import branch_maps, stacked_ntb
 
 LSC_VARIANTS = ["escda_ls", "escda_lsc_fix", "escda_lsc"]
 AUS = [1, 2, 4, 12]

@@ -82,6 +82,7 @@ from torch import nn
 from audet.models.base import AUModel, DataInfo, LossContext, ModelOutput
 from audet.models.layers.graph import SpatialGraphConv, SpatioTemporalGraphConv
 from audet.models.layers.region import RegionLearning
+from audet.models.layers.stacked import cat_conv, stacked_batch_norm, stacked_linear
 from audet.models.registry import register_model, variant_factory
 
 __all__ = [
@@ -149,53 +150,13 @@ class AUAttentionBranch(nn.Module):
         return f, (att.squeeze(1) if att is not None else None), logit
 
 
-def _stacked_batch_norm(x: torch.Tensor, bns: Sequence[nn.BatchNorm2d]) -> torch.Tensor:
-    """The A branches' BatchNorm2d on ``x`` ``(N, A*C, h, w)`` (branch-major channels) in one call.
-
-    BatchNorm is per channel, so one ``F.batch_norm`` over the A*C channels equals the A separate
-    ones in eval AND training mode. In training it updates the concatenated running buffers, which
-    are then written back into each branch's own ``running_mean``/``running_var``; each branch's
-    ``num_batches_tracked`` is incremented, exactly as ``nn.BatchNorm2d.forward`` does. Branches whose
-    settings differ (mode, momentum, eps, affine, or cumulative averaging with different counters)
-    run one by one.
-    """
-    b0 = bns[0]
-    key = (b0.training, b0.momentum, b0.eps, b0.affine, b0.track_running_stats)
-    same = all(type(bn) is nn.BatchNorm2d and (bn.training, bn.momentum, bn.eps, bn.affine,
-               bn.track_running_stats) == key for bn in bns)
-    update = b0.training and b0.track_running_stats
-    if same and update and b0.momentum is None:  # cumulative average: 1 / count, needs equal counts
-        same = len({int(bn.num_batches_tracked) for bn in bns}) == 1
-    if not same:
-        return torch.cat([bn(c) for bn, c in zip(bns, x.chunk(len(bns), dim=1))], dim=1)
-    w = torch.cat([bn.weight for bn in bns]) if b0.affine else None
-    b = torch.cat([bn.bias for bn in bns]) if b0.affine else None
-    rm = torch.cat([bn.running_mean for bn in bns]) if b0.track_running_stats else None
-    rv = torch.cat([bn.running_var for bn in bns]) if b0.track_running_stats else None
-    factor = 0.0 if b0.momentum is None else b0.momentum
-    if update:
-        for bn in bns:
-            bn.num_batches_tracked.add_(1)
-        if b0.momentum is None:
-            factor = 1.0 / float(b0.num_batches_tracked)
-    y = F.batch_norm(x, rm, rv, w, b, b0.training or rm is None, factor, b0.eps)
-    if update:
-        with torch.no_grad():
-            for bn, m, v in zip(bns, rm.chunk(len(bns)), rv.chunk(len(bns))):
-                bn.running_mean.copy_(m)
-                bn.running_var.copy_(v)
-    return y
-
-
 def _stacked_conv_bn_relu(x: torch.Tensor, layers: Sequence[nn.Sequential], groups: int) -> torch.Tensor:
     """conv + BN + ReLU of every branch: ``groups=1`` on a shared input (one dense conv with A*C
     outputs), ``groups=A`` on per-branch maps ``(N, A*C_in, h, w)`` (one grouped conv)."""
-    convs = [seq[0] for seq in layers]
-    c = convs[0]
-    w = torch.cat([k.weight for k in convs])
-    b = torch.cat([k.bias for k in convs]) if c.bias is not None else None
+    c = layers[0][0]
+    w, b = cat_conv([seq[0] for seq in layers])
     y = F.conv2d(x, w, b, c.stride, c.padding, c.dilation, groups)
-    return F.relu(_stacked_batch_norm(y, [seq[1] for seq in layers]), inplace=True)
+    return F.relu(stacked_batch_norm(y, [seq[1] for seq in layers]), inplace=True)
 
 
 def stacked_branches(x: torch.Tensor, branches: Sequence[AUAttentionBranch]):
@@ -219,8 +180,7 @@ def stacked_branches(x: torch.Tensor, branches: Sequence[AUAttentionBranch]):
     att = None
     if b0.attention is not None:
         a0 = b0.attention
-        w = torch.cat([br.attention.weight for br in brs])  # (A, dim, 3, 3)
-        b = torch.cat([br.attention.bias for br in brs]) if a0.bias is not None else None
+        w, b = cat_conv([br.attention for br in brs])  # (A, dim, 3, 3)
         att = F.conv2d(y, w, b, a0.stride, a0.padding, a0.dilation, A)  # (N, A, h, w)
         if b0.attention_activation == "sigmoid":
             att = torch.sigmoid(att)
@@ -229,11 +189,8 @@ def stacked_branches(x: torch.Tensor, branches: Sequence[AUAttentionBranch]):
     f = _stacked_conv_bn_relu(z, [br.convs[4] for br in brs], A).mean(dim=(-2, -1))  # conv5 + GAP
     f = f.reshape(f.shape[0], A, -1)  # f^(0) (N, A, dim)
     logit = None
-    if b0.head is not None:
-        hw = torch.cat([br.head.weight for br in brs])  # (A, dim)
-        logit = torch.einsum("nad,ad->na", f, hw)
-        if b0.head.bias is not None:
-            logit = logit + torch.cat([br.head.bias for br in brs])
+    if b0.head is not None:  # each branch's Linear(dim, 1) on its own f^(0)
+        logit = stacked_linear(f.transpose(0, 1), [br.head for br in brs]).squeeze(-1).t()  # (N, A)
     return f, att, logit
 
 

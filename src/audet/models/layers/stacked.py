@@ -10,6 +10,8 @@ stacked along a new leading branch dimension ``A`` and every layer runs once for
 - a depth-wise convolution on per-branch maps: one grouped convolution over ``A * C`` channels;
 - ``Linear``: ``torch.baddbmm`` over the branch dimension;
 - LayerNorm: normalisation without affine, then each branch's weight and bias;
+- BatchNorm: one ``F.batch_norm`` over the ``A * C`` channels (per channel, so exact), running
+  statistics written back into each branch (used by the AAR and ESCDA stacked paths);
 - attention: the branch dimension folded into the batch of ``scaled_dot_product_attention``.
 
 Tokens are laid out ``(A, B, N, C)``. The maths is that of :class:`~audet.models.layers.embed.PatchEmbed`,
@@ -35,7 +37,9 @@ from audet.models.layers.embed import PatchEmbed
 
 __all__ = [
     "stacked_layer_norm",
+    "stacked_batch_norm",
     "stacked_linear",
+    "cat_conv",
     "stacked_patch_embed",
     "stacked_block",
     "stacked_intervention",
@@ -51,6 +55,48 @@ def stacked_layer_norm(x: torch.Tensor, norms: Sequence[nn.LayerNorm]) -> torch.
     return F.layer_norm(x, (C,), None, None, norms[0].eps) * w + b
 
 
+def stacked_batch_norm(x: torch.Tensor, norms: Sequence[nn.modules.batchnorm._BatchNorm]) -> torch.Tensor:
+    """Every branch's BatchNorm on ``x`` ``(N, A*C, ...)`` (branch-major channels at dim 1) in ONE
+    ``F.batch_norm`` call: BatchNorm is per channel, so this equals the A separate modules in eval
+    AND in training mode.
+
+    Follows ``torch.nn.modules.batchnorm._BatchNorm.forward``: in training (with running
+    statistics) each branch's ``num_batches_tracked`` is incremented and the concatenated running
+    buffers, updated by ``F.batch_norm``, are copied back into each branch's own buffers. Branches
+    whose settings differ (type, mode, momentum, eps, affine, tracking, or cumulative averaging
+    with unequal counters) run one by one, which is the same computation.
+    """
+    n0 = norms[0]
+    key = (type(n0), n0.training, n0.momentum, n0.eps, n0.affine, n0.track_running_stats)
+    same = all((type(n), n.training, n.momentum, n.eps, n.affine, n.track_running_stats) == key for n in norms)
+    track = n0.track_running_stats and n0.running_mean is not None
+    update = n0.training and track
+    if same and update and n0.momentum is None:  # cumulative average 1 / count: needs equal counts
+        same = len({int(n.num_batches_tracked) for n in norms}) == 1
+    if not same:  # per branch; each chunk as (N, C, L, 1) so that any BatchNorm class accepts it
+        return torch.cat([n(c.reshape(*c.shape[:2], -1, 1)).reshape(c.shape)
+                          for n, c in zip(norms, x.chunk(len(norms), dim=1))], dim=1)
+    factor = 0.0 if n0.momentum is None else n0.momentum
+    if update:
+        for n in norms:
+            n.num_batches_tracked.add_(1)
+        if n0.momentum is None:
+            factor = 1.0 / float(n0.num_batches_tracked)
+    w = torch.cat([n.weight for n in norms]) if n0.affine else None
+    b = torch.cat([n.bias for n in norms]) if n0.affine else None
+    if not track:
+        return F.batch_norm(x, None, None, w, b, True, factor, n0.eps)
+    rm = torch.cat([n.running_mean for n in norms])
+    rv = torch.cat([n.running_var for n in norms])
+    out = F.batch_norm(x, rm, rv, w, b, n0.training, factor, n0.eps)
+    if update:  # write the updated running statistics back, branch by branch
+        with torch.no_grad():
+            for n, m, v in zip(norms, rm.split(n0.num_features), rv.split(n0.num_features)):
+                n.running_mean.copy_(m)
+                n.running_var.copy_(v)
+    return out
+
+
 def stacked_linear(x: torch.Tensor, linears: Sequence[nn.Linear]) -> torch.Tensor:
     """Per-branch ``Linear`` of ``x`` ``(A, ..., Cin)`` -> ``(A, ..., Cout)`` with one batched matmul."""
     A = x.shape[0]
@@ -64,7 +110,9 @@ def stacked_linear(x: torch.Tensor, linears: Sequence[nn.Linear]) -> torch.Tenso
     return out.reshape(*x.shape[:-1], w.shape[1])
 
 
-def _cat_conv(convs: Sequence[nn.Conv2d]) -> tuple[torch.Tensor, torch.Tensor | None]:
+def cat_conv(convs: Sequence[nn.Conv2d]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The branches' convolution weights and biases concatenated along the output channels (one
+    dense convolution on a shared input, or one grouped convolution on branch-major maps)."""
     w = torch.cat([c.weight for c in convs])
     b = torch.cat([c.bias for c in convs]) if convs[0].bias is not None else None
     return w, b
@@ -75,7 +123,7 @@ def _depthwise(x: torch.Tensor, convs: Sequence[nn.Conv2d]) -> torch.Tensor:
     c = convs[0]
     if c.groups != c.in_channels:
         raise ValueError("stacked evaluation supports depth-wise convolutions only here")
-    w, b = _cat_conv(convs)
+    w, b = cat_conv(convs)
     return F.conv2d(x, w, b, c.stride, c.padding, c.dilation, groups=len(convs) * c.groups)
 
 
@@ -97,7 +145,7 @@ def stacked_patch_embed(x: torch.Tensor, embeds: Sequence[PatchEmbed]) -> tuple[
     The branch convolutions become one convolution with ``A * C`` output channels.
     """
     A, p = len(embeds), embeds[0].proj
-    w, b = _cat_conv([e.proj for e in embeds])
+    w, b = cat_conv([e.proj for e in embeds])
     y = F.conv2d(x, w, b, p.stride, p.padding, p.dilation, p.groups)
     y = y * torch.sigmoid(_depthwise(y, [e.pa.conv for e in embeds]))  # PixelAttention
     H, W = y.shape[-2:]

@@ -21,11 +21,10 @@ works sample by sample);
   grouped conv with ``groups = A * C_c / 32``;
 - GDConv (a depth-wise conv whose kernel covers the whole map): per channel, the dot product of
   the kernel with the map, ``bmm`` over the ``A * C`` channels;
-- BatchNorm over the ``A*C`` channels is per channel, hence exact: in eval it uses the
-  concatenated running statistics; in training it normalises by the batch statistics (over the
-  same ``B*H*W`` values per channel) and updates the concatenated running buffers with
-  ``F.batch_norm``, then copies them back into each branch's own buffers (and increments each
-  ``num_batches_tracked``), as the loop would;
+- BatchNorm over the ``A*C`` channels is per channel, hence exact
+  (:func:`audet.models.layers.stacked.stacked_batch_norm`, shared with AC2D's and AAR's stacked
+  paths: the running statistics are written back into each branch's own buffers, as the loop
+  would update them);
 - attention (ESCDA Eq. 4-6): the branch dimension folded into the batch, each branch with its own
   key mask ``M_i``: the fast path scales V by ``M_i`` and calls ``scaled_dot_product_attention``
   (``(A' (x) M) V = A' (M (x) V)``, as :func:`~audet.models.layers.ntb.constrained_self_attention`);
@@ -46,8 +45,9 @@ from timm.layers import DropPath
 from torch import nn
 
 from audet.models.layers.ntb import NextTransformerBlock, attention_weights
+from audet.models.layers.stacked import cat_conv, stacked_batch_norm
 
-__all__ = ["stacked_batch_norm", "stacked_pointwise", "stacked_drop_path", "stacked_ntb", "stacked_gdconv",
+__all__ = ["stacked_pointwise", "stacked_drop_path", "stacked_ntb", "stacked_gdconv",
            "branch_maps"]
 
 
@@ -86,40 +86,6 @@ def stacked_pointwise(x: torch.Tensor, convs: Sequence[nn.Module], shared: bool 
         out = torch.addmm(b.reshape(A * co, 1), flat, x) if b is not None else flat @ x
         return out.reshape(A, co, -1)
     return torch.baddbmm(b, w, x) if b is not None else torch.bmm(w, x)
-
-
-def stacked_batch_norm(x: torch.Tensor, norms: Sequence[nn.BatchNorm2d]) -> torch.Tensor:
-    """Every branch's ``BatchNorm2d`` on ``x`` with the ``A*C`` branch-major channels at dim 1
-    (``(B, A*C, H, W)``, or ``(1, A*C, L)``); per channel, so exact.
-
-    Follows ``torch.nn.modules.batchnorm._BatchNorm.forward``: in training (with running
-    statistics) each ``num_batches_tracked`` is incremented and the concatenated running buffers,
-    updated by ``F.batch_norm``, are copied back into each branch's own buffers.
-    """
-    n0 = norms[0]
-    track = n0.track_running_stats and n0.running_mean is not None
-    factor = 0.0 if n0.momentum is None else n0.momentum
-    if n0.training and track:
-        if n0.momentum is None and len({int(n.num_batches_tracked) for n in norms}) > 1:
-            raise ValueError("stacked BatchNorm with momentum=None needs equal num_batches_tracked in every branch")
-        for n in norms:
-            n.num_batches_tracked.add_(1)
-        if n0.momentum is None:
-            factor = 1.0 / float(n0.num_batches_tracked)
-    use_batch_stats = n0.training or not track
-    w = torch.cat([n.weight for n in norms]) if n0.affine else None
-    b = torch.cat([n.bias for n in norms]) if n0.affine else None
-    if not track:
-        return F.batch_norm(x, None, None, w, b, True, factor, n0.eps)
-    rm = torch.cat([n.running_mean for n in norms])
-    rv = torch.cat([n.running_var for n in norms])
-    out = F.batch_norm(x, rm, rv, w, b, use_batch_stats, factor, n0.eps)
-    if use_batch_stats:  # write the updated running statistics back, branch by branch
-        with torch.no_grad():
-            for n, m, v in zip(norms, rm.split(n0.num_features), rv.split(n0.num_features)):
-                n.running_mean.copy_(m)
-                n.running_var.copy_(v)
-    return out
 
 
 def _bn_cm(x: torch.Tensor, norms: Sequence[nn.BatchNorm2d]) -> torch.Tensor:
@@ -222,8 +188,8 @@ def stacked_ntb(x: torch.Tensor, blocks: Sequence[NextTransformerBlock], masks: 
     # MHCA: 3x3 group conv on the maps (one grouped conv over A * C_c channels), BN, ReLU, 1x1 conv
     mh = [b.mhca for b in blocks]
     g = mh[0].group_conv3x3
-    w = torch.cat([m.group_conv3x3.weight for m in mh])
-    z = F.conv2d(branch_maps(y, B, H, W), w, None, g.stride, g.padding, g.dilation, A * g.groups)
+    w, b = cat_conv([m.group_conv3x3 for m in mh])
+    z = F.conv2d(branch_maps(y, B, H, W), w, b, g.stride, g.padding, g.dilation, A * g.groups)
     z = _channel_major(F.relu(stacked_batch_norm(z, [m.norm for m in mh])), A)
     z = stacked_pointwise(z, [m.projection for m in mh])
     y = y + stacked_drop_path(z, B, [b.mhca_drop_path for b in blocks])
