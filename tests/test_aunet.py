@@ -360,3 +360,12 @@ def test_aunet_crop_rules():
     np.testing.assert_allclose(aunet_crop_box(box, "code"), [50 - side / 2, 65 - side / 2, 50 + side / 2, 65 + side / 2])
     with pytest.raises(ValueError, match="crop rule"):
         aunet_crop_box(box, "retina")
+
+
+@pytest.mark.parametrize("name", ["aunet_tdn", "aunet_resnet18a"])
+def test_fusion_must_be_two_weights_in_both_networks(name):
+    kw = {"allow_random_pretrained": True} if name != "aunet_resnet18a" else {}
+    with pytest.raises(ValueError, match=r"fusion must be \(alpha, beta\)"):
+        create_model(name, num_aus=4, img_size=64, fusion=(1.0, 1.0, 1.0), **kw)
+    m = create_model(name, num_aus=4, img_size=64, fusion=(0.9, 0.1), **kw)
+    assert m.config["fusion"] == [0.9, 0.1] and m.config["img_size"] == 64 and m.num_aus == 4

@@ -222,10 +222,19 @@ class AUNetPredictor(nn.Module):
 class _AUNetBase(AUModel):
     """Losses (Eq. 1-4), stages, clip handling and flip TTA shared by AUNet and ResNet18-A."""
 
-    def __init__(self, num_aus, aus, preprocess, data, *, temporal: bool, use_vae: bool, frame_offset: int,
+    def __init__(self, num_aus, aus, data, *, img_size: int, crop_rule: str, preprocess: dict | None,
+                 fusion: Sequence[float], hidden: int, temporal: bool, use_vae: bool, frame_offset: int,
                  vae_latent: int | None, vae_lambda: float, vae_noise: float, gamma: float, consistency: str,
                  vae_eval_sampling: bool, vae_frozen: bool, flip_tta: bool):
+        """The options both networks share; sets ``self.fusion`` (alpha, beta) and ``self.config``
+        with the shared options (a subclass adds its own)."""
+        if num_aus is None:
+            num_aus = len(aus) if aus is not None else (data.num_aus if data is not None else 12)
+        fusion = tuple(float(f) for f in fusion)
+        if len(fusion) != 2:
+            raise ValueError(f"fusion must be (alpha, beta), got {fusion}")
         _check("consistency", consistency, CONSISTENCY_MODES)
+        preprocess = _preprocess(img_size, crop_rule, preprocess)
         if temporal:
             T = int(frame_offset)
             if T < 1:
@@ -248,6 +257,15 @@ class _AUNetBase(AUModel):
             self.vae = LabelVAE(self.num_aus, k)
             if vae_frozen:
                 self.freeze(["vae.*"])
+        self.fusion = fusion
+        self.config = dict(
+            num_aus=self.num_aus, aus=list(self.aus) if self.aus else None, temporal=self.temporal,
+            use_vae=self.use_vae, img_size=int(img_size), frame_offset=int(frame_offset), hidden=int(hidden),
+            fusion=list(fusion), vae_latent=getattr(self, "vae_latent", None), vae_lambda=self.vae_lambda,
+            vae_noise=self.vae_noise, gamma=self.gamma, consistency=consistency,
+            vae_eval_sampling=self.vae_eval_sampling, vae_frozen=bool(vae_frozen), flip_tta=self.flip_tta,
+            crop_rule=crop_rule,
+        )
 
     # --- inputs -------------------------------------------------------------------------------
     def _frames(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
@@ -455,36 +473,24 @@ class AUNet(_AUNetBase):
         crop_rule: str = "paper",
         preprocess: dict | None = None,
     ):
-        if num_aus is None:
-            num_aus = len(aus) if aus is not None else (data.num_aus if data is not None else 12)
         _check("fan_pool", fan_pool, POOL_MODES)
         if img_size % 64:
             raise ValueError(f"img_size must be a multiple of 64 (FAN /4, then 4 poolings), got {img_size}")
-        fusion = tuple(float(f) for f in fusion)
-        if len(fusion) != 2:
-            raise ValueError(f"fusion must be (alpha, beta), got {fusion}")
         super().__init__(
-            num_aus, aus, _preprocess(img_size, crop_rule, preprocess), data, temporal=temporal,
-            use_vae=use_vae, frame_offset=frame_offset, vae_latent=vae_latent, vae_lambda=vae_lambda,
-            vae_noise=vae_noise, gamma=gamma, consistency=consistency, vae_eval_sampling=vae_eval_sampling,
-            vae_frozen=vae_frozen, flip_tta=flip_tta,
+            num_aus, aus, data, img_size=img_size, crop_rule=crop_rule, preprocess=preprocess, fusion=fusion,
+            hidden=hidden, temporal=temporal, use_vae=use_vae, frame_offset=frame_offset, vae_latent=vae_latent,
+            vae_lambda=vae_lambda, vae_noise=vae_noise, gamma=gamma, consistency=consistency,
+            vae_eval_sampling=vae_eval_sampling, vae_frozen=vae_frozen, flip_tta=flip_tta,
         )
-        self.config = dict(
-            num_aus=self.num_aus, aus=list(self.aus) if self.aus else None, temporal=self.temporal,
-            use_vae=self.use_vae, fan_weights=fan_weights, fan_pool=fan_pool,
-            allow_random_pretrained=bool(allow_random_pretrained), img_size=int(img_size),
-            frame_offset=int(frame_offset), width=int(width), hidden=int(hidden), fusion=list(fusion),
-            vae_latent=getattr(self, "vae_latent", None), vae_lambda=self.vae_lambda, vae_noise=self.vae_noise,
-            gamma=self.gamma, consistency=consistency, vae_eval_sampling=self.vae_eval_sampling,
-            vae_frozen=bool(vae_frozen), flip_tta=self.flip_tta, crop_rule=crop_rule,
-        )
+        self.config.update(fan_weights=fan_weights, fan_pool=fan_pool,
+                           allow_random_pretrained=bool(allow_random_pretrained), width=int(width))
         # registration order: fan, vae, predictor (the authors' AU_NET: feature.fan, predictor)
         self.fan = FAN(2, pool=fan_pool)
         self.freeze(["fan.*"])  # frozen always (section IV-A); load_pretrained_parts loads it
         if self.vae is not None:  # keep 'vae' after 'fan' in the state dict
             self.vae = self._modules.pop("vae")
             self._modules["vae"] = self.vae
-        self.predictor = AUNetPredictor(self.num_aus, 768, width, hidden, temporal, fusion)
+        self.predictor = AUNetPredictor(self.num_aus, 768, width, hidden, temporal, self.fusion)
         if allow_random_pretrained and not fan_weights:
             # labelled from construction on, so a checkpoint saved before load_pretrained_parts
             # also stores (and names) the random FAN
@@ -542,26 +548,15 @@ class ResNet18A(_AUNetBase):
         from torchvision.models import resnet18
         from torchvision.models.resnet import BasicBlock
 
-        if num_aus is None:
-            num_aus = len(aus) if aus is not None else (data.num_aus if data is not None else 12)
         if img_size % 32:
             raise ValueError(f"img_size must be a multiple of 32 for ResNet-18, got {img_size}")
-        fusion = tuple(float(f) for f in fusion)
         super().__init__(
-            num_aus, aus, _preprocess(img_size, crop_rule, preprocess), data, temporal=temporal,
-            use_vae=use_vae, frame_offset=frame_offset, vae_latent=vae_latent, vae_lambda=vae_lambda,
-            vae_noise=vae_noise, gamma=gamma, consistency=consistency, vae_eval_sampling=vae_eval_sampling,
-            vae_frozen=vae_frozen, flip_tta=flip_tta,
+            num_aus, aus, data, img_size=img_size, crop_rule=crop_rule, preprocess=preprocess, fusion=fusion,
+            hidden=hidden, temporal=temporal, use_vae=use_vae, frame_offset=frame_offset, vae_latent=vae_latent,
+            vae_lambda=vae_lambda, vae_noise=vae_noise, gamma=gamma, consistency=consistency,
+            vae_eval_sampling=vae_eval_sampling, vae_frozen=vae_frozen, flip_tta=flip_tta,
         )
-        self.config = dict(
-            num_aus=self.num_aus, aus=list(self.aus) if self.aus else None, temporal=self.temporal,
-            use_vae=self.use_vae, img_size=int(img_size), frame_offset=int(frame_offset), hidden=int(hidden),
-            fusion=list(fusion), vae_latent=getattr(self, "vae_latent", None), vae_lambda=self.vae_lambda,
-            vae_noise=self.vae_noise, gamma=self.gamma, consistency=consistency,
-            vae_eval_sampling=self.vae_eval_sampling, vae_frozen=bool(vae_frozen), flip_tta=self.flip_tta,
-            crop_rule=crop_rule,
-        )
-        self.alpha, self.beta = fusion
+        self.alpha, self.beta = self.fusion
         r = resnet18(weights=None)
         self.stem = nn.Sequential(r.conv1, r.bn1, r.relu, r.maxpool, r.layer1)  # F: 64 x H/4 x W/4
         if self.temporal:
