@@ -15,7 +15,6 @@ the averaging ensemble.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -36,8 +35,9 @@ def main(argv=None) -> int:
     import torch
     from torch.utils.data import DataLoader
 
+    from audet.data.meta import read_dataset_meta, read_fold
     from audet.engine.checkpoint import load_checkpoint
-    from audet.engine.evaluate import _eval_dataset
+    from audet.engine.evaluate import eval_dataset
     from audet.metrics import au_report, paired_bootstrap_f1_diff, to_markdown
     from audet.models.ensemble import Ensemble
 
@@ -45,10 +45,10 @@ def main(argv=None) -> int:
     if not isinstance(model, Ensemble) or len(model.members) != 2:
         raise SystemExit(f"{args.checkpoint} holds {model.model_name!r}, not an ESCDA ensemble (escda / escda_v)")
     data = Path(args.data)
-    meta = json.loads((data / "dataset.json").read_text())
-    prefix = meta["folds"][args.fold]["test"]
+    meta = read_dataset_meta(data)
+    prefix = read_fold(data, args.fold)["test"]
     aus = list(model.aus)
-    ds = _eval_dataset(data, prefix, aus, model.preprocess)
+    ds = eval_dataset(data, prefix, aus, model.preprocess)
     member_p, labels, mask = [[] for _ in model.members], [], []
     with torch.no_grad():
         for b in DataLoader(ds, batch_size=args.batch_size, num_workers=1):

@@ -51,13 +51,13 @@ def probe(checkpoint, data: Path, fold: int, n_train: int, n_test: int, C: float
 
     from audet.data.meta import read_fold
     from audet.engine.checkpoint import load_checkpoint
-    from audet.engine.evaluate import _eval_dataset
+    from audet.engine.evaluate import eval_dataset
 
     split = read_fold(data, fold)
     model = load_checkpoint(checkpoint)
     aus = list(model.aus)
-    train = _eval_dataset(data, split["train"], aus, model.preprocess)
-    test = _eval_dataset(data, split["test"], aus, model.preprocess)
+    train = eval_dataset(data, split["train"], aus, model.preprocess)
+    test = eval_dataset(data, split["test"], aus, model.preprocess)
     ftr, _, ytr = _features(model, train, _subset(len(train), n_train, seed))
     fte, zte, yte = _features(model, test, _subset(len(test), n_test, seed + 1))
     head, lin = {}, {}

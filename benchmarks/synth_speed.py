@@ -66,7 +66,7 @@ def main() -> None:
     from audet.data.synth import get_config
 
     if args.full:
-        print(f"| preset | frames | size | workers | frames/s (rendering) | wall time (s) |")
+        print("| preset | frames | size | workers | frames/s (rendering) | wall time (s) |")
         print("|---|---|---|---|---|---|")
         for p in args.presets:
             n, fps, wall = full_fps(p, args.workers)

@@ -41,9 +41,6 @@ def eval_dataset(root, prefix: str, aus: Sequence[int], preprocess: dict, clip=N
                      clip=eval_clip(clip))
 
 
-_eval_dataset = eval_dataset  # the benchmarks' name
-
-
 def inference_precision(precision: str = "32", device="cpu"):
     """Context manager for inference at ``precision`` (one of :data:`EVAL_PRECISIONS`).
 
