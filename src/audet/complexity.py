@@ -66,6 +66,15 @@ def model_input_shape(model: nn.Module, input_size: int | Sequence[int] | None =
     return (batch, chans, *hw)
 
 
+def _random_inputs(model: nn.Module, input_size, batch: int) -> torch.Tensor:
+    """A random input of :func:`model_input_shape` on the model's device."""
+    try:
+        device = next(model.parameters()).device
+    except StopIteration:
+        device = torch.device("cpu")
+    return torch.randn(model_input_shape(model, input_size, batch), device=device)
+
+
 def count_flops(
     model: nn.Module,
     input_size: int | Sequence[int] | None = None,
@@ -83,12 +92,7 @@ def count_flops(
     from torch.utils.flop_counter import FlopCounterMode
 
     if inputs is None:
-        shape = model_input_shape(model, input_size, batch)
-        try:
-            device = next(model.parameters()).device
-        except StopIteration:
-            device = torch.device("cpu")
-        inputs = torch.randn(shape, device=device)
+        inputs = _random_inputs(model, input_size, batch)
     was_training = model.training
     model.eval()
     from audet.models.base import AUModel
@@ -144,11 +148,7 @@ def count_training_flops(model: nn.Module, input_size: int | Sequence[int] | Non
     from torch.utils.flop_counter import FlopCounterMode
 
     if inputs is None:
-        try:
-            device = next(model.parameters()).device
-        except StopIteration:
-            device = torch.device("cpu")
-        inputs = torch.randn(model_input_shape(model, input_size, batch), device=device)
+        inputs = _random_inputs(model, input_size, batch)
     was_training = model.training
     model.train()
     counter = FlopCounterMode(display=False, custom_mapping={torch.ops.aten.convolution_backward: _conv_backward_flops})
