@@ -60,7 +60,7 @@ def test_paper_recipe_stage_optimisers():
     assert opt.defaults["betas"] == (0.9, 0.999)
     assert [sched.lr_lambdas[0](s) for s in (0, 60, 119)] == [1.0, 1.0, 1.0]
     assert rel["frozen"] == ["region_learning.*", "branches.*"]
-    assert cfg["data"]["clip"]["length"] == 48 and cfg["model"]["args"]["lambda_a"] == 2.0
+    assert cfg["data"]["clip"] == {"windows": "disjoint"} and cfg["model"]["args"]["clip_length"] == 48 and cfg["model"]["args"]["lambda_a"] == 2.0
 
 
 def test_two_stages_freeze_the_attention_network_and_resume_after_a_kill_in_stage_two(tmp_path):

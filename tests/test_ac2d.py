@@ -7,6 +7,7 @@ import warnings
 import pytest
 import torch
 
+from audet.models.checkpoint import map_state_by_au
 from audet.models import LossContext, create_model, list_models, model_info
 from audet.models.ac2d import AC2D
 
@@ -352,18 +353,19 @@ def test_prototypes_all_reduced_under_torch_distributed(tmp_path):
         dist.destroy_process_group()
 
 
-def test_au_state_map_disfa_from_bp4d():
+def test_au_identity_transfer_disfa_from_bp4d():
     torch.manual_seed(0)
     old = tiny("ac2d", num_aus=12, aus=BP4D, prototype="epoch_stale")
     old.set_prototypes(torch.randn(12, 64), 100.0)
     new = tiny("ac2d", num_aus=8, aus=DISFA)
-    state, report = new.au_state_map(old.state_dict(), BP4D, DISFA)
+    state, report = map_state_by_au(new, old.state_dict(), BP4D, DISFA)
     new.load_state_dict(state)
     assert report["fresh_aus"] == [9, 25, 26] and report["kept"] == []
     # DISFA AU12 (branch 5) <- BP4D AU12 (branch 6)
     assert torch.equal(new.branches[5].head.weight, old.branches[6].head.weight)
     assert torch.equal(new.stem.proj[0].weight, old.stem.proj[0].weight)
     assert not bool(new.proto_valid) and new.proto_k.abs().sum() == 0
+    assert sorted(report["reset"]) == ["proto_count", "proto_k", "proto_v", "proto_valid"]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from audet.models.checkpoint import map_state_by_au
 from audet.models import create_model
 from audet.models.base import PretrainedWeightsMissing, load_pretrained_parts
 
@@ -340,14 +341,14 @@ def test_disfa_from_bp4d_maps_classifier_rows_and_keeps_vae_fresh():
     disfa = create_model("aunet", num_aus=8, aus=[1, 2, 4, 6, 9, 12, 25, 26], img_size=64, vae_latent=6)
     old = bp4d.state_dict()
     fresh_vae = {k: v.clone() for k, v in disfa.state_dict().items() if k.startswith("vae.")}
-    state, report = disfa.au_state_map(old, bp4d.aus, disfa.aus)
+    state, report = map_state_by_au(disfa, old, bp4d.aus, disfa.aus)
     w_old, w_new = old["predictor.predictor.3.weight"], state["predictor.predictor.3.weight"]
     assert torch.equal(w_new[5], w_old[6])  # AU12 <- AU12
     assert torch.equal(w_new[:4], w_old[:4])  # AU1, 2, 4, 6
     assert not torch.equal(w_new[4], w_old[5])  # AU9 has no BP4D twin: keeps its init
     assert report["fresh_aus"] == [9, 25, 26]
     assert torch.equal(state["predictor.conv1x1.weight"], old["predictor.conv1x1.weight"])
-    assert all(torch.equal(state[k], v) for k, v in fresh_vae.items())
+    assert all(torch.equal(state[k], v) for k, v in fresh_vae.items()) and sorted(report["reset"]) == sorted(fresh_vae)
     disfa.load_state_dict(state)
 
 

@@ -112,7 +112,7 @@ class _Branchy(AUModel):
     """A model with one branch per AU in a ModuleList and no declarations (heuristic path)."""
 
     def __init__(self, aus):
-        super().__init__(len(aus), aus)
+        super().__init__(aus)
         self.trunk = torch.nn.Linear(3, 5)
         self.branches = torch.nn.ModuleList(torch.nn.Linear(5, 1) for _ in aus)
         self.register_buffer("proto", torch.randn(len(aus), 5))

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from audet.models.checkpoint import map_state_by_au
 from audet.models import create_model
 from audet.models.base import DataInfo, LogitsOnly, LossContext, ModelOutput
 from audet.models.layers.causal_subject import SubjectCausalIntervention
@@ -304,14 +305,14 @@ def test_flop_context_restores_empty_dictionary():
     assert not m.cis.valid and not bool(m.cis.dict_present.any())
 
 
-def test_au_state_map_moves_classifier_rows_and_drops_dictionary():
+def test_au_transfer_moves_classifier_rows_and_drops_dictionary():
     src = tiny()
     src.eval()
     with torch.no_grad():
         src.data_pass_end([src.data_pass_step(b) for b in batches()])
     new_aus = [2, 1, 25]
     dst = create_model("cisnet_tiny", aus=new_aus, data=DataInfo(aus=new_aus, subjects=["A", "B"]), **TINY)
-    state, rep = dst.au_state_map(src.state_dict(), AUS, new_aus)
+    state, rep = map_state_by_au(dst, src.state_dict(), AUS, new_aus)
     assert torch.equal(state["classifier.2.weight"][0], src.state_dict()["classifier.2.weight"][1])
     assert torch.equal(state["classifier.2.weight"][1], src.state_dict()["classifier.2.weight"][0])
     assert torch.equal(state["projector.weight"], src.state_dict()["projector.weight"])

@@ -36,19 +36,17 @@ class TinyClipNet(AUModel):
     """stem (pretrained, frozen) -> body -> temporal conv over the clip -> per-frame AU logits;
     a subject head (size = the GLOBAL subject vocabulary) gives an auxiliary loss."""
 
-    def __init__(self, num_aus, aus=None, *, data=None, stem_weights=None, allow_random_pretrained=False, width=4):
+    def __init__(self, aus, *, data=None, stem_weights=None, allow_random_pretrained=False, width=4):
         if data is None or not data.subjects:
             raise ValueError("tiny_clip needs subject ids from the data (DataInfo.subjects); "
                              "build it with create_model(..., data=DataInfo(...))")
-        super().__init__(num_aus, aus, {"crop_size": 32, "resize": 40, "clip": CLIP}, data)
-        self.config = {"num_aus": num_aus, "aus": list(aus) if aus else None, "stem_weights": stem_weights,
-                       "allow_random_pretrained": allow_random_pretrained, "width": width}
+        super().__init__(aus, {"crop_size": 32, "resize": 40, "clip": CLIP}, data)
         w = width
         self.stem = nn.Sequential(nn.Conv2d(3, w, 3, stride=2, padding=1), nn.BatchNorm2d(w), nn.ReLU())
         self.body = nn.Sequential(nn.Conv2d(w, 2 * w, 3, stride=2, padding=1), nn.ReLU(),
                                   nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.temporal = nn.Conv1d(2 * w, 2 * w, 3, padding=1)
-        self.head = nn.Linear(2 * w, num_aus)
+        self.head = nn.Linear(2 * w, self.num_aus)
         self.subject_head = nn.Linear(2 * w, data.num_subjects)
         self.register_buffer("subject_mean", torch.zeros(data.num_subjects, 2 * w))
         self.register_buffer("subject_seen", torch.zeros(data.num_subjects))

@@ -59,10 +59,10 @@ def model_input_shape(model: nn.Module, input_size: int | Sequence[int] | None =
             return input_size
         hw = input_size
     chans = int(getattr(model, "config", {}).get("in_chans", 3) or 3)
-    clip = pre.get("clip")
-    if clip:
-        T = len(clip["offsets"]) if "offsets" in clip else int(clip.get("length", 1))
-        return (batch, T, chans, *hw)
+    if pre.get("clip"):
+        from audet.clip import clip_offsets
+
+        return (batch, len(clip_offsets(pre["clip"])[0]), chans, *hw)
     return (batch, chans, *hw)
 
 

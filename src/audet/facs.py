@@ -37,6 +37,10 @@ __all__ = [
     "AU_INFO",
     "DATASET_AUS",
     "dataset_aus",
+    "DEFAULT_AUS",
+    "default_aus",
+    "parse_aus",
+    "resolve_aus",
     "EMOTION_PROTOTYPES",
     "SUBCENTER_RULES",
     "SUPPORTED_AUS",
@@ -115,6 +119,97 @@ def dataset_aus(name: str) -> tuple[int, ...]:
     raise ValueError(
         f"unknown dataset {name!r}; valid names (case-insensitive): {', '.join(DATASET_AUS)}"
     )
+
+
+#: The AU list of a model built without one (and without data): BP4D's 12 AUs (protocol section 1).
+DEFAULT_AUS: tuple[int, ...] = DATASET_AUS["BP4D"]
+
+
+def default_aus(num_aus: int | None = None) -> list[int]:
+    """The AU numbers of a model given no AU list: :data:`DEFAULT_AUS` (BP4D's 12), or its first
+    ``num_aus`` when only a count is given. THE one fallback: training, evaluation, complexity,
+    inference and ONNX export all see these ids."""
+    if num_aus is None:
+        return list(DEFAULT_AUS)
+    n = int(num_aus)
+    if not 1 <= n <= len(DEFAULT_AUS):
+        raise ValueError(f"num_aus={num_aus} without AU numbers: give the AU list (aus=[...]); only 1 to "
+                         f"{len(DEFAULT_AUS)} AUs default to BP4D's first ones {list(DEFAULT_AUS)}")
+    return list(DEFAULT_AUS[:n])
+
+
+def parse_aus(spec) -> list[int] | None:
+    """THE parser of an AU spec: ``None`` -> None; a list of AU numbers (``[1, 2, 4]``, or their
+    texts), a comma list ``"1,2,4"`` or a dataset name ``"BP4D"`` -> ``[1, 2, 4, ...]``.
+
+    AU numbers are whole numbers >= 1 without repeats. A bad spec raises ValueError with one line
+    saying what is accepted (the config and the commands reword it for their key or flag).
+    """
+    what = "a list of AU numbers like 1,2,4 or a dataset name like BP4D"
+    if spec is None:
+        return None
+    if isinstance(spec, str):
+        parts = [t.strip() for t in spec.replace(" ", ",").split(",") if t.strip()]
+        if not parts:
+            raise ValueError(f"empty AU list; give {what}")
+        if not all(t.isdigit() for t in parts):
+            if len(parts) == 1:
+                try:
+                    return list(dataset_aus(parts[0]))
+                except ValueError:
+                    pass
+            raise ValueError(f"{spec!r} is neither a comma list of AU numbers (1,2,4) nor a dataset name "
+                             f"({', '.join(DATASET_AUS)})")
+        spec = parts
+    if isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
+        spec = [spec]
+    if not isinstance(spec, (list, tuple)) or not spec:
+        raise ValueError(f"{spec!r} is not an AU list; give {what}")
+    out = []
+    for a in spec:
+        if isinstance(a, str) and a.strip().isdigit():
+            a = int(a.strip())
+        if isinstance(a, bool) or not isinstance(a, (int, float, np.integer, np.floating)) or not float(a).is_integer():
+            raise ValueError(f"{a!r} in {list(spec)} is not an AU number; give {what}")
+        out.append(int(a))
+    if min(out) < 1 or len(set(out)) != len(out):
+        raise ValueError(f"AU numbers must be >= 1 and not repeated; got {out}")
+    return out
+
+
+def resolve_aus(have, wanted=None, *, source: str = "the data") -> tuple[list[int], list[int]]:
+    """THE mapping of wanted AUs onto label (or logit) columns: ``(aus, columns)``.
+
+    Args:
+        have: the AU numbers of the columns, in order; or an ``int``: the number of columns when
+            their AU numbers are unknown.
+        wanted: the AU numbers wanted, in the wanted order (a subset or a reordering of ``have``);
+            None = all of ``have``.
+        source: what ``have`` describes, for the error messages (e.g. ``"BP4D_part1"``).
+
+    Returns ``aus`` (the AU numbers served) and ``columns`` (``columns[j]`` is the column of
+    ``aus[j]``). With unknown AU numbers (``have`` an int) ``wanted`` must name every column.
+    Every mismatch is a ValueError of one line naming both lists.
+    """
+    wanted = None if wanted is None else [int(a) for a in wanted]
+    if wanted is not None and len(set(wanted)) != len(wanted):
+        raise ValueError(f"AU list {wanted} repeats an AU")
+    if isinstance(have, (int, np.integer)):
+        n = int(have)
+        if wanted is None:
+            raise ValueError(f"{source}: the AU numbers of its {n} label columns are unknown (no dataset.json "
+                             "'aus', no known dataset name); give the AU list (aus=)")
+        if len(wanted) != n:
+            raise ValueError(f"{source} has {n} label columns but {len(wanted)} AUs were given ({wanted}) and its "
+                             "AU numbers are unknown (no dataset.json)")
+        return wanted, list(range(n))
+    have = [int(a) for a in have]
+    if wanted is None:
+        return have, list(range(len(have)))
+    missing = [a for a in wanted if a not in have]
+    if missing:
+        raise ValueError(f"{source} has no labels for AU{', AU'.join(map(str, missing))} (it has AUs {have})")
+    return wanted, [have.index(a) for a in wanted]
 
 
 #: Prototypic emotion -> alternative AU combinations (AUNet Table II, adapted from EMFACS).

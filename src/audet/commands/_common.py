@@ -100,27 +100,17 @@ def add_quiet(p: argparse.ArgumentParser, help: str = "no progress bar") -> None
 
 
 def parse_aus(spec: str | Sequence[str] | None, option: str = "--aus") -> list[int] | None:
-    """``"1,2,4"`` (or ``["1", "2", "4"]``) -> ``[1, 2, 4]``; ``"BP4D"`` -> BP4D's AUs; None -> None."""
+    """``"1,2,4"`` (or ``["1", "2", "4"]``) -> ``[1, 2, 4]``; ``"BP4D"`` -> BP4D's AUs; None -> None
+    (:func:`audet.facs.parse_aus`, the one AU-spec parser, with errors as a :class:`UsageError`)."""
+    from audet.facs import parse_aus as parse
+
     if spec is None:
         return None
     text = ",".join(spec) if isinstance(spec, (list, tuple)) else str(spec)
-    parts = [t.strip() for t in text.replace(" ", ",").split(",") if t.strip()]
-    if not parts:
-        raise UsageError(f"{option} is empty; give AU numbers like {option} 1,2,4 or a dataset name like BP4D")
-    if all(t.isdigit() for t in parts):
-        aus = [int(t) for t in parts]
-        if 0 in aus or len(set(aus)) != len(aus):
-            raise UsageError(f"{option} {text}: AU numbers must be >= 1 and not repeated")
-        return aus
-    if len(parts) == 1:
-        from audet.facs import dataset_aus
-
-        try:
-            return list(dataset_aus(parts[0]))
-        except (KeyError, ValueError):
-            pass
-    raise UsageError(f"{option} {text!r} is neither a comma list of AU numbers (1,2,4) nor a dataset name "
-                     "(BP4D, DISFA, GFT, BP4D+, Aff-Wild2)")
+    try:
+        return parse(text)
+    except ValueError as exc:
+        raise UsageError(f"{option} {text!r}: {exc}") from None
 
 
 # --------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ def add_arguments(p) -> None:
 
     p.add_argument("model", help="registered model name or checkpoint path")
     p.add_argument("--num-aus", type=positive_int, default=None, metavar="N",
-                   help="number of AUs (default 12, or the length of --aus)")
+                   help="number of AUs: BP4D's first N (default 12, or the length of --aus)")
     add_aus(p, "the AUs of the model")
     p.add_argument("--size", type=positive_int, default=None, metavar="PX",
                    help="input side in pixels (default: the model's crop size)")
@@ -51,17 +51,18 @@ def run(args) -> int:
         check_checkpoint(spec, "MODEL")
         model = load_checkpoint(spec)
     else:
-        aus = parse_aus(args.aus)
-        if aus and args.num_aus is not None and args.num_aus != len(aus):
-            raise UsageError(f"--num-aus {args.num_aus} but --aus lists {len(aus)} AUs; give one of them")
-        num_aus = args.num_aus if args.num_aus is not None else (len(aus) if aus else 12)
-        kw = {"aus": aus} if aus else {}
+        from audet.models.registry import model_aus
+
+        try:  # the one AU fallback (BP4D's first N) when only --num-aus (or nothing) is given
+            aus = model_aus(parse_aus(args.aus), args.num_aus)
+        except ValueError as exc:
+            raise UsageError(f"--num-aus/--aus: {exc}") from None
+        kw = {}
         if model_info(spec).get("needs_subjects"):
             from audet.models.base import DataInfo
 
-            kw["data"] = DataInfo(aus=aus or list(range(num_aus)),
-                                  subjects=[f"subject_{i:02d}" for i in range(max(1, args.subjects))])
-        model = create_model(spec, num_aus=num_aus, **kw)
+            kw["data"] = DataInfo(aus=aus, subjects=[f"subject_{i:02d}" for i in range(max(1, args.subjects))])
+        model = create_model(spec, aus=aus, **kw)
     try:
         r = complexity_report(model, args.size, args.batch_size)
     except RuntimeError as exc:

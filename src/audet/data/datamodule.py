@@ -35,12 +35,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from audet.data.dataset import AUDataset, eval_clip, subject_vocabulary
+from audet.clip import eval_clip, parse_clip, served_clip
+from audet.data.dataset import AUDataset, subject_vocabulary
 from audet.data.folds import split_validation
 from audet.data.images import collate, worker_init
 from audet.data.listfile import read_list
 from audet.data.meta import data_aus, read_dataset_meta, read_fold
 from audet.data.transforms import EvalTransform, TrainTransform
+from audet.facs import resolve_aus
 
 __all__ = ["AUDataModule"]
 
@@ -82,13 +84,14 @@ class AUDataModule(L.LightningDataModule):
         self.batch_size = int(batch_size)
         self.eval_batch_size = int(eval_batch_size or batch_size)
         self.num_workers = int(num_workers)
-        self.clip = dict(clip) if clip else None
+        self.clip = parse_clip(clip)
+        #: the clip given to the constructor (``data.clip``): checked against a model's
+        self._data_clip = dict(clip) if clip else None
         self.val_fraction = float(val_fraction or 0.0)
         self.fixed_val = None if val_subjects is None else sorted(str(s) for s in val_subjects)
         self.seed = int(seed)
         self._crop = crop
         self._augment = dict(augment or {})
-        self._explicit_clip = self.clip is not None
         self.use_preprocess(preprocess)
         self.image_root = image_root
         if isinstance(subjects, str) and subjects != "global":
@@ -114,18 +117,20 @@ class AUDataModule(L.LightningDataModule):
                              "give that dataset's prepared directory and prefixes instead")
         return cls(root, f["train"], f["test"], **kwargs)
 
-    def use_preprocess(self, preprocess: dict | None) -> None:
+    def use_preprocess(self, preprocess: dict | None, *, model: str | None = None) -> None:
         """Serve the data as ``preprocess`` (a model's: crop size, mean/std, clip) wants.
 
-        Must be called before :meth:`setup` builds the datasets. A ``clip`` given to the
-        constructor wins over the model's."""
+        Must be called before :meth:`setup` builds the datasets. The model owns the clip: a
+        ``clip`` given to the constructor may only add ``windows``/``pad`` (how training runs are
+        drawn) or repeat the model's values; one that disagrees raises
+        :class:`audet.clip.ClipMismatch` naming both (:func:`audet.clip.served_clip`)."""
         if getattr(self, "train_dataset", None) is not None:
             raise RuntimeError("use_preprocess() after setup(): the datasets are already built")
         pre = dict(preprocess or {})
         if self._crop is not None:
             pre["crop_size"] = int(self._crop)
-        if not self._explicit_clip:
-            self.clip = dict(pre["clip"]) if pre.get("clip") else None
+        if preprocess is not None:
+            self.clip = served_clip(pre.get("clip"), self._data_clip, model=f"model {model}" if model else "the model")
         self.train_transform = TrainTransform.from_preprocess(pre, **self._augment)
         self.eval_transform = EvalTransform.from_preprocess(pre)
 
@@ -172,13 +177,10 @@ class AUDataModule(L.LightningDataModule):
         keep = set(train)
         rows = np.asarray([i for i, p in enumerate(lists.info) if p.subject in keep], dtype=np.int64)
         have = data_aus(self.root, lists.num_aus, lists.info[0].dataset if len(lists) else None)
-        cols = list(range(lists.num_aus))
-        aus = self._aus if self._aus is not None else have
-        if self._aus is not None and have is not None:
-            cols = [have.index(a) for a in self._aus]
+        aus, cols = resolve_aus(lists.num_aus if have is None else have, self._aus, source=self.train_prefix)
         dataset = read_dataset_meta(self.root, required=False).get("dataset")
         return {
-            "aus": list(aus or []),
+            "aus": list(aus),
             "subjects": self.subject_vocabulary(),
             "train_subjects": list(train),
             "val_subjects": list(val),

@@ -14,7 +14,7 @@ One sample (the DataLoader stacks them)::
     clips only: frames, indices  int64 (T,) frame numbers and list rows of every clip frame;
                 centre           int64 position of the centre frame in the clip
 
-Clip sampling (``clip=``) for temporal models; every frame of a clip comes from ONE sequence and
+Clip sampling (``clip=``, parsed by :func:`audet.clip.parse_clip`) for temporal models; every frame of a clip comes from ONE sequence and
 gets the SAME crop/flip/jitter:
 
 - ``{"offsets": [-T, 0, T]}`` -- frames t-T, t, t+T by frame NUMBER (AUNet's neighbours t-10,
@@ -46,25 +46,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from audet.clip import parse_clip
 from audet.data.images import read_image
 from audet.data.listfile import ListFiles, read_list
 from audet.data.meta import data_aus, read_dataset_meta
 from audet.data.transforms import EvalTransform
-from audet.facs import au_subcenters
+from audet.facs import au_subcenters, resolve_aus
 
-__all__ = ["AUDataset", "eval_clip", "parse_clip", "subject_vocabulary"]
-
-_WINDOWS = {"sliding": "sliding", "disjoint": "disjoint", "non-overlapping": "disjoint", "nonoverlapping": "disjoint"}
-
-
-def eval_clip(clip: dict | None) -> dict | None:
-    """The clip spec used to SCORE a clip model: runs (``{"length": t}``) become disjoint padded
-    windows, so every listed frame is in exactly one run; offsets clips are unchanged (one clip per
-    frame, centred on it). The training-end test, ``audet evaluate`` and ``audet cv`` all use it."""
-    c = parse_clip(clip)
-    if c and "length" in c:
-        return {**c, "windows": "disjoint", "pad": True}
-    return c
+__all__ = ["AUDataset", "subject_vocabulary"]
 
 
 def subject_vocabulary(root, prefixes: Sequence[str] = (), *, image_root=None) -> list[str]:
@@ -81,36 +70,6 @@ def subject_vocabulary(root, prefixes: Sequence[str] = (), *, image_root=None) -
             lf = read_list(root, prefix, image_root=image_root, check_images=False)
             subjects.update(p.subject for p in lf.info)
     return sorted(subjects)
-
-
-def parse_clip(clip: dict | None) -> dict | None:
-    """Validate a clip spec and fill in its defaults (see the module docstring)."""
-    if not clip:
-        return None
-    c = dict(clip)
-    if "offsets" in c and "length" in c:
-        raise ValueError(f"clip spec {clip}: give 'offsets' or 'length', not both")
-    if "offsets" in c:
-        offsets = [int(o) for o in c["offsets"]]
-        if not offsets or 0 not in offsets:
-            raise ValueError(f"clip offsets {offsets} must include 0 (the centre frame)")
-        targets = c.get("targets", "all")
-        if targets not in ("all", "centre", "center"):
-            raise ValueError(f"clip targets must be 'all' or 'centre', got {targets!r}")
-        unknown = set(c) - {"offsets", "targets"}
-        if unknown:
-            raise ValueError(f"clip spec {clip}: unknown keys {sorted(unknown)}")
-        return {"offsets": offsets, "targets": "centre" if targets == "center" else targets}
-    if "length" in c:
-        t, s = int(c["length"]), int(c.get("stride", 1))
-        windows = _WINDOWS.get(str(c.get("windows", "sliding")).lower())
-        if t < 1 or s < 1 or windows is None:
-            raise ValueError(f"bad clip spec {clip}: length >= 1, stride >= 1, windows 'sliding' or 'disjoint'")
-        unknown = set(c) - {"length", "stride", "windows", "pad"}
-        if unknown:
-            raise ValueError(f"clip spec {clip}: unknown keys {sorted(unknown)}")
-        return {"length": t, "stride": s, "windows": windows, "pad": bool(c.get("pad", True))}
-    raise ValueError(f"clip spec {clip} needs 'offsets' or 'length'")
 
 
 class AUDataset(Dataset):
@@ -192,21 +151,7 @@ class AUDataset(Dataset):
         have = data_aus(root, lf.num_aus, dataset)
         if have is not None and len(have) != lf.num_aus:
             raise ValueError(f"dataset.json lists {len(have)} AUs but {lf.prefix} has {lf.num_aus} label columns")
-        if aus is None:
-            if have is None:
-                raise ValueError(f"{lf.prefix}: the AU numbers of its {lf.num_aus} label columns are unknown "
-                                 f"(no dataset.json 'aus', no matching dataset name); pass aus=")
-            return list(have), list(range(lf.num_aus))
-        aus = [int(a) for a in aus]
-        if have is None:
-            if len(aus) != lf.num_aus:
-                raise ValueError(f"{lf.prefix} has {lf.num_aus} label columns but {len(aus)} AUs were given and the "
-                                 f"data's AU list is unknown (no dataset.json)")
-            return aus, list(range(lf.num_aus))
-        missing = [a for a in aus if a not in have]
-        if missing:
-            raise ValueError(f"{lf.prefix} has no labels for AU{', AU'.join(map(str, missing))} (it has AUs {have})")
-        return aus, [have.index(a) for a in aus]
+        return resolve_aus(lf.num_aus if have is None else have, aus, source=lf.prefix)
 
     def _by_sequence(self) -> list[np.ndarray]:
         """Local row indices of each sequence, sorted by frame number (duplicates are an error)."""

@@ -90,16 +90,19 @@ def data_aus(root, num_aus: int | None = None, dataset: str | None = None, *,
     (when given). ``None`` when unknown (no file is fine), or a ``ValueError`` with
     ``required=True``. A corrupt ``dataset.json`` is always an error.
     """
-    from audet.facs import DATASET_AUS
+    from audet.facs import dataset_aus
 
     meta = read_dataset_meta(root, required=False)
     if meta.get("aus"):
         return [int(a) for a in meta["aus"]]
     dataset = dataset or meta.get("dataset")
     if dataset:
-        for key, aus in DATASET_AUS.items():
-            if key.lower() == str(dataset).lower() and (num_aus is None or len(aus) == num_aus):
-                return [int(a) for a in aus]
+        try:
+            aus = list(dataset_aus(dataset))
+        except ValueError:  # not a dataset audet knows
+            aus = []
+        if aus and (num_aus is None or len(aus) == num_aus):
+            return aus
     if required:
         raise ValueError(f"{root}: cannot tell the AU numbers of its label columns (no 'aus' in "
                          f"{DATASET_META} and no known dataset name); give the AU list (aus= / --aus)")  # fmt: skip

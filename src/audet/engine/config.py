@@ -73,7 +73,7 @@ DEFAULTS: dict[str, Any] = {
         "batch_size": 32,  # per process
         "num_workers": 4,
         "val_fraction": 0.15,  # share of TRAINING subjects held out for model selection
-        "clip": None,  # temporal models: e.g. {"offsets": [-10, 0, 10]}
+        "clip": None,  # the model owns its clip; this may add {windows: disjoint} (or repeat the model's)
         "eval_batch_size": None,  # default: batch_size
     },
     "stages": None,  # a list of training stages (see STAGE_KEYS, docs/training.md); None = one stage
@@ -557,29 +557,14 @@ def _betas(v):
 
 
 def _aus(v):
-    """``null``, a list of AU numbers, a comma list ``1,2,4`` or a dataset name (``BP4D``)."""
-    what = "null, a list of AU numbers like [1, 2, 4], or a dataset name like BP4D"
-    if v is None:
-        return None
-    if isinstance(v, str):
-        parts = [p.strip() for p in v.split(",") if p.strip()]
-        if parts and all(p.isdigit() for p in parts):
-            v = [int(p) for p in parts]
-        else:
-            from audet.facs import dataset_aus
+    """``null``, a list of AU numbers, a comma list ``1,2,4`` or a dataset name (``BP4D``):
+    :func:`audet.facs.parse_aus`, the one AU-spec parser."""
+    from audet.facs import parse_aus
 
-            try:
-                return list(dataset_aus(v))
-            except (ValueError, KeyError):
-                raise _Bad(what) from None
-    if _is_num(v):
-        v = [v]
-    if isinstance(v, (list, tuple)) and v and all(_is_num(a) and float(a).is_integer() and a >= 1 for a in v):
-        out = [int(a) for a in v]
-        if len(set(out)) != len(out):
-            raise _Bad("a list of AU numbers without repeats")
-        return out
-    raise _Bad(what)
+    try:
+        return parse_aus(v)
+    except ValueError as exc:
+        raise _Bad(f"null, a list of AU numbers like [1, 2, 4], or a dataset name like BP4D ({exc})") from None
 
 
 _PRECISIONS = ("auto", "32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16", "16-true", "bf16-true",

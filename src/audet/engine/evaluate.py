@@ -5,7 +5,7 @@ a BP4D model (12 AUs) on GFT (10 AUs) is scored on the 10 common AUs; the result
 were evaluated and which of the checkpoint's / data's AUs were left out.
 
 Scoring goes through :class:`audet.engine.evaluator.AUEvaluator` on ``model.forward_logits`` over
-:func:`eval_dataset` (a clip model's clips as :func:`audet.data.dataset.eval_clip` serves them) --
+:func:`eval_dataset` (a clip model's clips as :func:`audet.clip.eval_clip` serves them) --
 the same path as the training-end test, so both score the same frames.
 """
 from __future__ import annotations
@@ -20,6 +20,7 @@ from audet.data.meta import data_aus
 from audet.engine.checkpoint import load_checkpoint
 from audet.engine.data import shared_aus
 from audet.engine.evaluator import AUEvaluator
+from audet.facs import resolve_aus
 
 __all__ = ["evaluate", "eval_dataset", "predict", "run_evaluator", "inference_precision", "EVAL_PRECISIONS"]
 
@@ -30,9 +31,9 @@ EVAL_PRECISIONS = ("32", "bf16", "16")
 
 def eval_dataset(root, prefix: str, aus: Sequence[int], preprocess: dict, clip=None):
     """The scoring dataset of ``root``/``prefix``: the model's eval transform and, for a clip model,
-    :func:`audet.data.dataset.eval_clip` of its clip (the same frames the training-end test scores)."""
+    :func:`audet.clip.eval_clip` of its clip (the same frames the training-end test scores)."""
+    from audet.clip import eval_clip
     from audet.data import AUDataset
-    from audet.data.dataset import eval_clip
     from audet.data.transforms import EvalTransform
 
     if clip is None:
@@ -118,9 +119,7 @@ def evaluate(
     from torch.utils.data import DataLoader
 
     model = load_checkpoint(checkpoint, map_location=device)
-    model_aus = [int(a) for a in (model.aus or [])]
-    if not model_aus:
-        raise ValueError(f"{checkpoint}: the checkpoint has no AU list")
+    model_aus = [int(a) for a in model.aus]
     have = data_aus(root, required=True)
     common = shared_aus(model_aus, have)
     if aus:
@@ -133,7 +132,7 @@ def evaluate(
         common = [a for a in model_aus if a in wanted]
     if not common:
         raise ValueError(f"the checkpoint's AUs {model_aus} and the data's AUs {have} have nothing in common")
-    columns = [model_aus.index(a) for a in common]
+    common, columns = resolve_aus(model_aus, common, source=f"{checkpoint}")  # the model's logit columns
     ds = eval_dataset(root, prefix, common, model.preprocess)
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     ev = run_evaluator(model, loader, AUEvaluator(common, columns, convention=f1_convention), device, precision)

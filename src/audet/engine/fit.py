@@ -262,9 +262,9 @@ def fit(
     model = build_model(config, info.aus, data=info)
     pretrained = load_pretrained_parts(model)
     if datamodule is None and hasattr(inner, "use_preprocess"):
-        inner.use_preprocess(model.preprocess)  # the model's crop, normalisation and clip
-        if info.clip is None and model.preprocess.get("clip"):
-            info.clip = dict(model.preprocess["clip"])
+        # the model's crop, normalisation and clip (a data.clip that disagrees is refused)
+        inner.use_preprocess(model.preprocess, model=model.model_name)
+        info.clip = inner.clip  # what the data serves: the model's clip (+ data.clip's windows/pad)
     data.setup("fit")
     aus = data.aus
     monitor, selection_label = monitor_of(config, data.has_val)

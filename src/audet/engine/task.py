@@ -48,25 +48,11 @@ def build_model(config: dict, aus: Sequence[int], data=None):
     """``create_model`` from a config's ``model`` section for the AU list ``aus`` and the
     :class:`~audet.models.base.DataInfo` ``data``."""
     mcfg = config["model"]
-    args = dict(mcfg.get("args") or {})
-    args.pop("num_aus", None)
-    args.pop("aus", None)
-    args.pop("data", None)
+    args = {k: v for k, v in dict(mcfg.get("args") or {}).items() if k not in ("num_aus", "aus", "data")}
     try:
-        return create_model(mcfg["name"], num_aus=len(aus), aus=list(aus), data=data, **args)
+        return create_model(mcfg["name"], aus=list(aus), data=data, **args)
     except TypeError as exc:
-        import inspect
-
-        from audet.models.registry import _REGISTRY  # noqa: PLC0415
-
-        fn = _REGISTRY.get(mcfg["name"])
-        sig = ""
-        if fn is not None:
-            try:
-                sig = f"; {mcfg['name']} accepts {inspect.signature(fn)}"
-            except (TypeError, ValueError):
-                pass
-        raise ValueError(f"model.args {args} do not fit model {mcfg['name']!r}: {exc}{sig}") from None
+        raise ValueError(f"model.args {args} do not fit model {mcfg['name']!r}: {exc}") from None
 
 
 def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
@@ -100,7 +86,7 @@ class AUTask(L.LightningModule):
         super().__init__()
         self.config = config
         self.model = model
-        self.aus = [int(a) for a in (model.aus or range(model.num_aus))]
+        self.aus = [int(a) for a in model.aus]
         self.ctx = ctx
         self.val_names = list(val_names or ["val"])
         self.optim_cfg = dict(optim if optim is not None else config["optim"])

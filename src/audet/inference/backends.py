@@ -3,7 +3,8 @@
 Both backends call the logits-only path (contract section 2: ``model.forward_logits(x)``; for a
 model that predates it, ``model(x).logits``) and return per-AU probabilities (sigmoid of the
 logits) as a numpy array; for clip models (``preprocess["clip"]``) the input is ``B x T x 3 x H x W``
-and the output of the centre frame is returned.
+(the frames :func:`audet.clip.clip_offsets` names) and the output of the centre frame is returned.
+The AU ids are the model's own list (``model.aus``; in an ONNX file, its recorded ``aus``).
 """
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["NO_CHECKPOINT", "CheckpointProblem", "clip_offsets", "logits_of", "TorchBackend", "OnnxBackend",
+from audet.clip import clip_offsets
+
+__all__ = ["NO_CHECKPOINT", "CheckpointProblem", "logits_of", "TorchBackend", "OnnxBackend",
            "load_backend", "load_model", "ONNX_META_KEY"]
 
 log = logging.getLogger(__name__)
@@ -32,27 +35,11 @@ class CheckpointProblem(ValueError):
     """The checkpoint given for inference is missing or is not an audet checkpoint."""
 
 
-def clip_offsets(preprocess: dict) -> tuple[list[int], int]:
-    """Frame offsets of one model input and the position of the centre (offset 0).
-
-    ``{"offsets": [...]}`` is used as trained (e.g. AUNet's t-10, t, t+10); ``{"length": T,
-    "stride": s}`` becomes the T frames ``t + (k - (T-1)//2) * s``, k = 0..T-1, in increasing
-    order with the training spacing s, and the output at the centre position is used. No clip:
-    ``([0], 0)``.
-    """
-    clip = preprocess.get("clip")
-    if not clip:
-        return [0], 0
-    if "offsets" in clip:
-        offs = [int(o) for o in clip["offsets"]]
-        if 0 not in offs:
-            raise CheckpointProblem(f"clip offsets {offs} do not include the centre frame 0")
-        return offs, offs.index(0)
-    if "length" in clip:
-        t, s = int(clip["length"]), int(clip.get("stride", 1))
-        c = (t - 1) // 2
-        return [(k - c) * s for k in range(t)], c
-    raise CheckpointProblem(f"checkpoint clip spec {clip} has neither 'offsets' nor 'length'")
+def _offsets(preprocess: dict, source) -> tuple[list[int], int]:
+    try:
+        return clip_offsets(preprocess.get("clip"))
+    except ValueError as exc:
+        raise CheckpointProblem(f"{source}: {exc}") from None
 
 
 def logits_of(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -78,9 +65,9 @@ class TorchBackend:
     def __init__(self, model: torch.nn.Module, device: str | torch.device = "cpu"):
         self.model = model.eval().to(device)
         self.device = torch.device(device)
-        self.aus = list(getattr(model, "aus", None) or range(1, int(model.num_aus) + 1))
+        self.aus = [int(a) for a in model.aus]
         self.preprocess = dict(getattr(model, "preprocess", {}) or {})
-        self.offsets, self.centre = clip_offsets(self.preprocess)
+        self.offsets, self.centre = _offsets(self.preprocess, getattr(model, "model_name", "") or "the model")
 
     def __call__(self, x: torch.Tensor) -> np.ndarray:
         with torch.inference_mode():
@@ -113,7 +100,7 @@ class OnnxBackend:
         self.meta = meta
         self.aus = [int(a) for a in meta["aus"]]
         self.preprocess = dict(meta.get("preprocess") or {})
-        self.offsets, self.centre = clip_offsets(self.preprocess)
+        self.offsets, self.centre = _offsets(self.preprocess, path)
         self.input_name = self.session.get_inputs()[0].name
 
     def __call__(self, x: torch.Tensor) -> np.ndarray:

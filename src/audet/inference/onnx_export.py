@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from audet.inference.backends import ONNX_META_KEY, clip_offsets, logits_of
+from audet.clip import clip_offsets
+from audet.inference.backends import ONNX_META_KEY, logits_of
 from audet.models.base import LogitsOnly
 
 __all__ = ["ExportError", "export_onnx", "check_onnx", "example_input", "cached_onnx"]
@@ -33,7 +34,7 @@ class ExportError(RuntimeError):
 def example_input(model: nn.Module, batch: int = 2, seed: int = 0) -> torch.Tensor:
     pre = getattr(model, "preprocess", {}) or {}
     c = int(pre.get("crop_size") or pre.get("aligned_size") or 176)
-    offs, _ = clip_offsets(pre)
+    offs, _ = clip_offsets(pre.get("clip"))
     g = torch.Generator().manual_seed(seed)
     shape = (batch, 3, c, c) if not pre.get("clip") else (batch, len(offs), 3, c, c)
     return torch.randn(*shape, generator=g)
@@ -42,8 +43,7 @@ def example_input(model: nn.Module, batch: int = 2, seed: int = 0) -> torch.Tens
 def _meta(model: nn.Module) -> dict:
     meta = dict(getattr(model, "checkpoint_meta", {}) or {})
     keep = {k: meta[k] for k in ("model", "model_config", "epoch", "metrics", "audet_version") if k in meta}
-    aus = list(getattr(model, "aus", None) or range(1, int(model.num_aus) + 1))
-    keep.update(model=getattr(model, "model_name", "") or keep.get("model", ""), aus=[int(a) for a in aus],
+    keep.update(model=getattr(model, "model_name", "") or keep.get("model", ""), aus=[int(a) for a in model.aus],
                 preprocess=dict(getattr(model, "preprocess", {}) or {}))
     return json.loads(json.dumps(keep, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
 

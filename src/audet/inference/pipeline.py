@@ -6,7 +6,7 @@ model's logits-only path -> sigmoid probabilities and presence (probability >= `
 
 Clip models (``preprocess["clip"]``) get, for each face at frame t, the aligned crops of the SAME
 face id at frames t + offset for the offsets they were trained with (see
-:func:`audet.inference.backends.clip_offsets`), in that order. Where the face was not found at
+:func:`audet.clip.clip_offsets`), in that order. Where the face was not found at
 such a frame, the nearest frame of that face is used instead (as the training data loader does
 with frames missing from a sequence), so at the start and end of a track frames repeat. Frames
 are therefore emitted ``max(offsets)`` frames after they are read; memory holds only that window.

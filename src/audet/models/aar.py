@@ -215,8 +215,7 @@ class AAR(AUModel):
 
     def __init__(
         self,
-        num_aus: int | None = None,
-        aus: Sequence[int] | None = None,
+        aus: Sequence[int],
         *,
         data: DataInfo | None = None,
         unit_dim: int = 8,
@@ -235,8 +234,6 @@ class AAR(AUModel):
         branch_impl: str = "auto",
         preprocess: dict | None = None,
     ):
-        if num_aus is None:
-            num_aus = len(aus) if aus is not None else 12
         _check("weighting", weighting, WEIGHTINGS)
         _check("graph", graph, GRAPHS)
         _check("temporal", temporal, TEMPORALS)
@@ -252,14 +249,8 @@ class AAR(AUModel):
             raise ValueError(f"clip_length must be >= 1 or None, got {clip_length}")
         clip = {"length": int(clip_length)} if clip_length else None
         pre = {"crop_size": int(img_size), "clip": clip, **(preprocess or {})}
-        super().__init__(num_aus, aus, pre, data=data)
+        super().__init__(aus, pre, data=data)
         feature_dim = int(feature_dim or 12 * unit_dim)
-        self.config = dict(
-            num_aus=self.num_aus, aus=list(self.aus) if self.aus else None, unit_dim=unit_dim, feature_dim=feature_dim,
-            pool_dim=pool_dim, attention_learning=bool(attention_learning), weighting=weighting, graph=graph,
-            temporal=temporal, attention_activation=attention_activation, lambda_a=lambda_a, sigma=sigma,
-            img_size=img_size, in_chans=in_chans, clip_length=clip_length, branch_impl=branch_impl,
-        )
         self.attention_learning = bool(attention_learning)
         self.weighting = weighting
         self.graph = graph

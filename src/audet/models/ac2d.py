@@ -84,7 +84,6 @@ other                                      AMP, seed 4
 from __future__ import annotations
 
 import contextlib
-import re
 import warnings
 from typing import Sequence
 
@@ -173,10 +172,14 @@ class AUBranch(nn.Module):
 class AC2D(AUModel):
     """AC2D and its Table 8 variants; see the module docstring for every option."""
 
+    au_module_lists = ("branches",)
+    #: sample prototypes are statistics of the training data, so AU-identity transfer does NOT carry
+    #: them over: they restart invalid (the authors' DISFA script also starts without ``K_data``)
+    au_fresh_keys = ("proto_*",)
+
     def __init__(
         self,
-        num_aus: int | None = None,
-        aus: Sequence[int] | None = None,
+        aus: Sequence[int],
         *,
         embed_dim: int = 64,
         num_heads: Sequence[int] = (1, 2, 4),
@@ -197,10 +200,8 @@ class AC2D(AUModel):
         preprocess: dict | None = None,
         data: DataInfo | None = None,
     ):
-        if num_aus is None:
-            num_aus = len(aus) if aus is not None else 12
         pre = {"crop_size": int(img_size), **(preprocess or {})}
-        super().__init__(num_aus, aus, pre, data)
+        super().__init__(aus, pre, data)
         _check("attention_loss", attention_loss, ATTENTION_LOSSES)
         _check("intervention", intervention, INTERVENTIONS)
         _check("prototype", prototype, PROTOTYPE_MODES)
@@ -211,13 +212,6 @@ class AC2D(AUModel):
             raise ValueError(f"need 3 stages with >= 1 block each; got depths={depths}, heads={num_heads}, sr={sr_ratios}")
         if img_size % 8:
             raise ValueError(f"img_size must be a multiple of 8 (three stride-2 stages); got {img_size}")
-        self.config = dict(
-            num_aus=self.num_aus, aus=list(self.aus) if self.aus else None, embed_dim=embed_dim,
-            num_heads=list(num_heads), depths=list(depths), sr_ratios=list(sr_ratios), mlp_ratio=mlp_ratio,
-            drop_path_rate=drop_path_rate, causal_dim=causal_dim, img_size=img_size, in_chans=in_chans,
-            attention_loss=attention_loss, intervention=intervention, prototype=prototype,
-            confounder_scale=confounder_scale, lambda_a=lambda_a, sigma=sigma, branch_impl=branch_impl,
-        )
         self.embed_dim = C = embed_dim
         self.img_size = img_size
         self.attention_loss = attention_loss
@@ -565,52 +559,6 @@ class AC2D(AUModel):
         self._fresh_pass = True
         return ok
 
-
-    # ------------------------------------------------------------------------------------------
-    # initialisation from a model trained on another AU set (audet.models.checkpoint.map_state_by_au)
-    def au_state_map(self, old_state, old_aus, new_aus):
-        """Branches map by AU identity (protocol section 6: DISFA from BP4D); the trunk is copied.
-
-        Sample prototypes are statistics of the training data, so they are NOT carried over:
-        they restart invalid (the authors' DISFA script also starts without ``K_data``).
-        """
-        new_aus = [int(a) for a in (new_aus if new_aus is not None else (self.aus or []))]
-        old_idx = {int(a): i for i, a in enumerate(old_aus)}
-        own = self.state_dict()
-        out = {k: v.clone() for k, v in own.items()}
-        report = {
-            "mapped_aus": {a: a for a in new_aus if a in old_idx},
-            "fresh_aus": [a for a in new_aus if a not in old_idx],
-            "dropped_aus": [int(a) for a in old_aus if int(a) not in new_aus],
-            "copied": [], "per_au": [], "kept": [], "fresh": [], "reset": [],
-        }
-        rx = re.compile(r"^branches\.(\d+)\.(.*)$")
-        for key in own:
-            if key.startswith("proto_"):
-                report["reset"].append(key)
-                continue
-            m = rx.match(key)
-            if m:
-                i, rest = int(m.group(1)), m.group(2)
-                au = new_aus[i] if i < len(new_aus) else None
-                if au not in old_idx:
-                    report["fresh"].append(key)
-                    continue
-                src, bucket = f"branches.{old_idx[au]}.{rest}", "per_au"
-            else:
-                src, bucket = key, "copied"
-            if src in old_state and tuple(old_state[src].shape) == tuple(own[key].shape):
-                out[key] = old_state[src].detach().clone().to(own[key].dtype)
-                report[bucket].append(key)
-            else:
-                report["kept"].append(key)
-        if self.has_intervention:
-            out["proto_k"].zero_()
-            out["proto_v"].zero_()
-            out["proto_count"].zero_()
-            out["proto_valid"].fill_(False)
-        report["unused"] = sorted(k for k in old_state if k not in own and not rx.match(k))
-        return out, report
 
     # ------------------------------------------------------------------------------------------
     # complexity counting (audet.complexity)

@@ -222,14 +222,15 @@ class AUNetPredictor(nn.Module):
 class _AUNetBase(AUModel):
     """Losses (Eq. 1-4), stages, clip handling and flip TTA shared by AUNet and ResNet18-A."""
 
-    def __init__(self, num_aus, aus, data, *, img_size: int, crop_rule: str, preprocess: dict | None,
+    #: the label VAE is trained on each dataset's own labels (section IV-B): never carried over by
+    #: AU-identity transfer (DISFA from BP4D, section V-A)
+    au_fresh_keys = ("vae.*",)
+
+    def __init__(self, aus, data, *, img_size: int, crop_rule: str, preprocess: dict | None,
                  fusion: Sequence[float], hidden: int, temporal: bool, use_vae: bool, frame_offset: int,
                  vae_latent: int | None, vae_lambda: float, vae_noise: float, gamma: float, consistency: str,
                  vae_eval_sampling: bool, vae_frozen: bool, flip_tta: bool):
-        """The options both networks share; sets ``self.fusion`` (alpha, beta) and ``self.config``
-        with the shared options (a subclass adds its own)."""
-        if num_aus is None:
-            num_aus = len(aus) if aus is not None else (data.num_aus if data is not None else 12)
+        """The options both networks share; sets ``self.fusion`` (alpha, beta)."""
         fusion = tuple(float(f) for f in fusion)
         if len(fusion) != 2:
             raise ValueError(f"fusion must be (alpha, beta), got {fusion}")
@@ -241,7 +242,7 @@ class _AUNetBase(AUModel):
                 raise ValueError(f"frame_offset must be >= 1 (frames t-T, t, t+T), got {frame_offset}")
             preprocess = {**preprocess, "clip": {"offsets": [-T, 0, T], "targets": "centre"},
                           "align_clip": "five_point"}
-        super().__init__(num_aus, aus, preprocess, data)
+        super().__init__(aus, preprocess, data)
         self.temporal = bool(temporal)
         self.use_vae = bool(use_vae)
         self.vae_lambda = float(vae_lambda)
@@ -258,14 +259,6 @@ class _AUNetBase(AUModel):
             if vae_frozen:
                 self.freeze(["vae.*"])
         self.fusion = fusion
-        self.config = dict(
-            num_aus=self.num_aus, aus=list(self.aus) if self.aus else None, temporal=self.temporal,
-            use_vae=self.use_vae, img_size=int(img_size), frame_offset=int(frame_offset), hidden=int(hidden),
-            fusion=list(fusion), vae_latent=getattr(self, "vae_latent", None), vae_lambda=self.vae_lambda,
-            vae_noise=self.vae_noise, gamma=self.gamma, consistency=consistency,
-            vae_eval_sampling=self.vae_eval_sampling, vae_frozen=bool(vae_frozen), flip_tta=self.flip_tta,
-            crop_rule=crop_rule,
-        )
 
     # --- inputs -------------------------------------------------------------------------------
     def _frames(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
@@ -389,42 +382,6 @@ class _AUNetBase(AUModel):
         recon, mu, logvar = self.vae(y, sample=True, eps=eps)
         return recon, mu, torch.exp(0.5 * logvar)
 
-    # --- transfer (DISFA from BP4D, section V-A) -------------------------------------------------
-    #: the classifier's AU rows (AU-identity transfer)
-    _classifier = "predictor.predictor.3"
-
-    def au_state_map(self, state, old_aus, new_aus):
-        """Initialise from a model trained on other AUs: every tensor is copied except the
-        classifier's last layer, whose rows map by AU identity (new AUs keep their init), and the
-        label VAE, which each dataset trains on its own labels (section IV-B), so it stays fresh."""
-        new_aus = [int(a) for a in (new_aus if new_aus is not None else (self.aus or []))]
-        old_idx = {int(a): i for i, a in enumerate(old_aus)}
-        own = self.state_dict()
-        out = {k: v.clone() for k, v in own.items()}
-        report = {"mapped_aus": {a: a for a in new_aus if a in old_idx},
-                  "fresh_aus": [a for a in new_aus if a not in old_idx],
-                  "dropped_aus": [int(a) for a in old_aus if int(a) not in new_aus],
-                  "copied": [], "per_au": [], "kept": [], "fresh": []}
-        for key, ref in own.items():
-            if key.startswith("vae."):
-                report["fresh"].append(key)
-            elif key.startswith(self._classifier + "."):
-                src = state.get(key)
-                if src is None or src.shape[1:] != ref.shape[1:]:
-                    report["kept"].append(key)
-                    continue
-                for j, a in enumerate(new_aus):
-                    if a in old_idx:
-                        out[key][j] = src[old_idx[a]].to(ref.dtype)
-                report["per_au"].append(key)
-            elif key in state and tuple(state[key].shape) == tuple(ref.shape):
-                out[key] = state[key].detach().clone().to(ref.dtype)
-                report["copied"].append(key)
-            else:
-                report["kept"].append(key)
-        report["unused"] = sorted(k for k in state if k not in own)
-        return out, report
-
     # to implement in subclasses
     def _features(self, cur, former, later) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -446,10 +403,12 @@ def _preprocess(img_size: int, crop_rule: str, extra: dict | None) -> dict:
 class AUNet(_AUNetBase):
     """AU-FAN / AU-VAE / AU-TDN / AUNet on the frozen FAN (see the module docstring)."""
 
+    #: the classifier's AU rows (AU-identity transfer)
+    au_state_keys = {"predictor.predictor.3.weight": 0, "predictor.predictor.3.bias": 0}
+
     def __init__(
         self,
-        num_aus: int | None = None,
-        aus: Sequence[int] | None = None,
+        aus: Sequence[int],
         *,
         data: DataInfo | None = None,
         temporal: bool = True,
@@ -477,13 +436,11 @@ class AUNet(_AUNetBase):
         if img_size % 64:
             raise ValueError(f"img_size must be a multiple of 64 (FAN /4, then 4 poolings), got {img_size}")
         super().__init__(
-            num_aus, aus, data, img_size=img_size, crop_rule=crop_rule, preprocess=preprocess, fusion=fusion,
+            aus, data, img_size=img_size, crop_rule=crop_rule, preprocess=preprocess, fusion=fusion,
             hidden=hidden, temporal=temporal, use_vae=use_vae, frame_offset=frame_offset, vae_latent=vae_latent,
             vae_lambda=vae_lambda, vae_noise=vae_noise, gamma=gamma, consistency=consistency,
             vae_eval_sampling=vae_eval_sampling, vae_frozen=vae_frozen, flip_tta=flip_tta,
         )
-        self.config.update(fan_weights=fan_weights, fan_pool=fan_pool,
-                           allow_random_pretrained=bool(allow_random_pretrained), width=int(width))
         # registration order: fan, vae, predictor (the authors' AU_NET: feature.fan, predictor)
         self.fan = FAN(2, pool=fan_pool)
         self.freeze(["fan.*"])  # frozen always (section IV-A); load_pretrained_parts loads it
@@ -522,10 +479,12 @@ class AUNet(_AUNetBase):
 class ResNet18A(_AUNetBase):
     """ResNet18-A (Tables XIII-XIV): ResNet-18 with AU-VAE and AU-TDN (module docstring)."""
 
+    #: the classifier's AU rows (AU-identity transfer)
+    au_state_keys = {"classifier.3.weight": 0, "classifier.3.bias": 0}
+
     def __init__(
         self,
-        num_aus: int | None = None,
-        aus: Sequence[int] | None = None,
+        aus: Sequence[int],
         *,
         data: DataInfo | None = None,
         temporal: bool = True,
@@ -551,7 +510,7 @@ class ResNet18A(_AUNetBase):
         if img_size % 32:
             raise ValueError(f"img_size must be a multiple of 32 for ResNet-18, got {img_size}")
         super().__init__(
-            num_aus, aus, data, img_size=img_size, crop_rule=crop_rule, preprocess=preprocess, fusion=fusion,
+            aus, data, img_size=img_size, crop_rule=crop_rule, preprocess=preprocess, fusion=fusion,
             hidden=hidden, temporal=temporal, use_vae=use_vae, frame_offset=frame_offset, vae_latent=vae_latent,
             vae_lambda=vae_lambda, vae_noise=vae_noise, gamma=gamma, consistency=consistency,
             vae_eval_sampling=vae_eval_sampling, vae_frozen=vae_frozen, flip_tta=flip_tta,
@@ -576,8 +535,6 @@ class ResNet18A(_AUNetBase):
             d = self.diff_block(self.diff_conv(F.avg_pool2d(torch.cat((ft - fp, ft - fn), dim=1), 2)))
             x = self.alpha * ft + self.beta * F.interpolate(d, size=ft.shape[-2:], mode="nearest")
         return self.layers(x).mean(dim=(2, 3))
-
-    _classifier = "classifier.3"
 
     def _head(self, feats) -> torch.Tensor:
         return self.classifier(feats)

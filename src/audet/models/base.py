@@ -6,8 +6,10 @@ engine never special-cases a method; everything method-specific is one of these 
 declared here with a default:
 
 construction
-    ``create_model(name, num_aus=A, aus=[...], data=DataInfo|None, **args)``; the factory passes
-    ``data`` to :class:`AUModel`, which keeps it as ``self.data_info`` (:class:`DataInfo`: AU list,
+    ``create_model(name, aus=[...], data=DataInfo|None, **args)`` resolves the AU list once
+    (:func:`audet.facs.default_aus` when neither ``aus`` nor ``data`` gives it), calls the factory
+    ``fn(aus, data=..., **args)`` and records its bound arguments as ``model.config`` (what a
+    checkpoint rebuilds the model from); :class:`AUModel` keeps ``data`` as ``self.data_info`` (:class:`DataInfo`: AU list,
     GLOBAL subject vocabulary, training subjects, label statistics, clip spec). A checkpoint
     records it, so a subject-dependent model is rebuilt without the training set.
 outputs
@@ -24,7 +26,7 @@ state across batches
     ``data_pass_step(batch)`` / ``data_pass_end(results)``; ``on_stage_start(stage)`` and
     ``self.stage``. State lives in registered buffers so checkpoints and DDP carry it.
 optimisation and transfer
-    ``no_weight_decay()``, ``au_module_lists``, ``au_state_keys``, ``au_state_map(...)``,
+    ``no_weight_decay()``, ``au_module_lists``, ``au_state_keys``, ``au_fresh_keys``,
     ``flop_count_context()``, ``pretrained_parts()`` (:class:`PretrainedPart`, loaded by
     :func:`load_pretrained_parts`), ``freeze(patterns)``.
 
@@ -45,6 +47,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from audet.clip import parse_clip
 from audet.utils.io import to_jsonable
 
 __all__ = [
@@ -214,7 +217,13 @@ DEFAULT_PREPROCESS = {
 
 
 class AUModel(nn.Module):
-    """Base class: holds the AU list, the preprocessing, the data info and every hook's default."""
+    """Base class: holds the AU list, the preprocessing, the data info and every hook's default.
+
+    ``AUModel(aus, preprocess=None, data=None)``: ``aus`` (AU numbers, in logit order) is the one
+    AU list of the model; ``num_aus`` is derived from it. A model built through
+    :func:`audet.models.create_model` gets ``aus`` resolved there (given, else the data's, else
+    :func:`audet.facs.default_aus`) and its factory's bound arguments as :attr:`config`.
+    """
 
     #: registry name, set by create_model
     model_name: str = ""
@@ -222,22 +231,29 @@ class AUModel(nn.Module):
     au_module_lists: tuple[str, ...] = ()
     #: ``{fnmatch pattern: dim}`` of tensors with an AU dimension, e.g. ``{"fc.weight": 0}``
     au_state_keys: dict[str, int] = {}
+    #: fnmatch patterns of tensors that are NOT carried over by AU-identity transfer but keep the
+    #: model's fresh values (statistics of the training data: prototypes, a subject dictionary, a
+    #: label VAE trained per dataset), e.g. ``("proto_*",)``; reported as ``reset``
+    au_fresh_keys: tuple[str, ...] = ()
     #: the metadata of the checkpoint the model was loaded from (set by ``load_checkpoint``)
     checkpoint_meta: dict | None = None
 
-    def __init__(self, num_aus: int, aus: Sequence[int] | None = None, preprocess: dict | None = None,
-                 data: DataInfo | None = None):
+    def __init__(self, aus: Sequence[int], preprocess: dict | None = None, data: DataInfo | None = None):
         super().__init__()
-        if aus is not None and len(aus) != num_aus:
-            raise ValueError(f"num_aus={num_aus} but {len(aus)} AU numbers were given: {list(aus)}")
-        self.num_aus = int(num_aus)
-        self.aus = tuple(int(a) for a in aus) if aus is not None else None
+        if aus is None or isinstance(aus, (int, str)) or not len(aus):
+            raise ValueError(f"{type(self).__name__} needs its AU numbers (aus=[1, 2, 4, ...]), got {aus!r}; "
+                             "build it with audet.models.create_model, which fills them in")
+        #: the AU numbers, in logit order (the one AU list of the model)
+        self.aus: tuple[int, ...] = tuple(int(a) for a in aus)
+        if len(set(self.aus)) != len(self.aus):
+            raise ValueError(f"AU list {list(self.aus)} repeats an AU")
         self.preprocess = {**DEFAULT_PREPROCESS, **(preprocess or {})}
+        parse_clip(self.preprocess.get("clip"))  # the model owns its clip: a bad spec fails here
         if data is not None and not isinstance(data, DataInfo):
             data = DataInfo.from_dict(data)
         #: what the training data said at construction (None when built without data)
         self.data_info: DataInfo | None = data
-        #: the constructor arguments, stored in checkpoints (set by subclasses)
+        #: the factory's bound arguments (set by create_model; recorded in checkpoints)
         self.config: dict[str, Any] = {}
         #: the current training stage ("" outside staged runs); set by :meth:`on_stage_start`
         self.stage: str = ""
@@ -246,6 +262,11 @@ class AUModel(nn.Module):
         self._frozen_patterns: tuple[str, ...] = ()
         #: {part name: "file PATH" | "random <description>"} after :func:`load_pretrained_parts`
         self.pretrained_status: dict[str, str] = {}
+
+    @property
+    def num_aus(self) -> int:
+        """The number of AUs (``len(self.aus)``)."""
+        return len(self.aus)
 
     # --- outputs --------------------------------------------------------------------------
     def forward_features(self, images: torch.Tensor):
@@ -324,15 +345,6 @@ class AUModel(nn.Module):
     def no_weight_decay(self) -> set[str]:
         """Parameter names (full or leaf) the optimiser must not decay (timm convention)."""
         return set()
-
-    def au_state_map(self, state: dict, old_aus: Sequence[int], new_aus: Sequence[int]):
-        """Map a state dict trained on ``old_aus`` onto this model's ``new_aus`` by AU identity.
-
-        Return ``(state, report)`` to override the generic mapping of
-        :func:`audet.models.checkpoint.map_state_by_au`, or None (default) to use it (driven by
-        :attr:`au_module_lists` and :attr:`au_state_keys`).
-        """
-        return None
 
     def flop_count_context(self):
         """Context manager entered around the forward pass whose FLOPs are counted (default none)."""

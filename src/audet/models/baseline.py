@@ -12,6 +12,8 @@ dataset's difficulty.
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch import nn
 from torchvision.models import resnet18 as tv_resnet18
@@ -67,12 +69,12 @@ class ResNetAU(AUModel):
     #: the classifier's rows are per AU (used when initialising from a checkpoint by AU identity)
     au_state_keys = {"fc.weight": 0, "fc.bias": 0}
 
-    def __init__(self, trunk: nn.Module, features: int, num_aus: int, aus=None, preprocess=None, dropout: float = 0.0,
+    def __init__(self, trunk: nn.Module, features: int, aus: Sequence[int], preprocess=None, dropout: float = 0.0,
                  data: DataInfo | None = None):
-        super().__init__(num_aus, aus, preprocess, data)
+        super().__init__(aus, preprocess, data)
         self.trunk = trunk
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.fc = nn.Linear(features, num_aus)
+        self.fc = nn.Linear(features, self.num_aus)
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
         """Pooled trunk features ``(..., F)`` (frames of a clip run one by one)."""
@@ -100,11 +102,9 @@ class _TorchvisionTrunk(nn.Module):
 
 
 @register_model(paper="baseline", description="torchvision ResNet-18, random init, linear AU head", small_config={})
-def resnet18(num_aus: int = 12, aus=None, preprocess: dict | None = None, dropout: float = 0.0,
+def resnet18(aus: Sequence[int], preprocess: dict | None = None, dropout: float = 0.0,
              data: DataInfo | None = None) -> ResNetAU:
-    model = ResNetAU(_TorchvisionTrunk(), 512, num_aus, aus, preprocess, dropout, data)
-    model.config = {"num_aus": num_aus, "aus": list(aus) if aus else None, "preprocess": preprocess, "dropout": dropout}
-    return model
+    return ResNetAU(_TorchvisionTrunk(), 512, aus, preprocess, dropout, data)
 
 
 @register_model(
@@ -113,8 +113,7 @@ def resnet18(num_aus: int = 12, aus=None, preprocess: dict | None = None, dropou
     small_config=SMALL_CONFIGS["resnet_tiny"],
 )
 def resnet_tiny(
-    num_aus: int = 12,
-    aus=None,
+    aus: Sequence[int],
     preprocess: dict | None = None,
     width: int = 16,
     layers: tuple[int, ...] | list[int] = (1, 1, 1, 1),
@@ -122,13 +121,4 @@ def resnet_tiny(
     data: DataInfo | None = None,
 ) -> ResNetAU:
     trunk = TinyResNet(width, tuple(layers))
-    model = ResNetAU(trunk, trunk.out_features, num_aus, aus, preprocess, dropout, data)
-    model.config = {
-        "num_aus": num_aus,
-        "aus": list(aus) if aus else None,
-        "preprocess": preprocess,
-        "width": width,
-        "layers": list(layers),
-        "dropout": dropout,
-    }
-    return model
+    return ResNetAU(trunk, trunk.out_features, aus, preprocess, dropout, data)

@@ -9,6 +9,11 @@
 - ``run/best.json``: ``{"format", "model", "model_config", "aus", "preprocess", "data_info",
   "pretrained", "epoch", "global_step", "metrics", "audet_version", "config", ...}``.
 
+``aus`` is the model's AU list, stored ONCE (``data_info`` leaves it out when it is the same list);
+``model_config`` is the factory's bound arguments (``model.config``, recorded by the registry)
+without the AU list. Checkpoints written before also carry ``num_aus`` and the list inside
+``model_config`` and ``data_info``; :func:`load_checkpoint` reads both layouts.
+
 ``data_info`` is the model's :class:`audet.models.base.DataInfo` (global subject vocabulary etc.),
 so a subject-dependent model is rebuilt without the training set. ``pretrained`` records each
 :class:`audet.models.base.PretrainedPart` (``status``: ``file PATH`` or ``random ...``, and whether
@@ -23,8 +28,8 @@ missing, unexpected and mis-shaped tensors.
 :func:`map_state_by_au` initialises a model for one AU set from a checkpoint trained on another
 (DISFA from BP4D, protocol section 6): shared (trunk) tensors are copied, per-AU tensors and AU
 branches are copied for the AUs both sets contain, AUs without a twin keep their fresh init. A
-model may declare which tensors are per-AU (see the function) or override the whole mapping with a
-method ``au_state_map(state, old_aus, new_aus) -> (state, report)``.
+model declares which tensors are per-AU (``au_module_lists``, ``au_state_keys``) and which are
+never carried over (``au_fresh_keys``); see the function.
 """
 from __future__ import annotations
 
@@ -38,6 +43,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
+from audet.models.registry import create_model
 from audet.utils.io import to_jsonable, write_bytes_atomic, write_json_atomic
 from audet.utils.state import describe_mismatch
 
@@ -94,23 +100,26 @@ def save_checkpoint(
     name = getattr(model, "model_name", "") or ""
     if not name:
         raise CheckpointError("the model has no registry name (build it with audet.models.create_model)")
-    aus = list(getattr(model, "aus", None) or [])
+    aus = [int(a) for a in model.aus]
     from audet.models.base import pretrained_state_keys
 
     info = getattr(model, "data_info", None)
+    data_info = info.to_dict() if info is not None else None
+    if data_info is not None and data_info.get("aus") == aus:
+        del data_info["aus"]  # the AU list is stored once, at the top; load_checkpoint puts it back
     parts = model.pretrained_parts()
     status = getattr(model, "pretrained_status", {}) or {}
     left_out = pretrained_state_keys(model, stored_only=False)
     pretrained = {n: {"module": p.module, "description": p.description, "option": p.option, "source": p.source,
                       "status": status.get(n, "unknown"), "stored": n not in left_out} for n, p in parts.items()}
+    model_config = {k: v for k, v in (getattr(model, "config", {}) or {}).items() if k not in ("aus", "num_aus", "data")}
     meta = {
         "format": FORMAT,
         "model": name,
-        "model_config": to_jsonable(getattr(model, "config", {}) or {}),
-        "num_aus": int(getattr(model, "num_aus", len(aus))),
+        "model_config": to_jsonable(model_config),
         "aus": aus,
         "preprocess": to_jsonable(getattr(model, "preprocess", {}) or {}),
-        "data_info": info.to_dict() if info is not None else None,
+        "data_info": data_info,
         "pretrained": to_jsonable(pretrained),
         "epoch": epoch,
         "global_step": global_step,
@@ -255,7 +264,6 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     :class:`CheckpointError`. The model is returned in eval mode with ``model.checkpoint_meta``
     holding the metadata.
     """
-    from audet.models import create_model
     from audet.models.base import DataInfo, PretrainedWeightsMissing, load_pretrained_parts, pretrained_state_keys
 
     meta = read_checkpoint_meta(path)
@@ -265,14 +273,18 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     kwargs = dict(meta.get("model_config") or {})
     if not kwargs:  # models that do not record their constructor arguments
         kwargs = dict(((meta.get("config") or {}).get("model") or {}).get("args") or {})
-    aus = meta.get("aus") or None
-    kwargs.setdefault("num_aus", meta.get("num_aus") or (len(aus) if aus else None))
-    if aus and "aus" not in kwargs:
-        kwargs["aus"] = aus
+    # the AU list: stored once at the top ("aus"); checkpoints written before that also carry
+    # "num_aus" and the list in model_config and data_info (and [] when the model had no list)
+    old_num, old_aus = kwargs.pop("num_aus", None), kwargs.pop("aus", None)
     kwargs.pop("data", None)
-    data = DataInfo.from_dict(meta.get("data_info"))
+    aus = meta.get("aus") or old_aus or None
+    num_aus = None if aus else (meta.get("num_aus") or old_num)
+    info = meta.get("data_info")
+    if isinstance(info, dict) and "aus" not in info:
+        info = {**info, "aus": aus or []}
+    data = DataInfo.from_dict(info)
     try:
-        model = create_model(name, data=data, **kwargs)
+        model = create_model(name, num_aus, aus=aus, data=data, **kwargs)
     except KeyError as exc:
         raise CheckpointError(f"{path}: {exc.args[0] if exc.args else exc}") from None
     except TypeError as exc:
@@ -305,7 +317,7 @@ def _index_of(aus: Sequence[int]) -> dict[int, int]:
 def _au_lists(model: nn.Module, state_keys: Sequence[str], n_old: int, n_new: int) -> list[str]:
     """Prefixes ``p`` of per-AU module lists (keys ``p.<i>.rest``)."""
     declared = tuple(model.au_module_lists)
-    if declared:
+    if declared or model.au_state_keys:  # a model that declares its per-AU tensors declares its lists too
         return list(declared)
     found = []
     for name, mod in model.named_modules():
@@ -325,14 +337,14 @@ def map_state_by_au(
 ) -> tuple[dict[str, torch.Tensor], dict]:
     """A state dict for ``model`` (AUs ``new_aus``) from ``old_state`` trained on ``old_aus``.
 
-    Which tensors are per-AU, in this order:
+    Tensors matching ``model.au_fresh_keys`` (fnmatch patterns: statistics of the training data
+    such as prototypes or a subject dictionary) are never carried over and keep the model's values
+    (reported as ``reset``). Which other tensors are per-AU, in this order:
 
-    1. ``model.au_state_map(old_state, old_aus, new_aus)`` when it returns ``(state, report)``
-       (the hook's default returns None);
-    2. declared: ``model.au_module_lists`` (names of ModuleLists with one entry per AU, keys
+    1. declared: ``model.au_module_lists`` (names of ModuleLists with one entry per AU, keys
        ``name.<i>.*``) and ``model.au_state_keys`` (``{fnmatch pattern: dim}`` for tensors with an
        AU dimension, e.g. ``{"fc.weight": 0, "fc.bias": 0}``);
-    3. otherwise a heuristic: a ModuleList/Sequential of length ``len(new_aus)`` whose keys in the
+    2. otherwise a heuristic: a ModuleList/Sequential of length ``len(new_aus)`` whose keys in the
        old state have ``len(old_aus)`` indices, and tensors whose shapes differ only in one dim of
        size ``len(old_aus)`` (old) vs ``len(new_aus)`` (new). The heuristic cannot tell per-AU
        tensors when both AU sets have the same size: declare them in the model.
@@ -340,16 +352,10 @@ def map_state_by_au(
     Returns ``(state, report)``: ``state`` is complete for ``model`` (unmapped entries keep the
     model's current values); ``report`` has ``mapped_aus`` ({new AU: old AU}), ``fresh_aus``,
     ``dropped_aus``, ``copied`` (trunk keys), ``per_au`` (per-AU keys), ``kept`` (keys left at
-    init) and ``method``.
+    init), ``reset`` (the ``au_fresh_keys`` tensors) and ``method``.
     """
-    new_aus = list(new_aus if new_aus is not None else (getattr(model, "aus", None) or []))
+    new_aus = list(new_aus if new_aus is not None else model.aus)
     old_aus = [int(a) for a in old_aus]
-    mapped = model.au_state_map(dict(old_state), old_aus, new_aus)
-    if mapped is not None:
-        state, report = mapped
-        report = dict(report)
-        report.setdefault("method", "model.au_state_map")
-        return state, report
     own = model.state_dict()
     old_idx, new_idx = _index_of(old_aus), _index_of(new_aus)
     shared = [a for a in new_aus if a in old_idx]
@@ -361,19 +367,22 @@ def map_state_by_au(
         "per_au": [],
         "kept": [],
         "fresh": [],
+        "reset": [],
         "method": "declared" if model.au_state_keys or model.au_module_lists else "heuristic",
     }
     out = {k: v.clone() for k, v in own.items()}
     lists = _au_lists(model, list(old_state), len(old_aus), len(new_aus))
     declared_keys: dict[str, int] = dict(model.au_state_keys)
-    handled: set[str] = set()
+    # 0. declared fresh tensors (data statistics): never carried over, they keep the model's values
+    handled: set[str] = {k for k in own if any(fnmatch.fnmatchcase(k, p) for p in model.au_fresh_keys)}
+    report["reset"] = sorted(handled)
 
     # 1. per-AU module lists: new branch i <- old branch of the same AU
     for prefix in lists:
         rx = re.compile(re.escape(prefix) + r"\.(\d+)\.(.*)$")
         for key in own:
             m = rx.match(key)
-            if not m:
+            if not m or key in handled:
                 continue
             handled.add(key)
             i, rest = int(m.group(1)), m.group(2)

@@ -70,7 +70,7 @@ from torch import nn
 
 from audet.models.base import AUModel, DataInfo, LossContext, ModelOutput, PretrainedPart
 from audet.models.layers.causal_subject import SubjectCausalIntervention
-from audet.models.registry import register_model
+from audet.models.registry import register_model, variant_factory
 
 __all__ = ["CISNet", "BACKBONES", "LOSSES", "DICTIONARY_SOURCES", "INPUT_CONVENTIONS", "RECIPE", "subject_rows_from_data",
            "torchvision_encoder", "load_torchvision_resnet"]
@@ -185,11 +185,12 @@ class CISNet(AUModel):
     """CISNet and its Table 3 variants; see the module docstring for every option."""
 
     au_state_keys = {"classifier.2.weight": 0, "classifier.2.bias": 0}
+    #: the subject dictionary is data, not weights: never carried over (a data pass refills it)
+    au_fresh_keys = ("cis.subject_rows", "cis.dict_*")
 
     def __init__(
         self,
-        num_aus: int | None = None,
-        aus: Sequence[int] | None = None,
+        aus: Sequence[int],
         *,
         data: DataInfo | dict | None = None,
         backbone: str = "resnet34",
@@ -206,22 +207,14 @@ class CISNet(AUModel):
         encoder_weights: str | None = None,
         preprocess: dict | None = None,
     ):
-        if num_aus is None:
-            num_aus = len(aus) if aus is not None else 12
         if isinstance(data, dict):
             data = DataInfo.from_dict(data)
         pre = {"aligned_size": 200, "resize": int(img_size), "crop_size": int(img_size), **(preprocess or {})}
-        super().__init__(num_aus, aus, pre, data)
+        super().__init__(aus, pre, data)
         _check("backbone", backbone, tuple(BACKBONES))
         _check("loss", loss, LOSSES)
         _check("dictionary", dictionary, DICTIONARY_SOURCES)
         _check("input_convention", input_convention, INPUT_CONVENTIONS)
-        self.config = dict(
-            num_aus=self.num_aus, aus=list(self.aus) if self.aus else None, backbone=backbone,
-            backbone_args=dict(backbone_args or {}), cis=bool(cis), d_in=int(d_in), d_m=int(d_m), hidden=int(hidden),
-            img_size=int(img_size), loss=loss, dictionary=dictionary, eval_intervention=bool(eval_intervention),
-            input_convention=input_convention, encoder_weights=encoder_weights, preprocess=preprocess,
-        )
         self.backbone = backbone
         self.loss = loss
         self.dictionary = dictionary
@@ -401,36 +394,6 @@ class CISNet(AUModel):
 
     # ------------------------------------------------------------------------------------------
     # transfer and complexity
-    def au_state_map(self, state, old_aus, new_aus):
-        """Classifier rows map by AU identity; everything else is copied when shapes fit. The
-        subject dictionary is data, not weights: it is never carried over (a data pass refills it)."""
-        new_aus = [int(a) for a in (new_aus if new_aus is not None else (self.aus or []))]
-        old_idx = {int(a): i for i, a in enumerate(old_aus)}
-        own = self.state_dict()
-        out = {k: v.clone() for k, v in own.items()}
-        report = {"mapped_aus": {a: a for a in new_aus if a in old_idx}, "fresh_aus": [a for a in new_aus if a not in old_idx],
-                  "dropped_aus": [int(a) for a in old_aus if int(a) not in new_aus], "copied": [], "per_au": [], "kept": [], "reset": []}
-        for key, val in own.items():
-            if key.startswith("cis.") and not key.startswith("cis.intervention."):
-                report["reset"].append(key)
-                continue
-            src = state.get(key)
-            if key in self.au_state_keys:
-                if src is not None and src.shape[1:] == val.shape[1:]:
-                    for j, au in enumerate(new_aus):
-                        if au in old_idx:
-                            out[key][j] = src[old_idx[au]].to(val.dtype)
-                    report["per_au"].append(key)
-                else:
-                    report["kept"].append(key)
-            elif src is not None and tuple(src.shape) == tuple(val.shape):
-                out[key] = src.detach().clone().to(val.dtype)
-                report["copied"].append(key)
-            else:
-                report["kept"].append(key)
-        report["unused"] = sorted(k for k in state if k not in own)
-        return out, report
-
     @contextlib.contextmanager
     def flop_count_context(self):
         """Count FLOPs with the CIS path active (the authors' 9.58 GFLOPs include it): an empty
@@ -469,10 +432,7 @@ _VARIANTS = {
 
 
 def _factory(backbone: str, cis: bool, extra: dict | None = None):
-    def make(num_aus: int | None = None, aus=None, data=None, **cfg) -> CISNet:
-        return CISNet(num_aus=num_aus, aus=aus, data=data, **{"backbone": backbone, "cis": cis, **(extra or {}), **cfg})
-
-    return make
+    return variant_factory(CISNet, {"backbone": backbone, "cis": cis, **(extra or {})})
 
 
 for _name, (_bb, _cis, _variant, _params) in _VARIANTS.items():

@@ -47,24 +47,17 @@ class Ensemble(AUModel):
             raise ValueError(f"combine={combine!r}; choose one of {', '.join(COMBINE)}")
         first = members[0]
         for i, m in enumerate(members[1:], 1):
-            if m.num_aus != first.num_aus or (m.aus and first.aus and tuple(m.aus) != tuple(first.aus)):
-                raise ValueError(f"ensemble member {i} predicts AUs {m.aus or m.num_aus}, member 0 {first.aus or first.num_aus}; "
+            if tuple(m.aus) != tuple(first.aus):
+                raise ValueError(f"ensemble member {i} predicts AUs {list(m.aus)}, member 0 {list(first.aus)}; "
                                  "every member must predict the same AUs in the same order")
             for key in ("crop_size", "clip", "mean", "std"):
                 if m.preprocess.get(key) != first.preprocess.get(key):
                     raise ValueError(f"ensemble member {i} has preprocess {key}={m.preprocess.get(key)!r} but member 0 "
                                      f"{first.preprocess.get(key)!r}; members must take the same input")
-        super().__init__(first.num_aus, first.aus, dict(first.preprocess),
-                         data if data is not None else first.data_info)
+        super().__init__(first.aus, dict(first.preprocess), data if data is not None else first.data_info)
         self.members = nn.ModuleList(members)
         self.combine = combine
         self.eps = float(eps)
-        self.config = {
-            "members": [{"model": m.model_name, "args": _member_args(m),
-                         "data_info": m.data_info.to_dict() if m.data_info is not None else None} for m in members],
-            "combine": combine,
-            "eps": self.eps,
-        }
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -74,7 +67,12 @@ class Ensemble(AUModel):
 
         members = [load_checkpoint(p, map_location=map_location) for p in paths]
         model = cls(members, combine)
+        # what create_model("ensemble", members=[...]) records, so a checkpoint of it rebuilds
         model.model_name = "ensemble"
+        model.config = {"members": [{"model": m.model_name, "args": _member_args(m),
+                                     "data_info": m.data_info.to_dict() if m.data_info is not None else None}
+                                    for m in members],
+                        "combine": combine, "eps": model.eps}
         model.eval()
         return model
 
@@ -165,6 +163,10 @@ class Ensemble(AUModel):
     def au_state_keys(self) -> dict[str, int]:  # type: ignore[override]
         return {f"members.{i}.{k}": d for i, m in enumerate(self.members) for k, d in m.au_state_keys.items()}
 
+    @property
+    def au_fresh_keys(self) -> tuple[str, ...]:  # type: ignore[override]
+        return tuple(f"members.{i}.{k}" for i, m in enumerate(self.members) for k in m.au_fresh_keys)
+
     @contextlib.contextmanager
     def flop_count_context(self):
         with contextlib.ExitStack() as stack:
@@ -184,8 +186,7 @@ class Ensemble(AUModel):
 
 
 def _member_args(m: AUModel) -> dict:
-    args = {k: v for k, v in (m.config or {}).items() if k not in ("num_aus", "aus", "data")}
-    return to_jsonable(args)
+    return to_jsonable({k: v for k, v in (m.config or {}).items() if k not in ("num_aus", "aus", "data")})
 
 
 @register_model(
@@ -194,7 +195,7 @@ def _member_args(m: AUModel) -> dict:
     small_config={"members": [{"model": "resnet_tiny", "args": {"width": 4}},
                               {"model": "resnet_tiny", "args": {"width": 4, "layers": [1, 1, 1, 1]}}]},
 )
-def ensemble(num_aus: int | None = None, aus=None, members: Sequence[dict] = (), combine: str = "mean",
+def ensemble(aus: Sequence[int], members: Sequence[dict] = (), combine: str = "mean",
              eps: float = 1e-6, data: DataInfo | None = None) -> Ensemble:
     """``members``: ``[{"model": registered name, "args": {...}, "data_info": optional}, ...]``."""
     if not members:
@@ -205,5 +206,5 @@ def ensemble(num_aus: int | None = None, aus=None, members: Sequence[dict] = (),
             raise ValueError(f"ensemble member {i} must be {{'model': NAME, 'args': {{...}}}}, got {spec!r}")
         args = dict(spec.get("args") or {})
         own = DataInfo.from_dict(spec.get("data_info")) or data
-        built.append(create_model(spec["model"], num_aus=num_aus, aus=aus, data=own, **args))
+        built.append(create_model(spec["model"], aus=aus, data=own, **args))
     return Ensemble(built, combine, eps=eps, data=data)

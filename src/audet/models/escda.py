@@ -126,8 +126,6 @@ TEMPLATE49 = (
     (92.2, 133.6),
 )  # fmt: skip
 
-BP4D_AUS = (1, 2, 4, 6, 7, 10, 12, 14, 15, 17, 23, 24)
-
 
 def _check(name: str, value, choices) -> None:
     if value not in choices:
@@ -224,26 +222,19 @@ def _backbone_part(module: str = "backbone") -> PretrainedPart:
 class _ESCDANet(AUModel):
     """Shared parts of LSC and GDA: backbone, input resize, pretrained part, options."""
 
-    def __init__(self, num_aus, aus, *, width, depths, out_channels, input_size, crop_size, in_chans,
+    def __init__(self, aus, *, width, depths, out_channels, input_size, crop_size, in_chans,
                  mixconv_norm, backbone_weights, allow_random_pretrained, preprocess, data):
-        if num_aus is None:
-            num_aus = len(aus) if aus is not None else 12
         input_size, crop_size = int(input_size), int(crop_size)
         if input_size % 16:
             raise ValueError(f"input_size must be a multiple of 16 (the backbone's stride); got {input_size}")
         pre = {"crop_size": crop_size, "input_size": input_size, **(preprocess or {})}
-        super().__init__(num_aus, aus, pre, data)
+        super().__init__(aus, pre, data)
         self.input_size = input_size
+        self.in_chans = int(in_chans)
         self.map_size = input_size // 16
         self.backbone = MixFaceNet(width=width, depths=depths, out_channels=out_channels, in_chans=in_chans,
                                    mixconv_norm=mixconv_norm)
         self.channels = self.backbone.out_channels
-        self.config = dict(
-            num_aus=self.num_aus, aus=list(self.aus) if self.aus else None, width=width,
-            depths=list(depths) if depths is not None else None, out_channels=out_channels, input_size=input_size,
-            crop_size=crop_size, in_chans=in_chans, mixconv_norm=mixconv_norm, backbone_weights=backbone_weights,
-            allow_random_pretrained=allow_random_pretrained,
-        )
 
     def _init_weights(self) -> None:
         """Our choice (the paper gives none): Kaiming-normal convolutions, trunc-normal(0.02) attention
@@ -272,9 +263,9 @@ class _ESCDANet(AUModel):
         weights (``_upsample_bilinear2d_aa`` has no ONNX form); eager mode uses ``F.interpolate``
         (identical up to float rounding, and not counted as FLOPs, like the paper's 112 input).
         """
-        if images.dim() != 4 or images.shape[1] != self.config["in_chans"]:
+        if images.dim() != 4 or images.shape[1] != self.in_chans:
             raise ValueError(f"{self.model_name or type(self).__name__} takes frames B x "
-                             f"{self.config['in_chans']} x H x W, got {tuple(images.shape)}")
+                             f"{self.in_chans} x H x W, got {tuple(images.shape)}")
         H, W = int(images.shape[-2]), int(images.shape[-1])
         if (H, W) == (self.input_size, self.input_size):
             return images
@@ -342,7 +333,7 @@ class LSC(_ESCDANet):
     au_module_lists = ("branches",)
 
     def __init__(
-        self, num_aus: int | None = None, aus: Sequence[int] | None = None, *,
+        self, aus: Sequence[int], *,
         constraint: str = "adaptive", eps_init: float = 0.1, sigma: float = 3.0, mask_landmarks=None,
         head_dim: int = 32, mix_block_ratio: float = 0.75, mlp_ratio: float = 2.0, drop_path_rate: float = 0.0,
         width: float = 1.0, depths: Sequence[int] | None = None, out_channels: int | None = None,
@@ -352,15 +343,11 @@ class LSC(_ESCDANet):
     ):
         _check("constraint", constraint, CONSTRAINTS)
         _check("branch_impl", branch_impl, BRANCH_IMPLS)
-        super().__init__(num_aus, aus, width=width, depths=depths, out_channels=out_channels, input_size=input_size,
+        super().__init__(aus, width=width, depths=depths, out_channels=out_channels, input_size=input_size,
                          crop_size=crop_size, in_chans=in_chans, mixconv_norm=mixconv_norm,
                          backbone_weights=backbone_weights, allow_random_pretrained=allow_random_pretrained,
                          preprocess=preprocess, data=data)
         self.constraint = constraint
-        self.config.update(constraint=constraint, eps_init=eps_init, sigma=sigma,
-                           mask_landmarks=[list(map(float, p)) for p in mask_landmarks] if mask_landmarks is not None else None,
-                           head_dim=head_dim, mix_block_ratio=mix_block_ratio, mlp_ratio=mlp_ratio,
-                           drop_path_rate=drop_path_rate, branch_impl=branch_impl)
         #: "stacked": the A branches as one computation; "loop": one after another; "auto": see _stacked
         self.branch_impl = branch_impl
         self.branches = nn.ModuleList(
@@ -369,10 +356,7 @@ class LSC(_ESCDANet):
             for _ in range(self.num_aus)
         )
         self._init_weights()
-        aus_for_mask = self.aus if self.aus is not None else BP4D_AUS[: self.num_aus]
-        if self.aus is None and self.num_aus > len(BP4D_AUS):
-            raise ValueError(f"LSC needs the AU numbers (aus=[...]) for its masks when num_aus > {len(BP4D_AUS)}")
-        sub = template_subcenters(aus_for_mask, mask_landmarks, crop_size=crop_size, input_size=input_size)
+        sub = template_subcenters(self.aus, mask_landmarks, crop_size=crop_size, input_size=input_size)
         # M~_i of Eq. 1-2, one per AU; derived from the config, so not stored in checkpoints
         self.register_buffer("mask_base", predefined_mask(sub, self.map_size, input_size, sigma), persistent=False)
 
@@ -449,18 +433,17 @@ class GDA(_ESCDANet):
     au_state_keys = {"fc.weight": 0, "fc.bias": 0}
 
     def __init__(
-        self, num_aus: int | None = None, aus: Sequence[int] | None = None, *,
+        self, aus: Sequence[int], *,
         directions: str = "hw", reduction: int = 32,
         width: float = 1.0, depths: Sequence[int] | None = None, out_channels: int | None = None,
         input_size: int = 112, crop_size: int = 176, in_chans: int = 3, mixconv_norm: bool = False,
         backbone_weights: str | None = None, allow_random_pretrained: bool = False,
         preprocess: dict | None = None, data: DataInfo | None = None,
     ):
-        super().__init__(num_aus, aus, width=width, depths=depths, out_channels=out_channels, input_size=input_size,
+        super().__init__(aus, width=width, depths=depths, out_channels=out_channels, input_size=input_size,
                          crop_size=crop_size, in_chans=in_chans, mixconv_norm=mixconv_norm,
                          backbone_weights=backbone_weights, allow_random_pretrained=allow_random_pretrained,
                          preprocess=preprocess, data=data)
-        self.config.update(directions=directions, reduction=reduction)
         h = self.map_size
         self.attention = DirectionalAttention(self.channels, h, h, directions, reduction)
         self.gdconv = LinearBlock(self.channels, self.channels, h, groups=self.channels)
@@ -486,36 +469,27 @@ _SHARED = ("width", "depths", "out_channels", "input_size", "crop_size", "in_cha
 
 
 def _make_ensemble(default_combine: str):
-    def make(num_aus: int | None = None, aus=None, *, lsc: dict | None = None, gda: dict | None = None,
+    def make(aus: Sequence[int], *, lsc: dict | None = None, gda: dict | None = None,
              members: Sequence[dict] | None = None, combine: str = default_combine, eps: float = 1e-6,
              branch_impl: str | None = None, data: DataInfo | None = None, **shared) -> Ensemble:
-        # the pretrained-part options are read from the top model's config (load_pretrained_parts)
-        top = {k: shared[k] for k in ("backbone_weights", "allow_random_pretrained") if shared.get(k) is not None}
         # branch_impl (LSC's evaluation of its AU branches, no parameter) goes to the LSC member(s)
         if branch_impl is not None:
             _check("branch_impl", branch_impl, BRANCH_IMPLS)
-        if members is not None:  # rebuilt from a checkpoint, which records each member's name and args
+        if members is not None:  # a checkpoint of audet <= 0.x recorded each member's name and args
+            top = {k: shared[k] for k in ("backbone_weights", "allow_random_pretrained") if shared.get(k) is not None}
             if lsc or gda or set(shared) - set(top):
                 raise TypeError("escda: give either members=[...] (a recorded ensemble) or lsc/gda/shared arguments")
             if branch_impl is not None:
                 members = [dict(s, args={**(s.get("args") or {}), "branch_impl": branch_impl})
                            if isinstance(s, dict) and s.get("model") in _LSC_NAMES else s for s in members]
-            ens = ensemble(num_aus, aus, members=members, combine=combine, eps=eps, data=data)
-            ens.config.update(top)
-            return ens
+            return ensemble(aus, members=members, combine=combine, eps=eps, data=data)
         unknown = set(shared) - set(_SHARED)
         if unknown:
             raise TypeError(f"escda: unknown argument(s) {sorted(unknown)}; member-specific ones go under "
                             f"lsc: {{...}} or gda: {{...}}; shared ones are {', '.join(_SHARED)}")
-        built = []
         lsc = {**(lsc or {}), **({"branch_impl": branch_impl} if branch_impl is not None else {})}
-        for cls, name, own in ((LSC, "escda_lsc", lsc), (GDA, "escda_gda", gda)):
-            m = cls(num_aus, aus, **{**shared, **(own or {}), "data": data})
-            m.model_name = name  # recorded in the ensemble's config (checkpoint rebuild)
-            built.append(m)
-        ens = Ensemble(built, combine, eps=eps, data=data)
-        ens.config.update(top)
-        return ens
+        built = [cls(aus, **{**shared, **(own or {}), "data": data}) for cls, own in ((LSC, lsc), (GDA, gda))]
+        return Ensemble(built, combine, eps=eps, data=data)
 
     return make
 

@@ -36,6 +36,7 @@ error naming the offending globals.
 from __future__ import annotations
 
 import importlib
+import logging
 import math
 import os
 import re
@@ -56,6 +57,8 @@ __all__ = [
     "save_converted",
     "to_authors_checkpoint",
 ]
+
+log = logging.getLogger(__name__)
 
 
 class ConversionError(ValueError):
@@ -227,20 +230,23 @@ def convert_state_dict(sd: Mapping[str, torch.Tensor], model) -> dict[str, torch
     return out
 
 
-def _resolve_aus(aus, n: int) -> list[int] | None:
-    if aus is None:
-        return None
-    if isinstance(aus, str):
-        if re.fullmatch(r"[\d,\s]+", aus):
-            aus = [int(a) for a in aus.replace(" ", "").split(",") if a]
-        else:
-            from audet.facs import dataset_aus
+def _resolve_aus(aus, n: int) -> list[int]:
+    """The AU list of a checkpoint with ``n`` AU outputs: ``aus`` parsed by
+    :func:`audet.facs.parse_aus`; none given = :func:`audet.facs.default_aus` (BP4D's first ``n``)."""
+    from audet.facs import default_aus, parse_aus
 
-            aus = list(dataset_aus(aus))
-    aus = [int(a) for a in aus]
-    if len(aus) != n:
-        raise ConversionError(f"the checkpoint has {n} AU branches but {len(aus)} AUs were given: {aus}")
-    return aus
+    try:
+        given = parse_aus(aus)
+        if given is None:
+            if n != 12:
+                log.warning("no AU list given for a checkpoint with %d AU outputs: using BP4D's first %d AUs; "
+                            "give the AU list (--aus) for another dataset", n, n)
+            return default_aus(n)
+    except ValueError as exc:
+        raise ConversionError(f"AU list: {exc}") from None
+    if len(given) != n:
+        raise ConversionError(f"the checkpoint has {n} AU branches but {len(given)} AUs were given: {given}")
+    return given
 
 
 def convert_ac2d(

@@ -179,7 +179,7 @@ def convert_cisnet(
         names = [str(s) for s in subjects] if subjects else [f"subject_{i:02d}" for i in range(S)]
         if len(names) != S:
             raise ConversionError(f"the dictionary has {S} subjects but {len(names)} names were given")
-        data = DataInfo(aus=aus_list or list(range(n)), subjects=sorted(names), train_subjects=names)
+        data = DataInfo(aus=aus_list, subjects=sorted(names), train_subjects=names)
     if model_name is None:
         short = backbone.replace("resnet", "r")
         model_name = f"cisnet_{short}" if has_cis else f"cisnet_{short}_base"
