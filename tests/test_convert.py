@@ -196,7 +196,7 @@ def test_save_converted_fallback_without_engine(authors12, tmp_path, monkeypatch
     monkeypatch.setitem(sys.modules, "audet.engine.checkpoint", None)  # import fails -> own writer
     w, j = save_converted(m, tmp_path / "fb")
     meta = json.loads(j.read_text())
-    assert {"format", "model", "model_config", "num_aus", "aus", "preprocess"} <= set(meta)
+    assert {"format", "model", "model_config", "aus", "preprocess"} <= set(meta)
     from safetensors import safe_open
 
     with safe_open(str(w), "pt") as f:

@@ -288,8 +288,8 @@ def test_registered_ensembles_are_lsc_plus_gda():
         m = tiny(name)
         assert isinstance(m, Ensemble) and m.combine == combine
         assert isinstance(m.members[0], LSC) and m.members[0].constraint == "adaptive"
-        assert isinstance(m.members[1], GDA) and m.members[1].config["directions"] == "hw"
-        assert [s["model"] for s in m.config["members"]] == ["escda_lsc", "escda_gda"]
+        assert isinstance(m.members[1], GDA) and m.members[1].attention.directions == "hw"
+        assert m.config["combine"] == combine and m.config["members"] is None  # the factory's bound arguments
         assert nparams(m) == nparams(m.members[0]) + nparams(m.members[1])
         assert m.preprocess["crop_size"] == 64 and m.preprocess["input_size"] == 64
     with pytest.raises(TypeError, match="lsc:"):

@@ -12,7 +12,8 @@ from inference_helpers import AUS, BlobFaces, astronaut, make_checkpoint, scene,
 
 import audet
 from audet.cli import main
-from audet.inference.backends import CheckpointProblem, clip_offsets
+from audet.clip import clip_offsets
+from audet.inference.backends import CheckpointProblem
 from audet.inference.faces import DetectedFace, DlibLandmarker, MTCNNDetector
 from audet.inference.tracking import IoUTracker, iou_matrix
 
@@ -123,11 +124,13 @@ def test_stream_yields_the_rows_of_detect_video_in_chunks(blob_detector, video, 
 
 
 def test_clip_offsets():
-    assert clip_offsets({}) == ([0], 0)
-    assert clip_offsets({"clip": {"offsets": [-10, 0, 10], "target": "centre"}}) == ([-10, 0, 10], 1)
-    assert clip_offsets({"clip": {"length": 4, "stride": 2}}) == ([-2, 0, 2, 4], 1)
-    with pytest.raises(CheckpointProblem, match="centre"):
-        clip_offsets({"clip": {"offsets": [-1, 1]}})
+    assert clip_offsets(None) == ([0], 0)
+    assert clip_offsets({"offsets": [-10, 0, 10], "targets": "centre"}) == ([-10, 0, 10], 1)
+    assert clip_offsets({"length": 4, "stride": 2}) == ([-2, 0, 2, 4], 1)
+    with pytest.raises(ValueError, match="centre"):  # the one clip parser (audet.clip.parse_clip)
+        clip_offsets({"offsets": [-1, 1]})
+    with pytest.raises(ValueError, match="unknown keys"):
+        clip_offsets({"offsets": [-1, 0, 1], "target": "centre"})
 
 
 def first_face_inputs(det, video) -> list:

@@ -23,6 +23,7 @@ import inspect
 from typing import Any, Callable, Sequence
 
 from audet.facs import default_aus
+from audet.utils.io import to_jsonable
 
 __all__ = ["register_model", "variant_factory", "create_model", "list_models", "model_info", "model_signature",
            "model_aus", "factory_config"]
@@ -155,7 +156,7 @@ def create_model(name: str, num_aus: int | None = None, *, aus: Sequence[int] | 
         raise TypeError(f"model {name!r}: {exc}" + (f"; it accepts {sig}" if sig is not None else "")) from None
     model = fn(**kwargs)
     model.model_name = name
-    model.config = config
+    model.config = to_jsonable(config)  # JSON values: what a checkpoint records, read back the same
     if data is not None and getattr(model, "data_info", None) is None:
         model.data_info = data
     return model
