@@ -135,6 +135,8 @@ def test_checkpoint_round_trip(model_and_batch, tmp_path):
     w, _ = save_checkpoint(model, tmp_path / "m.safetensors", epoch=1)
     loaded = load_checkpoint(w)
     assert type(loaded) is type(model) and loaded.model_name == model.model_name
+    # the factory's bound arguments (recorded by the registry) rebuild the same model
+    assert loaded.config == model.config and list(loaded.aus) == AUS
     assert set(loaded.state_dict()) == set(model.state_dict())
     for k, v in model.state_dict().items():
         assert torch.equal(v, loaded.state_dict()[k]), k

@@ -56,7 +56,8 @@ class AUDataModule(L.LightningDataModule):
         aus: AU numbers (subset/order of the data's AUs); default all of ``dataset.json``'s.
         batch_size: training batch size; ``eval_batch_size`` (default the same) for val/test.
         num_workers: DataLoader workers (persistent when > 0; one OpenCV/torch thread each).
-        clip: clip spec of :class:`AUDataset` (None = frames).
+        clip: clip spec of :class:`AUDataset` (None = frames); with a model's preprocessing
+            (:meth:`use_preprocess`) only ``windows``/``pad``, or the model's own values.
         val_fraction: share of training SUBJECTS held out for validation (0 = no validation set).
         val_subjects: explicit validation subjects (overrides ``val_fraction``).
         seed: seeds the validation split and the training shuffle order.
@@ -84,9 +85,10 @@ class AUDataModule(L.LightningDataModule):
         self.batch_size = int(batch_size)
         self.eval_batch_size = int(eval_batch_size or batch_size)
         self.num_workers = int(num_workers)
-        self.clip = parse_clip(clip)
-        #: the clip given to the constructor (``data.clip``): checked against a model's
+        #: the clip given to the constructor (``data.clip``): checked against a model's; one with
+        #: only ``windows``/``pad`` waits for the model's clip (:meth:`use_preprocess`)
         self._data_clip = dict(clip) if clip else None
+        self.clip = parse_clip(clip) if clip and ("length" in clip or "offsets" in clip) else None
         self.val_fraction = float(val_fraction or 0.0)
         self.fixed_val = None if val_subjects is None else sorted(str(s) for s in val_subjects)
         self.seed = int(seed)
