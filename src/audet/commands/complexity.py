@@ -53,10 +53,13 @@ def run(args) -> int:
     else:
         from audet.models.registry import model_aus
 
+        aus = parse_aus(args.aus)
+        if aus and args.num_aus is not None and args.num_aus != len(aus):
+            raise UsageError(f"--num-aus {args.num_aus} but --aus lists {len(aus)} AUs; give one of them")
         try:  # the one AU fallback (BP4D's first N) when only --num-aus (or nothing) is given
-            aus = model_aus(parse_aus(args.aus), args.num_aus)
+            aus = model_aus(aus, args.num_aus)
         except ValueError as exc:
-            raise UsageError(f"--num-aus/--aus: {exc}") from None
+            raise UsageError(f"--num-aus {args.num_aus}: {exc}") from None
         kw = {}
         if model_info(spec).get("needs_subjects"):
             from audet.models.base import DataInfo
