@@ -94,10 +94,15 @@ class TinyClipNet(AUModel):
         self.subject_mean /= self.subject_seen.clamp_min(1)[:, None]
 
 
+def tiny_clip(aus, data=None, stem_weights=None, allow_random_pretrained=False, width=4):
+    return TinyClipNet(aus, data=data, stem_weights=stem_weights, allow_random_pretrained=allow_random_pretrained,
+                       width=width)
+
+
 @pytest.fixture(scope="module", autouse=True)
 def registered():
     if "tiny_contract" not in list_models():
-        register_model(lambda **kw: TinyClipNet(**kw), name="tiny_contract")
+        register_model(tiny_clip, name="tiny_contract")
     yield
 
 
@@ -235,6 +240,9 @@ def test_two_stages_frozen_part_resume_evaluate_export(prepared, stem_file, tmp_
     assert all(torch.equal(last.stem.state_dict()[k], ref[k]) for k in ref)
     meta = read_checkpoint_meta(run / "last.safetensors")
     assert meta["pretrained"]["stem"]["stored"] is False and meta["stage"] == "all"
+    # the registry recorded the factory's arguments (the model wrote no config); the AU list once
+    assert meta["model_config"] == {"stem_weights": str(stem_file), "allow_random_pretrained": False, "width": 4}
+    assert meta["aus"] == [1, 2, 4, 6] and "aus" not in meta["data_info"]
     assert not any(k.startswith("stem.") for k in load_file(str(run / "last.safetensors")))
     # -- global subject ids: the data pass (stage "all") filled exactly the training subjects
     info = meta["data_info"]
