@@ -246,7 +246,7 @@ def attention_panels(
         rng = np.random.default_rng(seed)
         pick = rng.choice(full.shape[2], size=min(channels, full.shape[2]), replace=False)
         chans = full[:, :, pick].reshape(n, a, len(pick), h, w).numpy()
-    aus = list(getattr(model, "aus", None) or range(1, att.shape[1] + 1))
+    aus = [int(a) for a in model.aus]
     if isinstance(truth, str):
         truth = labels_for_images(images, aus)
     probs = torch.sigmoid(res.logits.float()).numpy()
