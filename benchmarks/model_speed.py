@@ -93,9 +93,10 @@ def build_pair(name: str, num_aus: int, small: bool, extra: dict | None = None):
     info = model_info(name)
     args, note = dict(extra or {}), (", ".join(f"{k}={v}" for k, v in (extra or {}).items()))
     if info.get("needs_subjects"):  # e.g. CISNet: a dictionary of 27 placeholder subjects
+        from audet.facs import default_aus
         from audet.models.base import DataInfo
 
-        args["data"] = DataInfo(aus=list(range(num_aus)), subjects=[f"subject_{i:02d}" for i in range(27)])
+        args["data"] = DataInfo(aus=default_aus(num_aus), subjects=[f"subject_{i:02d}" for i in range(27)])
     if small:
         args, note = {**args, **dict(info.get("small_config") or {})}, "small config" + (f"; {note}" if note else "")
     try:
