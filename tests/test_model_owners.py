@@ -268,6 +268,16 @@ def test_no_model_writes_its_config_by_hand():
     assert len([b for b in bad if b.startswith("ensemble.py")]) == 1
 
 
+def test_a_factory_of_the_old_contract_is_refused_at_registration():
+    from audet.models.registry import register_model
+
+    with pytest.raises(TypeError, match="must take the AU list `aus`"):
+        register_model(lambda num_aus=12, aus=None: None, name="old_contract")
+    with pytest.raises(TypeError, match="must take the AU list `aus`"):
+        register_model(lambda width=4: None, name="no_aus")
+    assert "old_contract" not in list_models() and "no_aus" not in list_models()
+
+
 def test_a_misspelt_method_module_fails_loudly():
     """The method modules are plain imports in models/__init__.py: a misspelling is an
     ImportError, not a silently missing method."""

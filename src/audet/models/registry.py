@@ -42,6 +42,14 @@ def register_model(fn: Callable | None = None, *, name: str | None = None, **inf
         key = name or f.__name__
         if key in _REGISTRY:
             raise ValueError(f"model {key!r} is already registered")
+        try:
+            params = inspect.signature(f).parameters
+        except (TypeError, ValueError):
+            params = {}
+        if "num_aus" in params or (params and "aus" not in params
+                                   and not any(p.kind is p.VAR_KEYWORD for p in params.values())):
+            raise TypeError(f"model factory {key!r} must take the AU list `aus` (create_model resolves it, "
+                            f"num_aus is derived from it); it takes {inspect.signature(f)}")
         _REGISTRY[key] = f
         _INFO[key] = dict(info)
         return f
