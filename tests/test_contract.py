@@ -190,9 +190,9 @@ def test_needs_data_and_its_pretrained_file(stem_file, tmp_path):
 def test_stage_config_is_validated(prepared, stem_file, tmp_path):
     cfg = config(prepared, tmp_path, stem_file)
     for bad, msg in [({"name": "x", "epochs": 1, "lr": 1}, "unknown key"),
-                     ({"name": "x", "epochs": 0}, "epochs >= 1"),
-                     ({"name": "x", "epochs": 1, "optim": {"name": "rmsprop"}}, "adamw, adam or sgd"),
-                     ({"name": "x", "epochs": 1, "frozen": "stem.*"}, "list of fnmatch patterns")]:
+                     ({"name": "x", "epochs": 0}, r"epochs=0 .* must be a whole number >= 1"),
+                     ({"name": "x", "epochs": 1, "optim": {"name": "rmsprop"}}, "one of adamw, adam, sgd"),
+                     ({"name": "x", "epochs": 1, "frozen": "stem.*"}, r"a list of texts, e\.g\. \['vae\.\*'\]")]:
         with pytest.raises(ConfigError, match=msg):
             resolve_config({**{k: v for k, v in cfg.items() if k != "stages"}, "stages": [bad]}, None, "t")
 

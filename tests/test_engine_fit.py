@@ -169,14 +169,13 @@ def test_epoch_end_prototype_pass_for_models_that_ask(tmp_path, monkeypatch):
 
 
 def test_a_stage_initialised_from_a_checkpoint_path(tmp_path):
-    # `init: PATH`: the stage starts from another run's weights (not the previous stage's); with
-    # lr 0 and no weight decay its parameters stay exactly those weights
+    # `init: PATH`: the stage starts from another run's weights (not the previous stage's); a
+    # collect-only stage (no optimiser step; lr 0 is refused by the schema) keeps exactly those weights
     donor = fit(tensor_config(tmp_path / "donor", **{"seed": 11, "trainer.max_epochs": 1}),
                 datamodule=tensor_datamodule(), verbose=False)
     donor_ckpt = Path(donor["run_dir"]) / "last.safetensors"
     stages = [{"name": "warm", "epochs": 1},
-              {"name": "from_donor", "epochs": 1, "init": str(donor_ckpt),
-               "optim": {"lr": 0.0, "weight_decay": 0.0, "warmup_epochs": 0, "schedule": "constant"}}]
+              {"name": "from_donor", "epochs": 1, "init": str(donor_ckpt), "collect_only": True}]
     cfg = tensor_config(tmp_path / "staged", stages=stages)
     fit(cfg, datamodule=tensor_datamodule(), verbose=False)
     want = load_checkpoint(donor_ckpt).state_dict()
