@@ -123,7 +123,7 @@ def main() -> None:
         ck = checkpoint(name, work)
         for backend in args.backends:
             if backend == "onnxruntime":  # export outside the timed run
-                from audet.inference.backends import load_model
+                from audet.inference.loading import load_model
                 from audet.inference.onnx_export import cached_onnx
 
                 cached_onnx(load_model(ck), ck)

@@ -13,7 +13,7 @@ from inference_helpers import AUS, BlobFaces, astronaut, make_checkpoint, scene,
 import audet
 from audet.cli import main
 from audet.inference.backends import CheckpointProblem, clip_offsets
-from audet.inference.faces import DetectedFace, DlibLandmarker, MTCNNDetector
+from audet.faces import DetectedFace, DlibLandmarker, MTCNNFaceDetector
 from audet.inference.tracking import IoUTracker, iou_matrix
 
 
@@ -211,7 +211,7 @@ def test_a_plugged_in_detector_is_used(ckpt):
 
 
 def test_mtcnn_finds_no_face_in_a_blank_image():
-    assert MTCNNDetector().detect(np.full((200, 300, 3), 128, np.uint8)) == []
+    assert MTCNNFaceDetector().detect(np.full((200, 300, 3), 128, np.uint8)) == []
 
 
 def test_without_checkpoint_it_says_how_to_get_one(capsys, tmp_path):

@@ -146,7 +146,7 @@ def _process(item, detector, args, out: Path) -> tuple[list[str], list[str], Pat
 
 def run(args: argparse.Namespace) -> int:
     from audet.inference.backends import NO_CHECKPOINT, CheckpointProblem
-    from audet.inference.faces import FaceModelsMissing
+    from audet.faces import FaceModelsMissing
     from audet.inference.media import MediaError, expand_inputs
 
     if not args.checkpoint:

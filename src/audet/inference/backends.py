@@ -15,8 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["NO_CHECKPOINT", "CheckpointProblem", "clip_offsets", "logits_of", "TorchBackend", "OnnxBackend",
-           "load_backend", "load_model", "ONNX_META_KEY"]
+__all__ = ["NO_CHECKPOINT", "CheckpointProblem", "clip_offsets", "TorchBackend", "OnnxBackend", "ONNX_META_KEY"]
 
 log = logging.getLogger(__name__)
 
@@ -55,15 +54,6 @@ def clip_offsets(preprocess: dict) -> tuple[list[int], int]:
     raise CheckpointProblem(f"checkpoint clip spec {clip} has neither 'offsets' nor 'length'")
 
 
-def logits_of(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The logits-only path: ``forward_logits`` if the model has it, else ``model(x).logits``."""
-    fl = getattr(model, "forward_logits", None)
-    if callable(fl):
-        return fl(x)
-    out = model(x)
-    return out.logits if hasattr(out, "logits") else out
-
-
 def _centre(logits: np.ndarray, ndim_in: int, centre: int) -> np.ndarray:
     if ndim_in == 5 and logits.ndim == 3:  # B x T x A: the centre frame's output
         return logits[:, centre]
@@ -84,7 +74,7 @@ class TorchBackend:
 
     def __call__(self, x: torch.Tensor) -> np.ndarray:
         with torch.inference_mode():
-            logits = logits_of(self.model, x.to(self.device)).float().cpu().numpy()
+            logits = self.model.forward_logits(x.to(self.device)).float().cpu().numpy()
         return 1.0 / (1.0 + np.exp(-_centre(logits, x.ndim, self.centre)))
 
 
@@ -119,55 +109,3 @@ class OnnxBackend:
     def __call__(self, x: torch.Tensor) -> np.ndarray:
         logits = self.session.run(None, {self.input_name: x.detach().cpu().numpy().astype(np.float32)})[0]
         return 1.0 / (1.0 + np.exp(-_centre(np.asarray(logits), x.ndim, self.centre)))
-
-
-def load_model(path) -> torch.nn.Module:
-    from audet.engine.checkpoint import CheckpointError, load_checkpoint
-
-    p = Path(path)
-    try:
-        return load_checkpoint(p)
-    except FileNotFoundError as exc:
-        raise CheckpointProblem(f"checkpoint not found: {exc.filename or exc}; {NO_CHECKPOINT}") from None
-    except CheckpointError as exc:
-        raise CheckpointProblem(f"{exc}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, OSError) as exc:
-        raise CheckpointProblem(f"{p}: not an audet checkpoint ({type(exc).__name__}: {exc}); {NO_CHECKPOINT}") from None
-    except Exception as exc:  # safetensors' own errors on a file that is not one
-        if type(exc).__module__.startswith("safetensors") or "safetensor" in type(exc).__name__.lower():
-            raise CheckpointProblem(f"{p}: not an audet checkpoint ({exc}); {NO_CHECKPOINT}") from None
-        raise
-
-
-def load_backend(checkpoint, backend: str = "torch", device: str = "cpu", threads: int | None = None):
-    """A backend for ``checkpoint``: a path (.safetensors checkpoint or .onnx file) or a loaded model.
-
-    ``backend="onnxruntime"`` with a .safetensors checkpoint uses ``<checkpoint>.onnx`` beside it
-    when that is current (written by ``audet export``), else exports one into a cache folder.
-    """
-    if checkpoint is None or checkpoint == "":
-        raise CheckpointProblem(NO_CHECKPOINT)
-    if isinstance(checkpoint, torch.nn.Module):
-        if backend == "torch":
-            return TorchBackend(checkpoint, device)
-        from audet.inference.onnx_export import export_onnx
-        import tempfile
-
-        out = Path(tempfile.mkdtemp(prefix="audet-onnx-")) / "model.onnx"
-        export_onnx(checkpoint, out, check=False)
-        return OnnxBackend(out, threads)
-    p = Path(checkpoint)
-    if p.suffix == ".onnx":
-        if backend not in ("onnxruntime", "onnx"):
-            raise CheckpointProblem(f"{p} is an ONNX file: use --backend onnxruntime, or give the .safetensors checkpoint")
-        if not p.is_file():
-            raise CheckpointProblem(f"ONNX file not found: {p}")
-        return OnnxBackend(p, threads)
-    if backend == "torch":
-        return TorchBackend(load_model(p), device)
-    if backend not in ("onnxruntime", "onnx"):
-        raise CheckpointProblem(f"unknown backend {backend!r}: torch or onnxruntime")
-    from audet.inference.onnx_export import cached_onnx
-
-    model = load_model(p)
-    return OnnxBackend(cached_onnx(model, p), threads)

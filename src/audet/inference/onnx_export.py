@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from audet.inference.backends import ONNX_META_KEY, clip_offsets, logits_of
+from audet.inference.backends import ONNX_META_KEY, clip_offsets
 from audet.models.base import LogitsOnly
 
 __all__ = ["ExportError", "export_onnx", "check_onnx", "example_input", "cached_onnx"]
@@ -63,7 +63,7 @@ def check_onnx(model: nn.Module, path, batches=(1, 3), atol: float = 1e-4, rtol:
     for i, b in enumerate(batches):
         x = example_input(model, b, seed=100 + i)
         with torch.inference_mode():
-            ref = logits_of(model, x).float().numpy()
+            ref = model.forward_logits(x).float().numpy()
         got = sess.run(None, {name: x.numpy()})[0]
         if got.shape != ref.shape:
             raise ExportError(f"ONNX output shape {got.shape} != PyTorch {ref.shape} at batch {b}")

@@ -30,8 +30,8 @@ import pandas as pd
 import torch
 
 from audet.inference.align import FaceAligner
-from audet.inference.backends import load_backend
-from audet.inference.faces import DetectedFace, make_detector, make_landmarker
+from audet.inference.loading import load_backend
+from audet.faces import DetectedFace, make_face_detector, make_landmarker
 from audet.inference.media import MAX_PIXELS, Frame, FrameError, VideoSource, image_frames, read_image
 from audet.inference.tracking import IoUTracker
 from audet.inference.writers import result_columns
@@ -80,7 +80,7 @@ class Detector:
         checkpoint: an audet checkpoint (.safetensors with its .json), an ONNX file written by
             ``audet export``, or a loaded model.
         face_detector: ``"mtcnn"`` (default), ``"dlib-hog"`` or an object with ``detect(image)``
-            (see :mod:`audet.inference.faces`).
+            (see :mod:`audet.faces`).
         landmarker: ``"dlib"`` (default), a dlib 68-point .dat path, or an object with
             ``landmarks(image, boxes)``.
         backend: ``"torch"`` or ``"onnxruntime"``.
@@ -102,7 +102,7 @@ class Detector:
         self.preprocess = dict(self.model.preprocess)
         self.offsets, self.centre = list(self.model.offsets), int(self.model.centre)
         self.aligner = FaceAligner(self.preprocess)
-        self.face_detector = make_detector(face_detector, **({"min_face_size": int(min_face_size)}
+        self.face_detector = make_face_detector(face_detector, **({"min_face_size": int(min_face_size)}
                                                              if face_detector == "mtcnn" else {}))
         self.landmarker = make_landmarker(landmarker)
         if batch_size < 1 or not 0.0 <= threshold <= 1.0:

@@ -6,14 +6,8 @@
 from audet.models.base import AUModel, DataInfo, LossContext, ModelOutput, PretrainedPart
 from audet.models.registry import create_model, list_models, model_info, register_model
 
-# Importing a method module registers its models. Each is optional while the toolkit grows.
-import importlib as _importlib
-
-for _m in ("ac2d", "baseline", "ensemble", "cisnet", "escda", "aar", "aunet"):
-    try:
-        _importlib.import_module(f"audet.models.{_m}")
-    except ModuleNotFoundError as _exc:
-        if _exc.name != f"audet.models.{_m}":
-            raise
+# Importing a method module registers its models (``import audet.models.registry`` runs this file
+# first, so every lookup sees them). Plain imports: a misspelt or missing module fails here.
+from audet.models import aar, ac2d, aunet, baseline, cisnet, ensemble, escda  # noqa: E402, F401
 
 __all__ = ["AUModel", "DataInfo", "LossContext", "PretrainedPart", "ModelOutput", "create_model", "list_models", "model_info", "register_model"]

@@ -88,7 +88,7 @@ def save_checkpoint(
     """Write ``path`` (.safetensors) and its .json sidecar atomically; return both paths."""
     from safetensors.torch import save as st_save
 
-    from audet import __version__
+    from audet._version import __version__
 
     weights_path, meta_path = checkpoint_paths(path)
     name = getattr(model, "model_name", "") or ""
@@ -255,7 +255,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     :class:`CheckpointError`. The model is returned in eval mode with ``model.checkpoint_meta``
     holding the metadata.
     """
-    from audet.models import create_model
+    from audet.models.registry import create_model
     from audet.models.base import DataInfo, PretrainedWeightsMissing, load_pretrained_parts, pretrained_state_keys
 
     meta = read_checkpoint_meta(path)

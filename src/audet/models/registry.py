@@ -47,18 +47,11 @@ def variant_factory(cls: Callable, defaults: dict) -> Callable:
     return make
 
 
-def _ensure_builtin_models() -> None:
-    # Importing the package registers every built-in method.
-    import audet.models  # noqa: F401
-
-
 def list_models(pattern: str = "*") -> list[str]:
-    _ensure_builtin_models()
     return sorted(k for k in _REGISTRY if fnmatch.fnmatch(k, pattern))
 
 
 def model_info(name: str) -> dict:
-    _ensure_builtin_models()
     if name not in _REGISTRY:
         raise KeyError(_unknown(name))
     return dict(_INFO[name])
@@ -88,7 +81,6 @@ def create_model(name: str, num_aus: int | None = None, *, data=None, **cfg):
     ``data`` (a :class:`audet.models.base.DataInfo` or its dict) is what the training data says;
     it is passed to the factory when given (a model that needs it raises a clear error without it).
     """
-    _ensure_builtin_models()
     if name not in _REGISTRY:
         raise KeyError(_unknown(name))
     if num_aus is not None:
