@@ -59,7 +59,7 @@ def test_export_command_and_onnxruntime_backend_match_torch(ckpt, tmp_path, caps
     import onnx
 
     out = tmp_path / "tiny.onnx"
-    assert main(["export", str(ckpt), "--onnx", "--out", str(out)]) == 0
+    assert main(["export", "-c", str(ckpt), "--out", str(out)]) == 0
     assert "onnxruntime vs PyTorch max |diff|" in capsys.readouterr().out
     meta = json.loads({p.key: p.value for p in onnx.load(str(out)).metadata_props}["audet"])
     assert meta["aus"] == AUS and meta["model"] == "resnet_tiny" and meta["preprocess"]["crop_size"] == 176
@@ -81,8 +81,8 @@ def test_export_command_and_onnxruntime_backend_match_torch(ckpt, tmp_path, caps
     np.testing.assert_allclose(table[cols].to_numpy(), ref[cols].to_numpy(), atol=2e-5)
 
 
-def test_export_needs_a_format_and_a_checkpoint(tmp_path, capsys):
-    assert main(["export", str(tmp_path / "none.safetensors")]) == 2
-    assert "--onnx" in capsys.readouterr().err
-    assert main(["export", str(tmp_path / "none.safetensors"), "--onnx"]) == 2
+def test_export_needs_a_checkpoint_and_no_format_flag(tmp_path, capsys):
+    assert main(["export"]) == 2
+    assert "--checkpoint CKPT is required" in capsys.readouterr().err
+    assert main(["export", "-c", str(tmp_path / "none.safetensors")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err

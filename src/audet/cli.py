@@ -88,9 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 0
+    from audet.commands._common import finish_args
     from audet.utils.log import console_logging
 
     try:
+        finish_args(args)  # e.g. the old positional checkpoint (an error here is a usage error)
         with console_logging():  # library progress and notes (logging) reach the user on stdout
             return int(args._run(args) or 0)
     except KeyboardInterrupt:

@@ -20,13 +20,9 @@ from audet.data.meta import data_aus
 from audet.engine.checkpoint import load_checkpoint
 from audet.engine.data import shared_aus
 from audet.engine.evaluator import AUEvaluator
+from audet.utils.precision import EVAL_PRECISIONS, inference_precision
 
 __all__ = ["evaluate", "eval_dataset", "predict", "run_evaluator", "inference_precision", "EVAL_PRECISIONS"]
-
-#: evaluation/inference precisions: fp32 (default), bf16 autocast (opt-in; fast on CPUs with
-#: AVX-512 bf16 and on GPUs; check its F1 drift), fp16 autocast (CUDA only)
-EVAL_PRECISIONS = ("32", "bf16", "16")
-
 
 def eval_dataset(root, prefix: str, aus: Sequence[int], preprocess: dict, clip=None):
     """The scoring dataset of ``root``/``prefix``: the model's eval transform and, for a clip model,
@@ -39,31 +35,6 @@ def eval_dataset(root, prefix: str, aus: Sequence[int], preprocess: dict, clip=N
         clip = preprocess.get("clip")
     return AUDataset(root, prefix, aus=list(aus), transform=EvalTransform.from_preprocess(preprocess),
                      clip=eval_clip(clip))
-
-
-def inference_precision(precision: str = "32", device="cpu"):
-    """Context manager for inference at ``precision`` (one of :data:`EVAL_PRECISIONS`).
-
-    ``"32"``: nothing (fp32). ``"bf16"``: ``torch.autocast(dtype=torch.bfloat16)`` on the device
-    (logs a warning on a CPU without native bf16, where it is emulated and slow). ``"16"``:
-    fp16 autocast, CUDA only. Cast the logits back with ``.float()``.
-    """
-    import contextlib
-    import logging
-
-    p = {"32-true": "32", "bf16-mixed": "bf16", "16-mixed": "16"}.get(str(precision), str(precision))
-    if p not in EVAL_PRECISIONS:
-        raise ValueError(f"precision={precision!r}; choose one of {', '.join(EVAL_PRECISIONS)}")
-    dev = torch.device(device)
-    if p == "32":
-        return contextlib.nullcontext()
-    if p == "16":
-        if dev.type != "cuda":
-            raise ValueError("precision='16' (fp16 autocast) needs a CUDA device; on a CPU use precision='bf16'")
-        return torch.autocast("cuda", dtype=torch.float16)
-    if dev.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        logging.getLogger(__name__).warning("precision='bf16': this CPU has no native bf16; it will be slow")
-    return torch.autocast(dev.type, dtype=torch.bfloat16)
 
 
 @torch.inference_mode()

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from audet.utils.precision import inference_precision
+
 __all__ = ["NO_CHECKPOINT", "CheckpointProblem", "clip_offsets", "TorchBackend", "OnnxBackend", "ONNX_META_KEY"]
 
 log = logging.getLogger(__name__)
@@ -65,21 +67,24 @@ class TorchBackend:
 
     name = "torch"
 
-    def __init__(self, model: torch.nn.Module, device: str | torch.device = "cpu"):
+    def __init__(self, model: torch.nn.Module, device: str | torch.device = "cpu", precision: str = "32"):
         self.model = model.eval().to(device)
         self.device = torch.device(device)
+        self.precision = str(precision)
+        inference_precision(self.precision, self.device)  # an unknown or impossible precision fails here
+        self._autocast = lambda: inference_precision(self.precision, self.device)
         self.aus = list(getattr(model, "aus", None) or range(1, int(model.num_aus) + 1))
         self.preprocess = dict(getattr(model, "preprocess", {}) or {})
         self.offsets, self.centre = clip_offsets(self.preprocess)
 
     def __call__(self, x: torch.Tensor) -> np.ndarray:
-        with torch.inference_mode():
+        with torch.inference_mode(), self._autocast():
             logits = self.model.forward_logits(x.to(self.device)).float().cpu().numpy()
         return 1.0 / (1.0 + np.exp(-_centre(logits, x.ndim, self.centre)))
 
 
 class OnnxBackend:
-    """onnxruntime inference of a file written by ``audet export --onnx`` (metadata inside)."""
+    """onnxruntime inference of a file written by ``audet export`` (metadata inside)."""
 
     name = "onnxruntime"
 
@@ -98,7 +103,7 @@ class OnnxBackend:
             raise CheckpointProblem(f"{path}: not a loadable ONNX model ({exc})") from None
         meta = self.session.get_modelmeta().custom_metadata_map.get(ONNX_META_KEY)
         if not meta:
-            raise CheckpointProblem(f"{path}: ONNX file without audet metadata; write it with `audet export CHECKPOINT --onnx`")
+            raise CheckpointProblem(f"{path}: ONNX file without audet metadata; write it with `audet export --checkpoint CKPT`")
         meta = json.loads(meta)
         self.meta = meta
         self.aus = [int(a) for a in meta["aus"]]

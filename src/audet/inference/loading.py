@@ -34,17 +34,21 @@ def load_model(path) -> torch.nn.Module:
         raise
 
 
-def load_backend(checkpoint, backend: str = "torch", device: str = "cpu", threads: int | None = None):
+def load_backend(checkpoint, backend: str = "torch", device: str = "cpu", threads: int | None = None,
+                 precision: str = "32"):
     """A backend for ``checkpoint``: a path (.safetensors checkpoint or .onnx file) or a loaded model.
 
     ``backend="onnxruntime"`` with a .safetensors checkpoint uses ``<checkpoint>.onnx`` beside it
     when that is current (written by ``audet export``), else exports one into a cache folder.
+    ``precision``: ``"32"``, ``"bf16"`` or ``"16"`` autocast of the torch backend (onnxruntime: 32 only).
     """
+    if backend != "torch" and str(precision) != "32":
+        raise CheckpointProblem(f"precision {precision} needs the torch backend (onnxruntime runs the fp32 export)")
     if checkpoint is None or checkpoint == "":
         raise CheckpointProblem(NO_CHECKPOINT)
     if isinstance(checkpoint, torch.nn.Module):
         if backend == "torch":
-            return TorchBackend(checkpoint, device)
+            return TorchBackend(checkpoint, device, precision)
         import tempfile
 
         from audet.inference.onnx_export import export_onnx
@@ -60,7 +64,7 @@ def load_backend(checkpoint, backend: str = "torch", device: str = "cpu", thread
             raise CheckpointProblem(f"ONNX file not found: {p}")
         return OnnxBackend(p, threads)
     if backend == "torch":
-        return TorchBackend(load_model(p), device)
+        return TorchBackend(load_model(p), device, precision)
     if backend not in ("onnxruntime", "onnx"):
         raise CheckpointProblem(f"unknown backend {backend!r}: torch or onnxruntime")
     from audet.inference.onnx_export import cached_onnx

@@ -91,13 +91,14 @@ class Detector:
         max_pixels: larger images/videos are refused (``None``: no limit).
         iou_threshold, max_age: face tracking in videos (:class:`IoUTracker`).
         min_face_size: smallest face side (pixels) MTCNN looks for; larger is faster.
+        precision: ``"32"`` (default), ``"bf16"`` or ``"16"`` (CUDA) autocast of the torch backend.
     """
 
     def __init__(self, checkpoint=None, *, face_detector="mtcnn", landmarker="dlib", backend: str = "torch",
                  device: str = "cpu", batch_size: int = 32, threshold: float = 0.5, detect_max_side: int = 1280,
                  max_pixels: int | None = MAX_PIXELS, iou_threshold: float = 0.3, max_age: int = 10,
-                 threads: int | None = None, min_face_size: int = 20):
-        self.model = load_backend(checkpoint, backend, device, threads)
+                 threads: int | None = None, min_face_size: int = 20, precision: str = "32"):
+        self.model = load_backend(checkpoint, backend, device, threads, precision)
         self.aus = list(self.model.aus)
         self.preprocess = dict(self.model.preprocess)
         self.offsets, self.centre = list(self.model.offsets), int(self.model.centre)
