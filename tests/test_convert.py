@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pickle
+
 import pytest
 import torch
 
@@ -84,7 +86,7 @@ def test_numpy_prototypes_load_with_restricted_unpickler(authors12, tmp_path):
     path = tmp_path / "np.pth"
     torch.save({"model": ck["model"], "K_data": ck["K_data"].numpy(), "V_data": ck["V_data"].numpy(),
                 "P_data": np.float64(ck["P_data"])}, path)
-    with pytest.raises(Exception):
+    with pytest.raises(pickle.UnpicklingError):
         torch.load(path, weights_only=True)  # numpy needs the allow-list
     m = convert_ac2d(path, "BP4D")
     assert torch.equal(m.proto_k, ref.proto_k) and torch.allclose(m.proto_v, ref.proto_v)

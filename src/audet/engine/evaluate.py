@@ -13,7 +13,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import torch
 
 from audet.data.meta import data_aus
@@ -22,7 +21,7 @@ from audet.engine.data import shared_aus
 from audet.engine.evaluator import AUEvaluator
 from audet.utils.precision import EVAL_PRECISIONS, inference_precision
 
-__all__ = ["evaluate", "eval_dataset", "predict", "run_evaluator", "inference_precision", "EVAL_PRECISIONS"]
+__all__ = ["evaluate", "eval_dataset", "run_evaluator", "inference_precision", "EVAL_PRECISIONS"]
 
 def eval_dataset(root, prefix: str, aus: Sequence[int], preprocess: dict, clip=None):
     """The scoring dataset of ``root``/``prefix``: the model's eval transform and, for a clip model,
@@ -51,13 +50,6 @@ def run_evaluator(model, loader, evaluator: AUEvaluator, device="cpu", precision
             logits = model.forward_logits(move_data_to_device(batch, device)["image"])
         evaluator.process(batch, logits.float())
     return evaluator
-
-
-def predict(model, loader, columns: Sequence[int], device="cpu", precision: str = "32") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(probs, labels, mask)`` over a loader (every labelled frame once), keeping the model's
-    output ``columns``."""
-    aus = list(range(len(columns)))
-    return run_evaluator(model, loader, AUEvaluator(aus, columns), device, precision).arrays()
 
 
 def evaluate(

@@ -125,7 +125,14 @@ def build_trainer(config: Config | Mapping, run_dir: Path, callbacks: Sequence[L
     if enable_logging:
         csv = CSVLogger(save_dir=str(run_dir / "logs"), name="csv")
         loggers.append(csv)
-        if t.tensorboard:
+        if t.tensorboard == "auto":
+            import importlib.util
+
+            use_tb = importlib.util.find_spec("tensorboard") is not None or \
+                importlib.util.find_spec("tensorboardX") is not None
+        else:
+            use_tb = t.tensorboard
+        if use_tb:
             try:
                 loggers.append(TensorBoardLogger(save_dir=str(run_dir / "logs"), name="tb", version=csv.version,
                                                  default_hp_metric=False))

@@ -123,7 +123,9 @@ class Trainer:
     accumulate_grad_batches: int = key(1, integer(lo=1))
     check_val_every_n_epoch: int = key(1, integer(lo=1))
     progress_bar: Any = key("auto", choice("auto", True, False), "auto: only when stderr is a terminal and not CI")
-    tensorboard: bool = key(True, boolean(), "needs the tensorboard extra (pip install audet[tensorboard])")
+    tensorboard: Any = key("auto", choice("auto", True, False),
+                           "auto: when installed (the tensorboard extra: pip install 'audet[tensorboard]'); true: "
+                           "warn when it is not")
     num_sanity_val_steps: int = key(0, integer(lo=-1))
 
 

@@ -92,7 +92,7 @@ def read_split_file(path: str | os.PathLike) -> dict[str, list[str]]:
             if not toks or toks[0].startswith("#"):
                 continue
             if len(toks) != 2 or toks[0].lower() not in obj:
-                raise ValueError(f"{path} line {ln}: expected '<train|test> <subject>', got {line!r}")
+                raise ValueError(f"{path} line {ln}: expected '<train|test> <subject>', got {line!r}") from None
             obj[toks[0].lower()].append(toks[1])
     if not isinstance(obj, dict) or not {"train", "test"} <= set(obj):
         raise ValueError(f"{path}: expected keys 'train' and 'test'")
