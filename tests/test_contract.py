@@ -98,9 +98,16 @@ class TinyClipNet(AUModel):
 
 @pytest.fixture(scope="module", autouse=True)
 def registered():
-    if "tiny_contract" not in list_models():
-        register_model(lambda **kw: TinyClipNet(**kw), name="tiny_contract")
+    """Registers the small method for this module's tests only: other tests in the same process
+    (xdist workers run several modules) must not see it in list_models()."""
+    from audet.models import registry
+
+    assert "tiny_contract" not in list_models()
+    register_model(lambda **kw: TinyClipNet(**kw), name="tiny_contract")
     yield
+    registry._REGISTRY.pop("tiny_contract")
+    registry._INFO.pop("tiny_contract", None)
+    assert "tiny_contract" not in list_models()
 
 
 # ------------------------------------------------------------------------------------------------

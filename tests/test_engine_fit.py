@@ -186,11 +186,18 @@ def test_a_stage_initialised_from_a_checkpoint_path(tmp_path):
     assert any(not torch.equal(got[k], warm[k]) for k in params)  # not the previous stage's weights
 
 
-def test_lightning_advertisements_are_dropped_from_the_training_log(tmp_path, caplog):
+def test_lightning_advertisements_are_dropped_from_the_training_log(caplog):
+    """Hand-made records on Lightning's rank-zero logger (no fit needed): the advert goes, the rest stays."""
     import logging
 
-    with caplog.at_level(logging.INFO, logger="lightning.pytorch.utilities.rank_zero"):
-        fit(tensor_config(tmp_path / "run", **{"trainer.max_epochs": 1}), datamodule=tensor_datamodule(), verbose=False)
-    messages = [r.getMessage() for r in caplog.records if r.name.startswith("lightning")]
-    assert messages  # Lightning's own information still comes through
-    assert not any("litlogger" in m.lower() for m in messages)
+    from audet.engine.fit import _LIGHTNING_RANK_ZERO, _quiet_warnings
+
+    _quiet_warnings()
+    _quiet_warnings()  # installing twice adds one filter, not two
+    lg = logging.getLogger(_LIGHTNING_RANK_ZERO)
+    assert sum(type(f).__name__ == "_DropAdverts" for f in lg.filters) == 1
+    with caplog.at_level(logging.INFO, logger=_LIGHTNING_RANK_ZERO):
+        lg.info("💡 Tip: For seamless cloud logging and experiment tracking, try installing [litlogger](...)")
+        lg.info("GPU available: False, used: False")
+    messages = [r.getMessage() for r in caplog.records if r.name == _LIGHTNING_RANK_ZERO]
+    assert messages == ["GPU available: False, used: False"]

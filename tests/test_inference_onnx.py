@@ -23,12 +23,21 @@ def build(name):
 
 @pytest.mark.parametrize("name", list_models())
 def test_every_registered_model_exports_and_matches_pytorch(name, tmp_path):
+    """The one export pass over every registered model (was two: here and test_export.py)."""
+    import onnx
+
+    from audet.inference.onnx_export import example_input
+
+    torch.manual_seed(0)
     model = build(name).eval()
     reason = getattr(model, "onnx_unsupported", None)
     if reason:
         pytest.skip(f"{name} declares it cannot be exported: {reason}")
-    torch.manual_seed(0)
+    with torch.no_grad():  # eval: forward_logits == forward(x).logits up to float rounding (fused attention)
+        x = example_input(model, 2)
+        np.testing.assert_allclose(model.forward_logits(x).numpy(), model(x).logits.numpy(), atol=1e-5, rtol=0)
     rep = export_onnx(model, tmp_path / f"{name}.onnx", exporter="torchscript", check=False)
+    onnx.checker.check_model(onnx.load(rep["path"]))
     # a dynamic batch: batches of 1 and 3 against PyTorch
     parity = check_onnx(model, rep["path"], batches=(1, 3), atol=1e-4)
     assert parity["max_abs_diff"] < 1e-4

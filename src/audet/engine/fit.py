@@ -145,20 +145,14 @@ def build_trainer(config: Config | Mapping, run_dir: Path, callbacks: Sequence[L
     cbs = [*callbacks, ckpt]
     if loggers:
         cbs.append(LearningRateMonitor(logging_interval="step"))
-    kwargs = dict(
-        max_epochs=t.max_epochs,
-        accelerator=t.accelerator,
-        devices=t.devices,
-        num_nodes=t.num_nodes,
+    # the trainer section's keys that are Lightning's own Trainer arguments, passed as they are
+    same = ("max_epochs", "accelerator", "devices", "num_nodes", "gradient_clip_val", "gradient_clip_algorithm",
+            "deterministic", "log_every_n_steps", "accumulate_grad_batches", "check_val_every_n_epoch",
+            "num_sanity_val_steps", "limit_train_batches", "limit_val_batches", "limit_test_batches")
+    kwargs = {k: getattr(t, k) for k in same if getattr(t, k) is not None or k == "gradient_clip_val"}
+    kwargs.update(
         strategy=strategy,
         precision=resolve_precision(t.precision, t.accelerator),
-        gradient_clip_val=t.gradient_clip_val,
-        gradient_clip_algorithm=t.gradient_clip_algorithm,
-        deterministic=t.deterministic,
-        log_every_n_steps=t.log_every_n_steps,
-        accumulate_grad_batches=t.accumulate_grad_batches,
-        check_val_every_n_epoch=t.check_val_every_n_epoch,
-        num_sanity_val_steps=t.num_sanity_val_steps,
         enable_progress_bar=_progress_bar(t.progress_bar),
         enable_model_summary=False,
         logger=loggers or False,
@@ -166,9 +160,6 @@ def build_trainer(config: Config | Mapping, run_dir: Path, callbacks: Sequence[L
         callbacks=cbs,
         default_root_dir=str(run_dir),
     )
-    for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches"):
-        if getattr(t, key) is not None:
-            kwargs[key] = getattr(t, key)
     return L.Trainer(**kwargs)
 
 
