@@ -5,6 +5,7 @@
   :func:`evaluate` (``audet.engine.evaluate``);
 - :class:`AUEvaluator` (``audet.engine.evaluator``): the one scoring path (every labelled frame once);
 - :func:`load_config` (``audet.engine.config``): YAML + recipe + dotted overrides + stages, validated;
+- :class:`Config` (``audet.engine.schema``): the one table of config keys, the typed view the engine reads;
 - :func:`save_checkpoint` / :func:`load_checkpoint` / :func:`init_from_checkpoint`
   (``audet.engine.checkpoint``, the format of ``audet.models.checkpoint``): safetensors + JSON,
   AU-identity initialisation.
@@ -25,7 +26,8 @@ _EXPORTS = {
     "AUEvaluator": "evaluator",
     "FitData": "data",
     "load_config": "config",
-    "ConfigError": "config",
+    "ConfigError": "schema",
+    "Config": "schema",
     "save_checkpoint": "checkpoint",
     "load_checkpoint": "checkpoint",
     "init_from_checkpoint": "checkpoint",
