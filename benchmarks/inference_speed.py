@@ -49,7 +49,7 @@ def make_video(path: Path, seconds: float, fps: float = 25.0, size=(640, 360)) -
 def checkpoint(name: str, folder: Path) -> Path:
     import torch
 
-    from audet.engine.checkpoint import save_checkpoint
+    from audet.models.checkpoint import save_checkpoint
     from audet.models import create_model
 
     from audet.models.base import DataInfo

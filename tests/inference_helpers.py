@@ -23,7 +23,7 @@ def face_patch(h: int = 120, w: int = 95) -> np.ndarray:
 
 
 def make_checkpoint(path, clip: dict | None = None, seed: int = 0, **preprocess) -> Path:
-    from audet.engine.checkpoint import save_checkpoint
+    from audet.models.checkpoint import save_checkpoint
     from audet.models import create_model
 
     torch.manual_seed(seed)

@@ -92,7 +92,7 @@ def test_missing_data_folder(bad_checkpoints, tmp_path, capsys, data):
 
 
 def _tiny_checkpoint(path):
-    from audet.engine.checkpoint import save_checkpoint
+    from audet.models.checkpoint import save_checkpoint
     from audet.models import create_model
 
     save_checkpoint(create_model("resnet_tiny", num_aus=4, aus=[1, 2, 4, 6], width=4), path)

@@ -15,7 +15,7 @@ import torch
 from helpers import tensor_config, tensor_datamodule
 
 from audet.engine.callbacks import StopAfterSteps, StopTraining
-from audet.engine.checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
+from audet.models.checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
 from audet.engine.fit import fit
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")

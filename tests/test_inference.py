@@ -58,7 +58,7 @@ class Recorder:
 
 def test_model_input_is_protocol_alignment_plus_checkpoint_transform(ckpt):
     from audet.data.transforms import EvalTransform
-    from audet.engine.checkpoint import load_checkpoint
+    from audet.models.checkpoint import load_checkpoint
     from audet.facs import landmarks68_to_49
     from audet.geometry import align_face
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from audet.engine.evaluate import inference_precision, run_evaluator
-from audet.engine.evaluator import AUEvaluator
+from audet.engine.scoring import AUEvaluator
 from audet.models import create_model
 
 

@@ -4,7 +4,7 @@ path and checkpoint round trip. Uses each model's ``small_config`` (registry met
 import pytest
 import torch
 
-from audet.engine.checkpoint import load_checkpoint, save_checkpoint
+from audet.models.checkpoint import load_checkpoint, save_checkpoint
 from audet.models import DataInfo, LossContext, ModelOutput, create_model, list_models, model_info
 
 AUS = [1, 2, 4, 12]

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from audet.cli import main
-from audet.engine.checkpoint import save_checkpoint
+from audet.models.checkpoint import save_checkpoint
 from audet.models import create_model
 from audet.viz import upsample_map
 

@@ -238,7 +238,7 @@ def check_prepared(path: str | Path, what: str = "--data") -> dict:
 
 def check_checkpoint(path: str | Path, what: str = "CHECKPOINT") -> dict:
     """Read a checkpoint's metadata and tensors once (damaged files fail here, before any work)."""
-    from audet.engine.checkpoint import read_checkpoint_meta, read_state_dict
+    from audet.models.checkpoint import read_checkpoint_meta, read_state_dict
 
     p = Path(path)
     if p.is_dir():

@@ -45,7 +45,7 @@ def run(args) -> int:
 
     spec = args.model
     if spec.endswith((".safetensors", ".json", ".pth", ".pt", ".ckpt")) or Path(spec).exists():
-        from audet.engine.checkpoint import load_checkpoint
+        from audet.models.checkpoint import load_checkpoint
 
         check_checkpoint(spec, "MODEL")
         model = load_checkpoint(spec)

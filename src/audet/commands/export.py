@@ -40,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from audet.engine.checkpoint import checkpoint_paths
+    from audet.models.checkpoint import checkpoint_paths
     from audet.inference.loading import load_model
     from audet.inference.onnx_export import ExportError, export_onnx
 

@@ -4,7 +4,7 @@ Cross-dataset evaluation (paper section 4.3.3) scores the AUs the checkpoint and
 a BP4D model (12 AUs) on GFT (10 AUs) is scored on the 10 common AUs; the result says which AUs
 were evaluated and which of the checkpoint's / data's AUs were left out.
 
-Scoring goes through :class:`audet.engine.evaluator.AUEvaluator` on ``model.forward_logits`` over
+Scoring goes through :class:`audet.engine.scoring.AUEvaluator` on ``model.forward_logits`` over
 :func:`eval_dataset` (a clip model's clips as :func:`audet.data.dataset.eval_clip` serves them) --
 the same path as the training-end test, so both score the same frames.
 """
@@ -16,9 +16,9 @@ from typing import Sequence
 import torch
 
 from audet.data.meta import data_aus
-from audet.engine.checkpoint import load_checkpoint
+from audet.models.checkpoint import load_checkpoint
 from audet.engine.data import shared_aus
-from audet.engine.evaluator import AUEvaluator
+from audet.engine.scoring import AUEvaluator
 from audet.utils.precision import EVAL_PRECISIONS, inference_precision
 
 __all__ = ["evaluate", "eval_dataset", "run_evaluator", "inference_precision", "EVAL_PRECISIONS"]

@@ -234,7 +234,7 @@ def fit(
     ``True`` requires something to resume, ``False`` starts afresh. ``config``: the typed
     :class:`~audet.engine.schema.Config` or a resolved config dict (checked and converted here, once).
     """
-    from audet.engine.checkpoint import init_from_checkpoint, load_weights
+    from audet.models.checkpoint import init_from_checkpoint, load_weights
     from audet.engine.task import build_model
     from audet.models.base import load_pretrained_parts
 
@@ -402,7 +402,7 @@ def _has_test(inner) -> bool:
 
 
 def _test_best_and_last(task: AUTask, trainer: L.Trainer, data: FitData, run_dir: Path) -> dict:
-    from audet.engine.checkpoint import load_weights
+    from audet.models.checkpoint import load_weights
 
     out = {}
     data.inner.setup("test")

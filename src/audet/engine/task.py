@@ -17,7 +17,7 @@ The task never names a method; everything method-specific is a hook of
   ``data_pass_end(results)``) followed by ``on_train_epoch_end(epoch)``;
 - in a ``collect_only`` stage runs no training step at all: the training loader IS the data-pass
   loader, each batch goes to ``data_pass_step`` and the epoch ends with ``data_pass_end``;
-- evaluates with :class:`audet.engine.evaluator.AUEvaluator` on ``model.forward_logits`` (every
+- evaluates with :class:`audet.engine.scoring.AUEvaluator` on ``model.forward_logits`` (every
   labelled frame once; all-gathered and de-duplicated under DDP) and logs F1-frame per AU
   (``<split>/f1_AU<n>``) and the mean (``<split>/f1``), in [0, 1];
 - re-seeds torch/numpy/random at every epoch start from ``(seed, epoch, rank)``, so an epoch is a
@@ -37,7 +37,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from audet.engine.evaluator import AUEvaluator
+from audet.engine.scoring import AUEvaluator
 from audet.engine.optim import build_optimizer
 from audet.engine.schema import Config, Optim, as_config
 from audet.models import LossContext, ModelOutput, create_model

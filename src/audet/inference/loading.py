@@ -17,7 +17,7 @@ __all__ = ["load_model", "load_backend"]
 
 
 def load_model(path) -> torch.nn.Module:
-    from audet.engine.checkpoint import CheckpointError, load_checkpoint
+    from audet.models.checkpoint import CheckpointError, load_checkpoint
 
     p = Path(path)
     try:

@@ -145,7 +145,7 @@ def export_onnx(model: nn.Module, path, *, opset: int = 18, exporter: str = "aut
 def cached_onnx(model: nn.Module, checkpoint) -> Path:
     """``<checkpoint>.onnx`` beside the checkpoint if it is newer than the weights, else export it
     there (or, if that folder is read-only, into a temporary folder) and return its path."""
-    from audet.engine.checkpoint import checkpoint_paths
+    from audet.models.checkpoint import checkpoint_paths
 
     weights, _ = checkpoint_paths(checkpoint)
     target = weights.with_suffix(".onnx")

@@ -1,7 +1,5 @@
 """audet checkpoints: safetensors weights + a JSON sidecar, and AU-identity initialisation.
 
-(The engine re-exports these names as :mod:`audet.engine.checkpoint`.)
-
 ``save_checkpoint(model, "run/best.safetensors", ...)`` writes
 
 - ``run/best.safetensors``: every tensor of ``model.state_dict()`` (parameters AND buffers, e.g.
