@@ -178,6 +178,8 @@ class Stage:
     gradient_clip_val: Any = key("inherit", either(choice("inherit"), number(lo=0, none=True),
                                                    what="'inherit', null or a number >= 0"),
                                  "default: trainer.gradient_clip_val")
+    #: the optim keys the stage itself set (not a config key: what ``to_dict`` writes back)
+    optim_overrides: dict = field(default_factory=dict, compare=False, repr=False, metadata={"internal": True})
 
 
 def _stages_shape(v):
@@ -245,16 +247,21 @@ def as_config(cfg: "Config | Mapping") -> Config:
 # --------------------------------------------------------------------------------------------
 # the table's derived forms
 # --------------------------------------------------------------------------------------------
+def _fields(cls) -> list[dataclasses.Field]:
+    """The config keys of a section (internal bookkeeping fields left out)."""
+    return [f for f in fields(cls) if not f.metadata.get("internal")]
+
+
 def _defaults(cls) -> dict:
     out = {}
-    for f in fields(cls):
+    for f in _fields(cls):
         out[f.name] = _defaults(f.metadata["section"]) if "section" in f.metadata else f.default_factory()
     return out
 
 
 def _checks(cls, prefix: str = "") -> dict:
     out = {}
-    for f in fields(cls):
+    for f in _fields(cls):
         if "section" in f.metadata:
             out.update(_checks(f.metadata["section"], f"{prefix}{f.name}."))
         else:
@@ -264,7 +271,7 @@ def _checks(cls, prefix: str = "") -> dict:
 
 def _free(cls, prefix: str = "") -> set:
     out = set()
-    for f in fields(cls):
+    for f in _fields(cls):
         if "section" in f.metadata:
             out |= _free(f.metadata["section"], f"{prefix}{f.name}.")
         elif f.metadata.get("free"):
@@ -320,13 +327,13 @@ def _build(cls, values: Mapping, prefix: str, source: str, sources: dict) -> Any
     if not isinstance(values, Mapping):
         raise ConfigError(f"config section {prefix.rstrip('.')!r} in {_source_of(sources, prefix.rstrip('.'), source)} "
                           f"must be a mapping, got {values!r}")
-    known = {f.name for f in fields(cls)}
+    known = {f.name for f in _fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"unknown config key {prefix + str(unknown[0])!r} in {source} "
                           f"(keys of {prefix.rstrip('.') or 'a config'}: {', '.join(sorted(known))})")
     kwargs: dict[str, Any] = {}
-    for f in fields(cls):
+    for f in _fields(cls):
         dotted = prefix + f.name
         if "section" in f.metadata:
             kwargs[f.name] = _build(f.metadata["section"], values.get(f.name), dotted + ".", source, sources)
@@ -349,7 +356,7 @@ def check_stages(stages: Any, source: str = "config", *, optim: Optim | Mapping 
         raise ConfigError(f"{source}: 'stages' must be a non-empty list of stage mappings (or absent)")
     top = optim if isinstance(optim, Optim) else _build(Optim, optim or {}, "optim.", source, {})
     optim_fields = {f.name: f for f in fields(Optim)}
-    stage_fields = {f.name: f for f in fields(Stage)}
+    stage_fields = {f.name: f for f in _fields(Stage)}
     out, names = [], set()
     for i, st in enumerate(stages):
         if isinstance(st, Stage):
@@ -379,6 +386,7 @@ def check_stages(stages: Any, source: str = "config", *, optim: Optim | Mapping 
         checked = {k: _checked(f"stages[{i}].optim.{k}", v, optim_fields[k], source, f"{label}: ")
                    for k, v in over.items()}
         vals["optim"] = dataclasses.replace(top, **checked)
+        vals["optim_overrides"] = checked
         if i == 0 and vals.get("init", "previous") == "previous":
             vals["init"] = "none"
         out.append(Stage(**vals))
@@ -386,9 +394,8 @@ def check_stages(stages: Any, source: str = "config", *, optim: Optim | Mapping 
 
 
 def _stage_dict(stage: Stage, top: Optim) -> dict:
-    d = {f.name: copy.deepcopy(getattr(stage, f.name)) for f in fields(Stage)}
-    d["optim"] = {f.name: copy.deepcopy(getattr(stage.optim, f.name)) for f in fields(Optim)
-                  if getattr(stage.optim, f.name) != getattr(top, f.name)}
+    d = {f.name: copy.deepcopy(getattr(stage, f.name)) for f in _fields(Stage)}
+    d["optim"] = copy.deepcopy(stage.optim_overrides)
     return d
 
 
