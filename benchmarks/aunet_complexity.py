@@ -47,7 +47,7 @@ def main() -> None:
 
     print(f"input {s} x {s}; FLOPs = 2 x MACs (torch FlopCounterMode); the paper prints MACs")
     print(f"{'part':<28}{'params':>14}{'GMACs':>10}   paper (params / G)   published code")
-    for name, p_train, pred, p_fan, fan, whole in rows:
+    for name, p_train, pred, _p_fan, _fan, _whole in rows:
         pp, pf = PAPER[name]
         code = CODE.get(name)
         code_s = f"{code[0]:,} / {code[1] / 2e9:.4f}" if code else "-"

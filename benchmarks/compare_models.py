@@ -89,10 +89,10 @@ def main(argv=None) -> int:
     from torch.utils.data import DataLoader
 
     from audet.data.meta import read_dataset_meta, read_fold
-    from audet.engine.checkpoint import load_checkpoint
+    from audet.models.checkpoint import load_checkpoint
     from audet.engine.config import load_config
     from audet.engine.evaluate import eval_dataset, run_evaluator
-    from audet.engine.evaluator import AUEvaluator
+    from audet.engine.scoring import AUEvaluator
     from audet.engine.fit import fit
     from audet.metrics import au_report, paired_bootstrap_f1_diff, to_markdown
 

@@ -36,7 +36,7 @@ def main(argv=None) -> int:
     from torch.utils.data import DataLoader
 
     from audet.data.meta import read_dataset_meta, read_fold
-    from audet.engine.checkpoint import load_checkpoint
+    from audet.models.checkpoint import load_checkpoint
     from audet.engine.evaluate import eval_dataset
     from audet.metrics import au_report, paired_bootstrap_f1_diff, to_markdown
     from audet.models.ensemble import Ensemble

@@ -50,7 +50,7 @@ def probe(checkpoint, data: Path, fold: int, n_train: int, n_test: int, C: float
     from sklearn.metrics import roc_auc_score
 
     from audet.data.meta import read_fold
-    from audet.engine.checkpoint import load_checkpoint
+    from audet.models.checkpoint import load_checkpoint
     from audet.engine.evaluate import eval_dataset
 
     split = read_fold(data, fold)

@@ -49,7 +49,7 @@ def make_video(path: Path, seconds: float, fps: float = 25.0, size=(640, 360)) -
 def checkpoint(name: str, folder: Path) -> Path:
     import torch
 
-    from audet.engine.checkpoint import save_checkpoint
+    from audet.models.checkpoint import save_checkpoint
     from audet.models import create_model
 
     from audet.models.base import DataInfo
@@ -123,7 +123,7 @@ def main() -> None:
         ck = checkpoint(name, work)
         for backend in args.backends:
             if backend == "onnxruntime":  # export outside the timed run
-                from audet.inference.backends import load_model
+                from audet.inference.loading import load_model
                 from audet.inference.onnx_export import cached_onnx
 
                 cached_onnx(load_model(ck), ck)

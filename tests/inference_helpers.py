@@ -23,7 +23,7 @@ def face_patch(h: int = 120, w: int = 95) -> np.ndarray:
 
 
 def make_checkpoint(path, clip: dict | None = None, seed: int = 0, **preprocess) -> Path:
-    from audet.engine.checkpoint import save_checkpoint
+    from audet.models.checkpoint import save_checkpoint
     from audet.models import create_model
 
     torch.manual_seed(seed)
@@ -102,7 +102,7 @@ def make_variable_rate(src, dst, durations: list[int]) -> Path:
 
 # --- a fast stand-in for MTCNN + dlib ------------------------------------------------------------
 # Most inference tests check resuming, chunking, tracking, writers and bad media, not the face
-# models: they use BlobFaces through the public plug-in interface (audet.inference.faces), or, for
+# models: they use BlobFaces through the public plug-in interface (audet.faces), or, for
 # `audet predict`, through use_blob_faces() below. Real MTCNN + dlib stay in the tests of photos
 # (the astronaut, two faces in one photo, EXIF, downscaled detection) and one short video.
 
@@ -115,7 +115,7 @@ class BlobFaces:
     procedural iBUG template (:func:`audet.data.prepare.landmarks.face_template_68`) fitted to the
     box, so the real protocol alignment and the checkpoint's transform still run on them.
 
-    Accepts (and ignores) the keyword arguments of MTCNNDetector / DlibLandmarker, so it can stand in
+    Accepts (and ignores) the keyword arguments of MTCNNFaceDetector / DlibLandmarker, so it can stand in
     for them in the factories.
     """
 
@@ -129,7 +129,7 @@ class BlobFaces:
         self.delay = float(os.environ.get("AUDET_TEST_FACE_DELAY", 0))  # seconds per frame (a kill test)
 
     def detect(self, image):
-        from audet.inference.faces import DetectedFace
+        from audet.faces import DetectedFace
 
         if self.delay:
             import time
@@ -153,13 +153,13 @@ class BlobFaces:
 def use_blob_faces(monkeypatch):
     """Make the built-in factories (``--face-detector mtcnn``, ``--landmarker dlib``, i.e. what
     `audet predict` builds) give :class:`BlobFaces` for the rest of a test."""
-    from audet.inference import faces
+    from audet import faces
 
-    monkeypatch.setitem(faces.DETECTORS, "mtcnn", BlobFaces)
+    monkeypatch.setitem(faces.FACE_DETECTORS, "mtcnn", BlobFaces)
     monkeypatch.setattr(faces, "DlibLandmarker", BlobFaces)
 
 
 #: runs `audet predict` in a subprocess with BlobFaces (tests/ must be on PYTHONPATH)
-BLOB_CLI = ("import sys; from audet.inference import faces; from inference_helpers import BlobFaces; "
-            "faces.DETECTORS['mtcnn'] = BlobFaces; faces.DlibLandmarker = BlobFaces; "
+BLOB_CLI = ("import sys; from audet import faces; from inference_helpers import BlobFaces; "
+            "faces.FACE_DETECTORS['mtcnn'] = BlobFaces; faces.DlibLandmarker = BlobFaces; "
             "from audet.cli import main; sys.exit(main(sys.argv[1:]))")

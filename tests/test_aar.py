@@ -281,7 +281,7 @@ def test_parameter_counts_paper_size():
 # ------------------------------------------------------------------------------------------------
 # transfer by AU identity (DISFA from BP4D) and windowed scoring of long videos
 def test_disfa_from_bp4d_maps_branches_and_graph_rows_by_au():
-    from audet.engine.checkpoint import map_state_by_au
+    from audet.models.checkpoint import map_state_by_au
 
     bp4d, disfa = [1, 2, 4, 6, 7, 10, 12], [1, 2, 4, 6, 9, 12, 25]
     torch.manual_seed(0)
@@ -303,7 +303,7 @@ def test_long_video_scored_once_per_frame_in_windows(tmp_path):
 
     from audet.data.dataset import AUDataset
     from audet.data.transforms import EvalTransform
-    from audet.engine.evaluator import AUEvaluator
+    from audet.engine.scoring import AUEvaluator
 
     root = make_prepared(tmp_path / "d", n_subjects=3, frames=7, n_parts=3)
     ds = AUDataset(root, "SYNTH_part1", clip={"length": 3, "windows": "disjoint", "pad": True},

@@ -143,7 +143,7 @@ def test_stacked_batch_norm_updates_each_branch_like_the_module(momentum):
     ours = [nn.BatchNorm2d(4, momentum=momentum) for _ in range(3)]
     for r, o in zip(ref, ours):
         o.load_state_dict(r.state_dict())
-    for step in range(3):  # cumulative averaging (momentum None) uses 1 / num_batches_tracked
+    for _ in range(3):  # cumulative averaging (momentum None) uses 1 / num_batches_tracked
         x = torch.randn(5, 12, 3, 3)
         want = torch.cat([bn(c) for bn, c in zip(ref, x.chunk(3, dim=1))], dim=1)
         close(stacked_batch_norm(x, ours), want)

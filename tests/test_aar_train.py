@@ -9,7 +9,7 @@ import torch
 from helpers import make_prepared
 
 from audet.engine.callbacks import StopAfterSteps, StopTraining
-from audet.engine.checkpoint import load_checkpoint
+from audet.models.checkpoint import load_checkpoint
 from audet.engine.config import load_config, resolve_config
 from audet.engine.fit import fit
 from audet.engine.optim import WarmupCosine, build_optimizer

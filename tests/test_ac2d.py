@@ -2,14 +2,12 @@
 from __future__ import annotations
 
 import math
-import warnings
 
 import pytest
 import torch
 
 from audet.models.checkpoint import map_state_by_au
 from audet.models import LossContext, create_model, list_models, model_info
-from audet.models.ac2d import AC2D
 
 VARIANTS = ["ac2d", "ac2d_bnet", "ac2d_av", "ac2d_ae", "ac2d_avces", "ac2d_avcsd"]
 BP4D = (1, 2, 4, 6, 7, 10, 12, 14, 15, 17, 23, 24)

@@ -9,7 +9,7 @@ import torch
 from helpers import tensor_config, tensor_datamodule
 
 from audet.engine.callbacks import StopAfterSteps, StopTraining
-from audet.engine.checkpoint import load_checkpoint, read_checkpoint_meta
+from audet.models.checkpoint import load_checkpoint, read_checkpoint_meta
 from audet.engine.fit import fit
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")]

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from audet.data.toy import make_toy_prepared
-from audet.engine.checkpoint import save_checkpoint
+from audet.models.checkpoint import save_checkpoint
 from audet.models import create_model
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"

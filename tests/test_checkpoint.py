@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from audet.engine.checkpoint import (
+from audet.models.checkpoint import (
     CheckpointError,
     init_from_checkpoint,
     load_checkpoint,

@@ -8,7 +8,7 @@ import torch
 
 from helpers import make_prepared, tiny_config
 
-from audet.engine.checkpoint import load_checkpoint
+from audet.models.checkpoint import load_checkpoint
 from audet.engine.fit import fit
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")

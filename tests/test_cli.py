@@ -53,5 +53,5 @@ def test_train_without_data_root_says_so(capsys, tmp_path):
 def test_evaluate_rejects_pickles(capsys, tmp_path):
     (tmp_path / "x.ckpt").write_bytes(b"")
     (tmp_path / "d").mkdir()
-    assert main(["evaluate", str(tmp_path / "x.ckpt"), "--data", str(tmp_path / "d"), "--prefix", "p"]) == 2
+    assert main(["evaluate", "-c", str(tmp_path / "x.ckpt"), "--data", str(tmp_path / "d"), "--prefix", "p"]) == 2
     assert "resuming" in capsys.readouterr().err

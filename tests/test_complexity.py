@@ -95,7 +95,7 @@ def test_ac2d_flops_equal_authors_count(name, num_aus, flops):
 def test_cli_json(capsys):
     from audet.cli import main
 
-    assert main(["complexity", "ac2d", "--num-aus", "12", "--json"]) == 0
+    assert main(["complexity", "ac2d", "--aus", "BP4D", "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
     assert r["params"] == 3_625_196 and r["trainable_params"] == 3_625_196
     assert r["flops"] == 8_952_300_032 and r["input_shape"] == [1, 3, 176, 176]

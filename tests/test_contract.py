@@ -101,9 +101,16 @@ def tiny_clip(aus, data=None, stem_weights=None, allow_random_pretrained=False, 
 
 @pytest.fixture(scope="module", autouse=True)
 def registered():
-    if "tiny_contract" not in list_models():
-        register_model(tiny_clip, name="tiny_contract")
+    """Registers the small method for this module's tests only: other tests in the same process
+    (xdist workers run several modules) must not see it in list_models()."""
+    from audet.models import registry
+
+    assert "tiny_contract" not in list_models()
+    register_model(tiny_clip, name="tiny_contract")
     yield
+    registry._REGISTRY.pop("tiny_contract")
+    registry._INFO.pop("tiny_contract", None)
+    assert "tiny_contract" not in list_models()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -193,9 +200,9 @@ def test_needs_data_and_its_pretrained_file(stem_file, tmp_path):
 def test_stage_config_is_validated(prepared, stem_file, tmp_path):
     cfg = config(prepared, tmp_path, stem_file)
     for bad, msg in [({"name": "x", "epochs": 1, "lr": 1}, "unknown key"),
-                     ({"name": "x", "epochs": 0}, "epochs >= 1"),
-                     ({"name": "x", "epochs": 1, "optim": {"name": "rmsprop"}}, "adamw, adam or sgd"),
-                     ({"name": "x", "epochs": 1, "frozen": "stem.*"}, "list of fnmatch patterns")]:
+                     ({"name": "x", "epochs": 0}, r"epochs=0 .* must be a whole number >= 1"),
+                     ({"name": "x", "epochs": 1, "optim": {"name": "rmsprop"}}, "one of adamw, adam, sgd"),
+                     ({"name": "x", "epochs": 1, "frozen": "stem.*"}, r"a list of texts, e\.g\. \['vae\.\*'\]")]:
         with pytest.raises(ConfigError, match=msg):
             resolve_config({**{k: v for k, v in cfg.items() if k != "stages"}, "stages": [bad]}, None, "t")
 

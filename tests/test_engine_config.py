@@ -2,12 +2,15 @@
 import pytest
 
 from audet.engine.config import ConfigError, load_config, packaged_configs, parse_overrides, resolve_config
+from audet.engine.schema import Config
 
 REQUIRED = ["ac2d_bp4d", "ac2d_disfa", "ac2d_gft", "ac2d_bp4dplus", "ac2d_affwild2", "ac2d_synth_quick"]
 
 
 def test_packaged_configs_load_and_build_their_model():
+    """Every packaged config builds its model (building, not training): a misspelt model.args key fails."""
     from audet.engine.task import build_model
+    from audet.models.base import AUModel, DataInfo
 
     names = packaged_configs()
     assert set(REQUIRED) <= set(names)
@@ -16,6 +19,21 @@ def test_packaged_configs_load_and_build_their_model():
         assert cfg["name"] == n
         assert cfg["selection"]["on_test"] is False
         assert cfg["recipe"] == "paper"
+        aus = cfg["data"]["aus"] or [1, 2, 4, 6]
+        info = DataInfo(aus=aus, subjects=["a", "b", "c"], train_subjects=["a", "b"],
+                        label_stats={"n_frames": 4, "pos": [1] * len(aus), "valid": [4] * len(aus),
+                                     "train_frames_per_subject": {"a": 2, "b": 2}}, dataset=cfg["data"]["dataset"])
+        model = build_model(Config.from_dict(cfg), aus, data=info)
+        assert isinstance(model, AUModel) and model.model_name, n
+        assert [int(a) for a in model.aus] == list(aus), n
+
+
+def test_a_misspelt_model_arg_of_a_packaged_config_fails_to_build():
+    from audet.engine.task import build_model
+
+    cfg = load_config("ac2d_synth_quick", ["model.args.widht=3"])
+    with pytest.raises(ValueError, match="widht"):
+        build_model(cfg, [1, 2, 4])
 
 
 def test_paper_is_default_and_code_recipe_differs():
@@ -73,13 +91,42 @@ def test_base_file_and_cli_config_file(tmp_path):
     assert cfg["data"]["train_prefix"] == "GFT_train" and cfg["optim"]["lr"] == 1e-4 and cfg["name"] == "child"
 
 
-def test_every_declared_key_has_a_type_and_defaults_pass_it():
-    from audet.engine.config import DEFAULTS, SCHEMA, _flat_keys
+def test_every_default_passes_its_own_check_and_the_typed_view_round_trips():
+    from audet.engine.config import DEFAULTS, SCHEMA, get
 
-    declared = {k for k in _flat_keys(DEFAULTS) if k not in ("recipes", "base")}
-    assert declared == set(SCHEMA)
-    for n in packaged_configs():  # every packaged config passes the check
-        load_config(n)
+    for key, check in SCHEMA.items():  # one table: each key's default and check side by side
+        assert check(get(DEFAULTS, key)) == get(DEFAULTS, key), key
+    for n in packaged_configs():  # every packaged config passes the check; dict -> typed -> dict is exact
+        d = load_config(n)
+        typed = Config.from_dict(d)
+        assert typed.to_dict() == d and Config.from_dict(typed.to_dict()) == typed
+    raw = load_config("aunet_bp4d")
+    cfg = Config.from_dict(raw)
+    vae, detector = cfg.stages
+    assert (vae.optim.name, vae.optim.lr, detector.optim.name) == ("adam", 1e-3, "adamw")
+    for stage, d in zip(cfg.stages, raw["stages"]):  # a stage's optim = the top-level one + its overrides
+        merged = {**raw["optim"], **d["optim"]}
+        assert all(getattr(stage.optim, k) == v for k, v in merged.items())
+    assert vae.init == "none" and detector.init == "previous"
+
+
+def test_stage_optimiser_values_are_checked_like_the_top_level_ones(tmp_path):
+    (tmp_path / "staged.yaml").write_text(
+        "base: resnet_tiny_synth\nstages:\n  - name: a\n    epochs: 1\n    optim: {lr: -1, weight_decay: lots}\n")
+    with pytest.raises(ConfigError, match=r"stage 'a': stages\[0\]\.optim\.lr=-1 \(from .*staged\.yaml\) "
+                                          r"must be a number > 0"):
+        load_config(tmp_path / "staged.yaml")
+    with pytest.raises(ConfigError, match=r"stages\[0\]\.optim\.weight_decay=lots .* must be a number >= 0"):
+        load_config(tmp_path / "staged.yaml", ["stages=[{name: a, epochs: 1, optim: {weight_decay: lots}}]"])
+    with pytest.raises(ConfigError, match=r"optim\.schedule=linear .* must be one of cosine, constant, step"):
+        load_config(tmp_path / "staged.yaml", ["stages=[{name: a, epochs: 1, optim: {schedule: linear}}]"])
+    with pytest.raises(ConfigError, match=r"optim\.lr=-1 \(from command-line override\) must be a number > 0"):
+        load_config("resnet_tiny_synth", ["optim.lr=-1"])
+    # a value error is one line
+    try:
+        load_config(tmp_path / "staged.yaml")
+    except ConfigError as exc:
+        assert "\n" not in str(exc)
 
 
 def test_values_are_checked_and_normalised():

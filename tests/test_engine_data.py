@@ -32,7 +32,7 @@ def test_cli_train_then_evaluate_cross_dataset(prepared, tmp_path, capsys):
     # another "dataset" sharing AU2 and AU6 only
     other = make_prepared(tmp_path / "other", n_subjects=3, frames=3, aus=(2, 6, 9), n_parts=3, dataset="OTHER")
     capsys.readouterr()
-    assert main(["evaluate", str(out / "best.safetensors"), "--data", str(other), "--prefix", "OTHER_part1",
+    assert main(["evaluate", "-c", str(out / "best.safetensors"), "--data", str(other), "--prefix", "OTHER_part1",
                  "--out", str(tmp_path / "ev")]) == 0
     text = capsys.readouterr().out
     assert "| AU2 | AU6 | Avg |" in text and "AU9" in text and "AU1 AU4" in text

@@ -15,7 +15,7 @@ import torch
 from helpers import tensor_config, tensor_datamodule
 
 from audet.engine.callbacks import StopAfterSteps, StopTraining
-from audet.engine.checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
+from audet.models.checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
 from audet.engine.fit import fit
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
@@ -169,14 +169,13 @@ def test_epoch_end_prototype_pass_for_models_that_ask(tmp_path, monkeypatch):
 
 
 def test_a_stage_initialised_from_a_checkpoint_path(tmp_path):
-    # `init: PATH`: the stage starts from another run's weights (not the previous stage's); with
-    # lr 0 and no weight decay its parameters stay exactly those weights
+    # `init: PATH`: the stage starts from another run's weights (not the previous stage's); a
+    # collect-only stage (no optimiser step; lr 0 is refused by the schema) keeps exactly those weights
     donor = fit(tensor_config(tmp_path / "donor", **{"seed": 11, "trainer.max_epochs": 1}),
                 datamodule=tensor_datamodule(), verbose=False)
     donor_ckpt = Path(donor["run_dir"]) / "last.safetensors"
     stages = [{"name": "warm", "epochs": 1},
-              {"name": "from_donor", "epochs": 1, "init": str(donor_ckpt),
-               "optim": {"lr": 0.0, "weight_decay": 0.0, "warmup_epochs": 0, "schedule": "constant"}}]
+              {"name": "from_donor", "epochs": 1, "init": str(donor_ckpt), "collect_only": True}]
     cfg = tensor_config(tmp_path / "staged", stages=stages)
     fit(cfg, datamodule=tensor_datamodule(), verbose=False)
     want = load_checkpoint(donor_ckpt).state_dict()
@@ -187,11 +186,18 @@ def test_a_stage_initialised_from_a_checkpoint_path(tmp_path):
     assert any(not torch.equal(got[k], warm[k]) for k in params)  # not the previous stage's weights
 
 
-def test_lightning_advertisements_are_dropped_from_the_training_log(tmp_path, caplog):
+def test_lightning_advertisements_are_dropped_from_the_training_log(caplog):
+    """Hand-made records on Lightning's rank-zero logger (no fit needed): the advert goes, the rest stays."""
     import logging
 
-    with caplog.at_level(logging.INFO, logger="lightning.pytorch.utilities.rank_zero"):
-        fit(tensor_config(tmp_path / "run", **{"trainer.max_epochs": 1}), datamodule=tensor_datamodule(), verbose=False)
-    messages = [r.getMessage() for r in caplog.records if r.name.startswith("lightning")]
-    assert messages  # Lightning's own information still comes through
-    assert not any("litlogger" in m.lower() for m in messages)
+    from audet.engine.fit import _LIGHTNING_RANK_ZERO, _quiet_warnings
+
+    _quiet_warnings()
+    _quiet_warnings()  # installing twice adds one filter, not two
+    lg = logging.getLogger(_LIGHTNING_RANK_ZERO)
+    assert sum(type(f).__name__ == "_DropAdverts" for f in lg.filters) == 1
+    with caplog.at_level(logging.INFO, logger=_LIGHTNING_RANK_ZERO):
+        lg.info("💡 Tip: For seamless cloud logging and experiment tracking, try installing [litlogger](...)")
+        lg.info("GPU available: False, used: False")
+    messages = [r.getMessage() for r in caplog.records if r.name == _LIGHTNING_RANK_ZERO]
+    assert messages == ["GPU available: False, used: False"]

@@ -13,8 +13,8 @@ from inference_helpers import AUS, BlobFaces, astronaut, make_checkpoint, scene,
 import audet
 from audet.cli import main
 from audet.clip import clip_offsets
+from audet.faces import DetectedFace, DlibLandmarker, MTCNNFaceDetector
 from audet.inference.backends import CheckpointProblem
-from audet.inference.faces import DetectedFace, DlibLandmarker, MTCNNDetector
 from audet.inference.tracking import IoUTracker, iou_matrix
 
 
@@ -59,7 +59,7 @@ class Recorder:
 
 def test_model_input_is_protocol_alignment_plus_checkpoint_transform(ckpt):
     from audet.data.transforms import EvalTransform
-    from audet.engine.checkpoint import load_checkpoint
+    from audet.models.checkpoint import load_checkpoint
     from audet.facs import landmarks68_to_49
     from audet.geometry import align_face
 
@@ -214,7 +214,7 @@ def test_a_plugged_in_detector_is_used(ckpt):
 
 
 def test_mtcnn_finds_no_face_in_a_blank_image():
-    assert MTCNNDetector().detect(np.full((200, 300, 3), 128, np.uint8)) == []
+    assert MTCNNFaceDetector().detect(np.full((200, 300, 3), 128, np.uint8)) == []
 
 
 def test_without_checkpoint_it_says_how_to_get_one(capsys, tmp_path):

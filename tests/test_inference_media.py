@@ -10,7 +10,7 @@ from inference_helpers import astronaut, make_checkpoint, make_variable_rate, us
 
 import audet
 from audet.cli import main
-from audet.inference.faces import DlibLandmarker
+from audet.faces import DlibLandmarker
 from audet.inference.media import MediaError, VideoSource, expand_inputs, read_image
 
 
@@ -179,7 +179,7 @@ def test_frames_where_landmarks_or_detection_fail(ckpt):
 
     class Crashes:
         def __init__(self):
-            self.inner, self.n = audet.inference.faces.MTCNNDetector(), 0
+            self.inner, self.n = audet.faces.MTCNNFaceDetector(), 0
 
         def detect(self, image):
             self.n += 1

@@ -23,12 +23,21 @@ def build(name):
 
 @pytest.mark.parametrize("name", list_models())
 def test_every_registered_model_exports_and_matches_pytorch(name, tmp_path):
+    """The one export pass over every registered model (was two: here and test_export.py)."""
+    import onnx
+
+    from audet.inference.onnx_export import example_input
+
+    torch.manual_seed(0)
     model = build(name).eval()
     reason = getattr(model, "onnx_unsupported", None)
     if reason:
         pytest.skip(f"{name} declares it cannot be exported: {reason}")
-    torch.manual_seed(0)
+    with torch.no_grad():  # eval: forward_logits == forward(x).logits up to float rounding (fused attention)
+        x = example_input(model, 2)
+        np.testing.assert_allclose(model.forward_logits(x).numpy(), model(x).logits.numpy(), atol=1e-5, rtol=0)
     rep = export_onnx(model, tmp_path / f"{name}.onnx", exporter="torchscript", check=False)
+    onnx.checker.check_model(onnx.load(rep["path"]))
     # a dynamic batch: batches of 1 and 3 against PyTorch
     parity = check_onnx(model, rep["path"], batches=(1, 3), atol=1e-4)
     assert parity["max_abs_diff"] < 1e-4
@@ -59,7 +68,7 @@ def test_export_command_and_onnxruntime_backend_match_torch(ckpt, tmp_path, caps
     import onnx
 
     out = tmp_path / "tiny.onnx"
-    assert main(["export", str(ckpt), "--onnx", "--out", str(out)]) == 0
+    assert main(["export", "-c", str(ckpt), "--out", str(out)]) == 0
     assert "onnxruntime vs PyTorch max |diff|" in capsys.readouterr().out
     meta = json.loads({p.key: p.value for p in onnx.load(str(out)).metadata_props}["audet"])
     assert meta["aus"] == AUS and meta["model"] == "resnet_tiny" and meta["preprocess"]["crop_size"] == 176
@@ -81,8 +90,8 @@ def test_export_command_and_onnxruntime_backend_match_torch(ckpt, tmp_path, caps
     np.testing.assert_allclose(table[cols].to_numpy(), ref[cols].to_numpy(), atol=2e-5)
 
 
-def test_export_needs_a_format_and_a_checkpoint(tmp_path, capsys):
-    assert main(["export", str(tmp_path / "none.safetensors")]) == 2
-    assert "--onnx" in capsys.readouterr().err
-    assert main(["export", str(tmp_path / "none.safetensors"), "--onnx"]) == 2
+def test_export_needs_a_checkpoint_and_no_format_flag(tmp_path, capsys):
+    assert main(["export"]) == 2
+    assert "--checkpoint CKPT is required" in capsys.readouterr().err
+    assert main(["export", "-c", str(tmp_path / "none.safetensors")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err

@@ -100,4 +100,4 @@ def test_data_aus_is_one_function():
     import audet.data.dataset as dataset
 
     assert data.data_aus is data_aus
-    assert "data_aus" not in dataset.__all__ and getattr(dataset, "data_aus") is data_aus
+    assert "data_aus" not in dataset.__all__ and dataset.data_aus is data_aus

@@ -96,7 +96,7 @@ def test_wrong_file_is_refused():
 
 def test_convert_command_with_vae_and_fan_weights(tmp_path, capsys):
     from audet.cli import main
-    from audet.engine.checkpoint import load_checkpoint
+    from audet.models.checkpoint import load_checkpoint
     from audet.models.layers.fan import FAN
 
     torch.manual_seed(0)

@@ -289,11 +289,11 @@ def test_affwild2_detector_required_and_reasons(tmp_path, capsys):
 
     raw, out = tmp_path / "raw", tmp_path / "out"
     made = fake.make_affwild2(raw)
-    with pytest.raises(ValueError, match="--detector"):
+    with pytest.raises(ValueError, match="--landmarker"):
         _prep("Aff-Wild2", raw, out)
     assert main(["prepare", "affwild2", "--root", str(raw), "--out", str(out)]) == 2
     assert "no landmark annotations" in capsys.readouterr().err
-    with pytest.raises(ValueError, match="unknown landmark detector"):
+    with pytest.raises(ValueError, match="unknown landmarker"):
         _prep("Aff-Wild2", raw, out, detector="no-such-detector")
     s = _prep("Aff-Wild2", raw, out, detector="fake")
     assert _skips(out) == made["expected_skips"]
@@ -306,15 +306,16 @@ def test_affwild2_detector_required_and_reasons(tmp_path, capsys):
     assert len(read_list(out, "Aff-Wild2_val")) == 3
 
 
-def test_detector_registry():
-    from audet.data.prepare.landmarks import (FakeDetector, LandmarkDetector, NoDetectorError,
-                                              create_detector, list_detectors, register_detector)  # fmt: skip
+def test_landmarker_registry():
+    from audet.data.prepare import landmarks
+    from audet.data.prepare.landmarks import (FakeLandmarker, FrameLandmarker, NoLandmarkerError,
+                                              create_landmarker, list_landmarkers, register_landmarker)  # fmt: skip
 
-    with pytest.raises(NoDetectorError, match="--detector"):
-        create_detector(None)
-    assert "fake" in list_detectors()
-    det = create_detector("fake")
-    assert isinstance(det, LandmarkDetector) and isinstance(det, FakeDetector)
+    with pytest.raises(NoLandmarkerError, match="--landmarker"):
+        create_landmarker(None)
+    assert list_landmarkers() == ["dlib", "fake", "mtcnn"]  # registered where they live, no plug-in search
+    det = create_landmarker("fake")
+    assert isinstance(det, FrameLandmarker) and isinstance(det, FakeLandmarker)
     assert det.detect(np.full((50, 60, 3), 7, np.uint8)) is None
     img = np.random.default_rng(0).integers(0, 255, (50, 60, 3), dtype=np.uint8)
     assert det.detect(img).shape == (68, 2)
@@ -326,5 +327,27 @@ def test_detector_registry():
         def detect(self, image):
             return np.zeros((49, 2)) + self.scale
 
-    register_detector("unit-test-centre", Centre)
-    assert create_detector("unit-test-centre", scale=2.0).detect(img)[0, 0] == 2.0
+    register_landmarker("unit-test-centre", Centre)
+    try:
+        assert create_landmarker("unit-test-centre", scale=2.0).detect(img)[0, 0] == 2.0
+    finally:
+        landmarks._REGISTRY.pop("unit-test-centre")
+    with pytest.raises(NoLandmarkerError, match="unknown landmarker 'dlb'"):
+        create_landmarker("dlb")
+    # the names before 0.2 still work for one release
+    assert landmarks.create_detector is create_landmarker and landmarks.LandmarkDetector is FrameLandmarker
+
+
+def test_dlib_landmarker_finds_the_astronauts_face():
+    """The registered dlib plug-in: 68 points inside the face of a real photo (BGR in), None on a blank frame."""
+    from skimage import data
+
+    from audet.data.prepare.landmarks import create_landmarker
+
+    rgb = data.astronaut()
+    det = create_landmarker("dlib")
+    pts = det.detect(np.ascontiguousarray(rgb[..., ::-1]))
+    assert pts.shape == (68, 2)
+    # the astronaut's face lies in x 160-260, y 60-200 of the 512 x 512 photo
+    assert 150 < pts[:, 0].min() and pts[:, 0].max() < 280 and 40 < pts[:, 1].min() and pts[:, 1].max() < 220
+    assert det.detect(np.full((120, 120, 3), 128, np.uint8)) is None

@@ -4,25 +4,15 @@ path and checkpoint round trip. Uses each model's ``small_config`` (registry met
 import pytest
 import torch
 
-from audet.engine.checkpoint import load_checkpoint, save_checkpoint
+from audet.models.checkpoint import load_checkpoint, save_checkpoint
 from audet.models import DataInfo, LossContext, ModelOutput, create_model, list_models, model_info
 
 AUS = [1, 2, 4, 12]
-#: fallbacks for models registered without a ``small_config`` (prefer adding one at registration)
-FALLBACK_SMALL = {"ac2d*": {"img_size": 64, "depths": (1, 1, 2), "drop_path_rate": 0.0, "embed_dim": 16,
-                            "causal_dim": 32}}
-
-
 def small_config(name: str) -> dict:
-    import fnmatch
-
+    """The test size every model declares at registration (``register_model(small_config=...)``)."""
     info = model_info(name)
-    if info.get("small_config") is not None:
-        return dict(info["small_config"])
-    for pat, cfg in FALLBACK_SMALL.items():
-        if fnmatch.fnmatch(name, pat):
-            return dict(cfg)
-    return {}
+    assert info.get("small_config") is not None, f"{name} is registered without a small_config"
+    return dict(info["small_config"])
 
 
 #: a DataInfo for models built from data (subject-dependent models need the vocabulary)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from audet.cli import main
-from audet.engine.checkpoint import save_checkpoint
+from audet.models.checkpoint import save_checkpoint
 from audet.models import create_model
 from audet.viz import upsample_map
 
@@ -33,7 +33,7 @@ def face(tmp_path):
 
 def test_writes_a_png_grid(checkpoint, face, tmp_path, capsys):
     out = tmp_path / "att.png"
-    assert main(["visualize", str(checkpoint), str(face), str(face), "--out", str(out), "--channels", "2"]) == 0
+    assert main(["visualize", "-c", str(checkpoint), str(face), str(face), "--out", str(out), "--channels", "2"]) == 0
     import matplotlib.image as mpimg
 
     img = mpimg.imread(out)
@@ -45,13 +45,13 @@ def test_writes_a_png_grid(checkpoint, face, tmp_path, capsys):
 def test_corrupt_or_small_image_is_a_clear_error(checkpoint, tmp_path, capsys):
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"not a jpeg")
-    assert main(["visualize", str(checkpoint), str(bad), "--out", str(tmp_path / "x.png")]) == 2
+    assert main(["visualize", "-c", str(checkpoint), str(bad), "--out", str(tmp_path / "x.png")]) == 2
     assert "bad.jpg: not a readable image" in capsys.readouterr().err
     import cv2
 
     small = tmp_path / "small.png"
     cv2.imwrite(str(small), np.zeros((100, 120, 3), np.uint8))
-    assert main(["visualize", str(checkpoint), str(small), "--out", str(tmp_path / "x.png")]) == 2
+    assert main(["visualize", "-c", str(checkpoint), str(small), "--out", str(tmp_path / "x.png")]) == 2
     assert "120x100, smaller than the model's 176x176" in capsys.readouterr().err
     assert not (tmp_path / "x.png").exists()
 

@@ -10,7 +10,7 @@ Public entry points:
 - :class:`audet.Detector` -- AU detection on photos and videos (:mod:`audet.inference`).
 """
 
-__version__ = "0.1.0"
+from audet._version import __version__
 
 __all__ = ["Detector", "__version__"]
 

@@ -11,10 +11,9 @@ User errors (a bad option, config value, file or checkpoint) are reported as ONE
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
-from audet import __version__
+from audet._version import __version__
 from audet.commands import COMMANDS
 
 
@@ -39,13 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"audet {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    for name in COMMANDS:
-        try:
-            mod = importlib.import_module(f"audet.commands.{name.replace('-', '_')}")
-        except ModuleNotFoundError as exc:  # a command whose module is not there yet
-            if exc.name == f"audet.commands.{name.replace('-', '_')}":
-                continue
-            raise
+    for name, mod in COMMANDS.items():
+        for attr in ("HELP", "add_arguments", "run"):
+            if not hasattr(mod, attr):
+                raise TypeError(f"command module {mod.__name__} has no {attr} (see audet.commands)")
         p = sub.add_parser(
             name,
             help=mod.HELP,
@@ -92,9 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 0
+    from audet.commands._common import finish_args
     from audet.utils.log import console_logging
 
     try:
+        finish_args(args)  # e.g. the old positional checkpoint (an error here is a usage error)
         with console_logging():  # library progress and notes (logging) reach the user on stdout
             return int(args._run(args) or 0)
     except KeyboardInterrupt:

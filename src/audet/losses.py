@@ -48,6 +48,12 @@ __all__ = [
     "aunet_weighted_bce",
     "label_counts",
     "aar_attention_regression_loss",
+    "escda_au_weights",
+    "escda_weighted_loss",
+    "aunet_vae_loss",
+    "aunet_kl_normal",
+    "aunet_consistency_loss",
+    "aunet_consistency_loss_code",
 ]
 
 Reduction = Literal["mean", "sum", "none"]
@@ -422,7 +428,6 @@ def escda_weighted_loss(logits, labels, mask=None, au_weight=None, pos_weight=No
 
 
 # --- AUNet (aunet.md) ---
-__all__ += ["aunet_vae_loss", "aunet_kl_normal", "aunet_consistency_loss", "aunet_consistency_loss_code"]
 
 
 def aunet_kl_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:

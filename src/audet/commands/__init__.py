@@ -1,20 +1,25 @@
 """Subcommands of the ``audet`` CLI, in the order ``audet --help`` lists them.
 
-A name listed here whose module does not exist yet is skipped.
+One module per subcommand (``HELP``, ``add_arguments(p)``, ``run(args)``; heavy imports inside
+``run``). A new command is one module here plus one entry of :data:`COMMANDS`; the modules are
+imported by name below, so a misspelt or missing one fails at import (never skipped silently).
 """
+from audet.commands import (complexity, convert, cv, demo, evaluate, export, finetune, models, predict,
+                            prepare, synth, train, visualize)
 
-COMMANDS = [
-    "demo",
-    "synth",
-    "prepare",
-    "train",
-    "cv",
-    "evaluate",
-    "finetune",
-    "complexity",
-    "visualize",
-    "predict",
-    "export",
-    "convert",
-    "models",
-]
+#: command name -> module, in the order ``audet --help`` lists them
+COMMANDS = {
+    "demo": demo,
+    "synth": synth,
+    "prepare": prepare,
+    "train": train,
+    "cv": cv,
+    "evaluate": evaluate,
+    "finetune": finetune,
+    "complexity": complexity,
+    "visualize": visualize,
+    "predict": predict,
+    "export": export,
+    "convert": convert,
+    "models": models,
+}

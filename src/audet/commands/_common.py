@@ -2,12 +2,17 @@
 
 Option spellings used by every subcommand (the old spellings still work, hidden, with a note):
 
+  --checkpoint/-c CKPT  an audet checkpoint (evaluate, export, finetune, visualize, predict; the
+                     positional CHECKPOINT of evaluate/export/finetune/visualize still works, hidden)
   --data DIR         a prepared directory (what `audet prepare` / `audet demo` write; = data.root)
   --raw DIR          a raw release (`audet prepare`'s input; was --root)
-  --aus LIST         AU numbers as a comma list (1,2,4) or a dataset name (BP4D)
+  --aus LIST         AU numbers as a comma list (1,2,4) or a dataset name (BP4D); complexity's
+                     --num-aus N is a hidden alias
   --num-workers N    worker processes (was --workers)
-  --batch-size N     batch size (was --batch)
-  --quiet            no progress bar (was --no-progress)
+  --batch-size N     batch size, a whole number >= 1 (was --batch)
+  --precision P      32 | bf16 | 16 (evaluate, predict; train/cv/finetune: = trainer.precision)
+  --quiet            no progress bar (was --no-progress; synth too)
+  --folds K ...      fold numbers (cv); prepare's parts choice is --parts official|auto (was --folds)
 
 Nothing here imports another command or :mod:`audet.cli`; heavy imports stay inside functions so
 that ``audet --help`` stays fast.
@@ -27,6 +32,10 @@ __all__ = [
     "add_aus",
     "add_num_workers",
     "add_quiet",
+    "add_checkpoint",
+    "add_batch_size",
+    "add_precision",
+    "finish_args",
     "parse_aus",
     "check_prepared",
     "check_checkpoint",
@@ -99,6 +108,88 @@ def add_quiet(p: argparse.ArgumentParser, help: str = "no progress bar") -> None
     deprecated_alias(p, "--no-progress", "--quiet", "quiet", flag=True)
 
 
+def add_batch_size(p: argparse.ArgumentParser, default: int, help: str) -> None:
+    p.add_argument("--batch-size", type=positive_int, default=default, metavar="N",
+                   help=f"{help} (default: {default})")
+
+
+#: the precisions of evaluation and inference (``audet.utils.precision.EVAL_PRECISIONS``; kept
+#: here too so that building the parser imports no torch)
+PRECISIONS = ("32", "bf16", "16")
+
+
+def add_precision(p: argparse.ArgumentParser, help: str = "", default: str | None = "32") -> None:
+    p.add_argument("--precision", default=default, choices=PRECISIONS,
+                   help=help or ("32 (default) | bf16 autocast (opt-in: faster on CPUs with AVX-512 bf16; check the "
+                                 "F1 drift) | 16 (fp16 autocast, CUDA only)"))
+
+
+def _add_finisher(p: argparse.ArgumentParser, fn) -> None:
+    """``fn(args)`` runs after parsing, before the command (see :func:`finish_args`)."""
+    fns = list(p.get_default("_finish") or [])
+    p.set_defaults(_finish=[*fns, fn])
+
+
+def finish_args(args: argparse.Namespace) -> argparse.Namespace:
+    """Run the finishers the options registered (e.g. the old positional checkpoint); cli calls it."""
+    for fn in getattr(args, "_finish", None) or []:
+        fn(args)
+    return args
+
+
+def add_checkpoint(p: argparse.ArgumentParser, help: str, *, old_before: Sequence[str] | None = (),
+                   required: bool = True) -> None:
+    """``--checkpoint/-c CKPT``, the one spelling of every command.
+
+    The old positional spelling stays accepted (hidden, with a note) for one release: with
+    ``old_before=()`` a hidden optional positional; with ``old_before=("images",)`` (names of the
+    command's positionals; ``"overrides*"`` may be empty) the first positional is taken as the
+    checkpoint when ``--checkpoint`` is not given. ``old_before=None``: no old spelling (predict).
+    """
+    p.add_argument("--checkpoint", "-c", metavar="CKPT", default=None, help=help)
+    if old_before is not None and not old_before:
+        p.add_argument("old_checkpoint", nargs="?", default=None, metavar="CHECKPOINT", help=argparse.SUPPRESS)
+
+    names = [n.rstrip("*") for n in old_before or ()]
+
+    def finish(args):
+        old = None
+        if old_before is not None and not old_before:
+            old = getattr(args, "old_checkpoint", None)
+            if hasattr(args, "old_checkpoint"):
+                del args.old_checkpoint
+        elif old_before and args.checkpoint is None:
+            items = []
+            for name in names:
+                v = getattr(args, name, None)
+                items += list(v) if isinstance(v, list) else ([] if v is None else [v])
+            if items:
+                old = items.pop(0)
+                for name in names:
+                    if isinstance(getattr(args, name, None), list):
+                        setattr(args, name, items)
+                        items = []
+                    else:
+                        setattr(args, name, items.pop(0) if items else None)
+            missing = [n for n in old_before if not n.endswith("*") and getattr(args, n, None) in (None, [])]
+            if old is not None and missing:
+                raise UsageError(f"{' '.join(n.upper() for n in missing)} missing after the checkpoint "
+                                 f"(see `{p.prog} --help`)")
+        if old is not None:
+            if args.checkpoint is not None:
+                if str(old).replace(",", "").isdigit():  # e.g. --aus 1 2: the 2 landed here
+                    raise UsageError(f"unrecognized argument {old} (a list option takes ONE comma-separated value, "
+                                     "e.g. --aus 1,2,4)")
+                raise UsageError(f"two checkpoints: --checkpoint {args.checkpoint} and {old}; give one")
+            print(f"{p.prog}: note: the positional CHECKPOINT is deprecated; use --checkpoint {old}", file=sys.stderr)
+            args.checkpoint = old
+        if required and not args.checkpoint:
+            raise UsageError("--checkpoint CKPT is required: an audet .safetensors checkpoint "
+                             "(a run's best.safetensors)")
+
+    _add_finisher(p, finish)
+
+
 def parse_aus(spec: str | Sequence[str] | None, option: str = "--aus") -> list[int] | None:
     """``"1,2,4"`` (or ``["1", "2", "4"]``) -> ``[1, 2, 4]``; ``"BP4D"`` -> BP4D's AUs; None -> None
     (:func:`audet.facs.parse_aus`, the one AU-spec parser, with errors as a :class:`UsageError`)."""
@@ -137,7 +228,7 @@ def check_prepared(path: str | Path, what: str = "--data") -> dict:
 
 def check_checkpoint(path: str | Path, what: str = "CHECKPOINT") -> dict:
     """Read a checkpoint's metadata and tensors once (damaged files fail here, before any work)."""
-    from audet.engine.checkpoint import read_checkpoint_meta, read_state_dict
+    from audet.models.checkpoint import read_checkpoint_meta, read_state_dict
 
     p = Path(path)
     if p.is_dir():
@@ -162,6 +253,8 @@ def config_from_args(args) -> dict:
     overrides = parse_overrides(args.overrides or [])
     if getattr(args, "out", None):
         overrides["output.dir"] = args.out
+    if getattr(args, "precision", None):
+        overrides["trainer.precision"] = {"32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed"}[args.precision]
     return load_config(args.config, overrides)
 
 

@@ -10,8 +10,8 @@ FLOPs are counted with torch's FlopCounterMode in eval mode under the MATH atten
 (2 FLOPs per multiply-add; MACs = FLOPs/2, the number papers usually print as "FLOPs").
 
 examples:
-  audet complexity ac2d --num-aus 12          # 3,625,196 params, 8.95 GFLOPs = 4.48 GMACs
-  audet complexity ac2d_bnet --num-aus 8 --json
+  audet complexity ac2d --aus BP4D            # 3,625,196 params, 8.95 GFLOPs = 4.48 GMACs
+  audet complexity ac2d_bnet --aus DISFA --json
   audet complexity cisnet_r34 --aus BP4D      # 22,368,908 params, 9.58 GFLOPs with 27 placeholder subjects
 
 Models built from the data's subject ids (registry info needs_subjects, e.g. CISNet's subject
@@ -23,9 +23,8 @@ def add_arguments(p) -> None:
     from audet.commands._common import add_aus, deprecated_alias, positive_int
 
     p.add_argument("model", help="registered model name or checkpoint path")
-    p.add_argument("--num-aus", type=positive_int, default=None, metavar="N",
-                   help="number of AUs: BP4D's first N (default 12, or the length of --aus)")
-    add_aus(p, "the AUs of the model")
+    add_aus(p, "the AUs of the model (default: BP4D's 12 AUs)")
+    deprecated_alias(p, "--num-aus", "--aus", "num_aus", type=positive_int, metavar="N")
     p.add_argument("--size", type=positive_int, default=None, metavar="PX",
                    help="input side in pixels (default: the model's crop size)")
     p.add_argument("--batch-size", type=positive_int, default=1, metavar="N",
@@ -46,7 +45,7 @@ def run(args) -> int:
 
     spec = args.model
     if spec.endswith((".safetensors", ".json", ".pth", ".pt", ".ckpt")) or Path(spec).exists():
-        from audet.engine.checkpoint import load_checkpoint
+        from audet.models.checkpoint import load_checkpoint
 
         check_checkpoint(spec, "MODEL")
         model = load_checkpoint(spec)
@@ -54,12 +53,13 @@ def run(args) -> int:
         from audet.models.registry import model_aus
 
         aus = parse_aus(args.aus)
-        if aus and args.num_aus is not None and args.num_aus != len(aus):
-            raise UsageError(f"--num-aus {args.num_aus} but --aus lists {len(aus)} AUs; give one of them")
+        old_n = getattr(args, "num_aus", None)  # the hidden --num-aus N of 0.1
+        if aus and old_n is not None and old_n != len(aus):
+            raise UsageError(f"--num-aus {old_n} but --aus lists {len(aus)} AUs; give --aus only")
         try:  # the one AU fallback (BP4D's first N) when only --num-aus (or nothing) is given
-            aus = model_aus(aus, args.num_aus)
+            aus = model_aus(aus, old_n)
         except ValueError as exc:
-            raise UsageError(f"--num-aus {args.num_aus}: {exc}") from None
+            raise UsageError(f"--num-aus {old_n}: {exc}") from None
         kw = {}
         if model_info(spec).get("needs_subjects"):
             from audet.models.base import DataInfo

@@ -18,6 +18,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="dotted config overrides (optional), e.g. data.root=DIR")
     p.add_argument("--out", help="base run directory (= output.dir; folds go to OUT/fold<k>)")
+    from audet.commands._common import add_precision
+
+    add_precision(p, "training precision: 32 | bf16 | 16 (= trainer.precision; default: the config's)", None)
     p.add_argument("--folds", metavar="K", nargs="+",
                    help="only these folds: 0-based numbers, e.g. --folds 0,2 (or --folds 0 2)")
 

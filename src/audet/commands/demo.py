@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
 
     t = _step("5/5 visualise attention")
     from audet.data.listfile import read_list
-    from audet.engine.checkpoint import load_checkpoint
+    from audet.models.checkpoint import load_checkpoint
     from audet.viz import attention_panels
 
     lists = read_list(prepared, test_prefix)

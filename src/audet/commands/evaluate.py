@@ -1,4 +1,4 @@
-"""``audet evaluate CHECKPOINT --data ROOT --prefix PREFIX``: per-AU F1-frame table."""
+"""``audet evaluate --checkpoint CKPT --data ROOT --prefix PREFIX``: per-AU F1-frame table."""
 from __future__ import annotations
 
 import argparse
@@ -10,26 +10,24 @@ Writes a Markdown and a CSV table in the papers' layout (F1 in percent, AU colum
 When the checkpoint and the data have different AU sets (e.g. a BP4D model on GFT), the AUs
 both have are evaluated and the output says which were left out.
 
-  audet evaluate runs/ac2d_bp4d/fold0/best.safetensors --data data/bp4d --prefix BP4D_part3
-  audet evaluate runs/ac2d_bp4d/fold0/best.safetensors --data data/gft --prefix GFT_test --out gft"""
+  audet evaluate -c runs/ac2d_bp4d/fold0/best.safetensors --data data/bp4d --prefix BP4D_part3
+  audet evaluate -c runs/ac2d_bp4d/fold0/best.safetensors --data data/gft --prefix GFT_test --out gft"""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from audet.commands._common import add_aus, add_num_workers, positive_int
+    from audet.commands._common import (add_aus, add_batch_size, add_checkpoint, add_num_workers, add_precision,
+                                        positive_int)
 
-    p.add_argument("checkpoint", help="an audet .safetensors checkpoint (with its .json)")
+    add_checkpoint(p, "an audet .safetensors checkpoint (with its .json)")
     p.add_argument("--data", required=True, metavar="DIR",
                    help="prepared directory (dataset.json, list/, images/), as `audet prepare` writes it")
     p.add_argument("--prefix", help="list-file prefix (default: the test prefix of fold 0 in dataset.json)")
     add_aus(p, "evaluate only these AUs (they must be in both the checkpoint and the data)")
     p.add_argument("--out", help="output path stem for .md and .csv (default: next to the checkpoint)")
-    p.add_argument("--batch-size", type=positive_int, default=64, metavar="N",
-                   help="frames per forward pass (default: %(default)s)")
+    add_batch_size(p, 64, "frames per forward pass")
     add_num_workers(p, 0, "data-loading worker processes")
     p.add_argument("--device", default="cpu", help="torch device to run on, e.g. cpu or cuda:0 (default: %(default)s)")
-    p.add_argument("--precision", default="32", choices=["32", "bf16", "16"],
-                   help="32 (default) | bf16 autocast (opt-in: faster on CPUs with AVX-512 bf16; check the F1 drift)"
-                        " | 16 (fp16 autocast, CUDA only)")
+    add_precision(p)
     p.add_argument("--f1-convention", default="paper", choices=["paper", "aunet", "cis"],
                    help="paper (default: >= 0.5, every audet table) | aunet | cis: the published codes' F1 "
                         "(smoothing; strict > 0.5 and -1 for AUs without positives), docs/metrics.md")

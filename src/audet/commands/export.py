@@ -1,4 +1,4 @@
-"""``audet export CHECKPOINT --onnx``: the logits-only path as an ONNX file, checked against PyTorch."""
+"""``audet export --checkpoint CKPT [--out FILE.onnx]``: the logits-only path as an ONNX file, checked against PyTorch."""
 from __future__ import annotations
 
 import argparse
@@ -12,14 +12,26 @@ random inputs at two batch sizes and compare with PyTorch (fails if they differ 
 any ONNX runtime (input "image": B x 3 x c x c normalised as in the metadata; output "logits").
 
 Example:
-  audet export runs/demo/train/best.safetensors --onnx            # writes runs/demo/train/best.onnx
+  audet export -c runs/demo/train/best.safetensors            # writes runs/demo/train/best.onnx
 """
 
 
+class _OnnxAlias(argparse.Action):
+    """``--onnx`` (no value: nothing to do, ONNX is the only format) or ``--onnx FILE`` (= ``--out FILE``)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if values is not None:
+            namespace.out = values
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", help="audet checkpoint (.safetensors with its .json)")
-    p.add_argument("--onnx", action="store_true", help="export to ONNX (the only format so far)")
-    p.add_argument("--out", help="output file (default: the checkpoint's path with .onnx)")
+    from audet.commands._common import add_checkpoint
+
+    add_checkpoint(p, "audet checkpoint (.safetensors with its .json)")
+    p.add_argument("--out", metavar="FILE.onnx",
+                   help="the ONNX file to write (ONNX is the only format; default: the checkpoint's path with .onnx)")
+    p.add_argument("--onnx", nargs="?", metavar="FILE.onnx", action=_OnnxAlias, default=argparse.SUPPRESS,
+                   help=argparse.SUPPRESS)  # 0.1's required format flag: accepted (optionally with the path)
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (default: %(default)s)")
     p.add_argument("--exporter", choices=("auto", "torchscript", "dynamo"), default="auto",
                    help="torch.onnx exporter: auto (torchscript, then dynamo), torchscript (tracing) or dynamo (torch.export)")
@@ -28,12 +40,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from audet.engine.checkpoint import checkpoint_paths
-    from audet.inference.backends import load_model
+    from audet.models.checkpoint import checkpoint_paths
+    from audet.inference.loading import load_model
     from audet.inference.onnx_export import ExportError, export_onnx
 
-    if not args.onnx:
-        raise ValueError("choose an export format: --onnx")
     model = load_model(args.checkpoint)
     out = args.out or checkpoint_paths(args.checkpoint)[0].with_suffix(".onnx")
     try:

@@ -1,10 +1,10 @@
-"""``audet finetune CHECKPOINT CONFIG [key=value ...]``: train initialised from a checkpoint."""
+"""``audet finetune --checkpoint CKPT CONFIG [key=value ...]``: train initialised from a checkpoint."""
 from __future__ import annotations
 
 import argparse
 
 HELP = "train a config initialised from a checkpoint, AU branches mapped by AU identity"
-DESCRIPTION = """Same as `audet train CONFIG model.init_from=CHECKPOINT ...`.
+DESCRIPTION = """Same as `audet train CONFIG model.init_from=CKPT ...`.
 
 Tensors shared by both models are copied; AU-specific tensors (branches, head rows, prototypes)
 are copied for the AUs both AU sets contain (e.g. DISFA AU1,2,4,6,12 <- BP4D AU1,2,4,6,12) and
@@ -13,11 +13,14 @@ OUT/init_map.json."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", help="an audet .safetensors checkpoint (with its .json)")
+    from audet.commands._common import add_checkpoint, add_precision
+
+    add_checkpoint(p, "an audet .safetensors checkpoint (with its .json)", old_before=("config", "overrides*"))
     p.add_argument("config", help="YAML file or packaged config name")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="dotted config overrides (optional), e.g. data.root=DIR")
     p.add_argument("--out", help="run directory (= output.dir; default runs/<name>)")
+    add_precision(p, "training precision: 32 | bf16 | 16 (= trainer.precision; default: the config's)", None)
     p.add_argument("--no-strict-trunk", action="store_true",
                    help="keep fresh init for non-AU tensors the checkpoint cannot fill (default: error)")
     g = p.add_mutually_exclusive_group()

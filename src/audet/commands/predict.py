@@ -33,10 +33,11 @@ Examples:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from audet.commands._common import add_quiet
+    from audet.commands._common import add_batch_size, add_checkpoint, add_precision, add_quiet
 
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image, folder, video file or camera index")
-    p.add_argument("--checkpoint", "-c", help="audet checkpoint (.safetensors) or an ONNX file from `audet export`")
+    add_checkpoint(p, "audet checkpoint (.safetensors) or an ONNX file from `audet export`", old_before=None,
+                   required=False)
     p.add_argument("--out", "-o", default="predictions", help="output folder (default: %(default)s)")
     p.add_argument("--format", choices=("csv", "parquet"), default="csv", help="table format (parquet needs pyarrow)")
     p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
@@ -45,7 +46,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--face-detector", default="mtcnn", choices=("mtcnn", "dlib-hog"), help="face detector (default: %(default)s)")
     p.add_argument("--min-face-size", type=int, default=20, help="smallest face (pixels) MTCNN looks for; larger is faster (default: %(default)s)")
     p.add_argument("--landmarker", default="dlib", help="'dlib' or the path of a dlib 68-point shape predictor .dat")
-    p.add_argument("--batch-size", type=int, default=32, help="faces per model call (default: %(default)s)")
+    add_batch_size(p, 32, "faces per model call")
+    add_precision(p, "32 (default) | bf16 autocast (torch backend; faster on CPUs with AVX-512 bf16) | "
+                     "16 (fp16 autocast, CUDA only)")
     p.add_argument("--threshold", type=float, default=0.5, help="presence threshold on the probability (default: %(default)s)")
     p.add_argument("--max-pixels", type=float, default=100e6, help="refuse larger images/frames (0: no limit; default 100e6)")
     p.add_argument("--annotate", action="store_true", help="also write annotated images (OUT/<name>/) or video (OUT/<name>_annotated.mp4)")
@@ -146,7 +149,7 @@ def _process(item, detector, args, out: Path) -> tuple[list[str], list[str], Pat
 
 def run(args: argparse.Namespace) -> int:
     from audet.inference.backends import NO_CHECKPOINT, CheckpointProblem
-    from audet.inference.faces import FaceModelsMissing
+    from audet.faces import FaceModelsMissing
     from audet.inference.media import MediaError, expand_inputs
 
     if not args.checkpoint:
@@ -164,6 +167,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         detector = Detector(args.checkpoint, face_detector=args.face_detector, landmarker=args.landmarker,
                             backend=args.backend, device=args.device, batch_size=args.batch_size,
+                            precision=args.precision,
                             threshold=args.threshold, max_pixels=int(args.max_pixels) or None,
                             min_face_size=args.min_face_size)
     except (CheckpointProblem, FaceModelsMissing) as exc:

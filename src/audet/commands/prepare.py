@@ -28,16 +28,16 @@ Expected layouts (--raw):
   GFT        images/<subject>/<frame>.jpg (or videos/<subject>.mp4), AU_OCC/<subject>.csv,
              landmarks/<subject>.csv, split file (--split or split.json)   [assumed layout]
   BP4D+      2D+3D/<subject>/<task>/ (or 2D+3D/<subject>.zip), AUCoding/AU_OCC/<subject>_<task>.csv,
-             2DFeatures/<subject>_<task>.mat (else --detector)
+             2DFeatures/<subject>_<task>.mat (else --landmarker)
   Aff-Wild2  annotations/AU_Detection_Challenge/{Train_Set,Validation_Set}/<video>.txt,
-             cropped_aligned/<video>/<frame>.jpg (or the raw videos); needs --detector
+             cropped_aligned/<video>/<frame>.jpg (or the raw videos); needs --landmarker
 
 examples:
   audet prepare BP4D --raw /data/BP4D --out prepared/bp4d --num-workers 2
   audet prepare DISFA --raw /data/DISFA --out prepared/disfa
   audet prepare GFT --raw /data/GFT --out prepared/gft --split gft_split.json
-  audet prepare Aff-Wild2 --raw /data/affwild2 --out prepared/affwild2 --detector NAME
-      (NAME: a detector registered in audet.data.prepare.landmarks; "fake" is for tests only)
+  audet prepare Aff-Wild2 --raw /data/affwild2 --out prepared/affwild2 --landmarker NAME
+      (NAME: dlib, mtcnn or a landmarker registered in audet.data.prepare.landmarks; "fake" is for tests)
 """
 
 
@@ -51,23 +51,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, metavar="DIR",
                    help="output folder (created): the prepared directory that --data / data.root take")
     add_num_workers(p, 1, "worker processes")
-    p.add_argument("--folds", choices=("official", "auto"), default=None,
+    p.add_argument("--parts", dest="folds", choices=("official", "auto"), default=None,
                    help="parts: official lists of protocol section 5, or deterministic "
                         "assign_parts(seed). Default: official when every subject is listed "
                         "and the release is not synthetic, else auto (with a notice). "
                         "GFT: auto = seeded split with the official 78/18 proportions")  # fmt: skip
-    p.add_argument("--seed", type=int, default=0, help="seed of --folds auto (default 0)")
+    deprecated_alias(p, "--folds", "--parts", "folds", choices=("official", "auto"))
+    p.add_argument("--seed", type=int, default=0, help="seed of --parts auto (default 0)")
     add_aus(p, "AU numbers and label-column order (default: the dataset's AU set)")
     p.add_argument("--image-format", choices=("jpg", "png"), default="jpg",
                    help="aligned crops as JPEG quality 95 (default) or lossless PNG")  # fmt: skip
     p.add_argument("--split", dest="split_file", metavar="FILE",
                    help="GFT train/test subjects: JSON {\"train\": [...], \"test\": [...]} "
                         "or text lines '<train|test> <subject>'")  # fmt: skip
-    p.add_argument("--detector", metavar="NAME",
-                   help="landmark detector for releases without landmarks (Aff-Wild2; BP4D+ "
-                        "without 2DFeatures); see audet.data.prepare.landmarks")  # fmt: skip
-    p.add_argument("--detector-arg", action="append", default=[], metavar="KEY=VALUE",
-                   help="keyword argument for the detector factory (repeatable)")  # fmt: skip
+    p.add_argument("--landmarker", dest="detector", metavar="NAME",
+                   help="frame landmarker for releases without landmarks (Aff-Wild2; BP4D+ without "
+                        "2DFeatures): dlib, mtcnn (the faces extra) or fake (tests); "
+                        "see audet.data.prepare.landmarks (formerly --detector)")  # fmt: skip
+    deprecated_alias(p, "--detector", "--landmarker", "detector", metavar="NAME")
+    p.add_argument("--landmarker-arg", dest="detector_arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="keyword argument for the landmarker factory (repeatable; formerly --detector-arg)")
+    deprecated_alias(p, "--detector-arg", "--landmarker-arg", "detector_arg", metavar="KEY=VALUE")
     p.add_argument("--force", action="store_true",
                    help="redo every sequence even if a finished manifest exists")  # fmt: skip
     add_quiet(p)
@@ -77,7 +81,7 @@ def _parse_kv(items: list[str]) -> dict:
     out = {}
     for it in items:
         if "=" not in it:
-            raise ValueError(f"--detector-arg expects KEY=VALUE, got {it!r}")
+            raise ValueError(f"--landmarker-arg expects KEY=VALUE, got {it!r}")
         k, v = it.split("=", 1)
         try:
             out[k] = json.loads(v)

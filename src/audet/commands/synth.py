@@ -72,7 +72,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     add_num_workers(p, 1, "parallel processes")
     p.add_argument("--force", action="store_true", help="replace a data set already in --out")
-    p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    from audet.commands._common import add_quiet
+
+    add_quiet(p, "no progress bar or summary")
     p.add_argument("--grid", metavar="PNG",
                    help="instead of a data set, write a picture grid of AUs at apex vs neutral "
                         "and of identities/nuisances")  # fmt: skip

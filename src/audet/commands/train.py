@@ -19,6 +19,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="YAML file or packaged config name (see `audet train --list`)", nargs="?")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides (optional)")
     p.add_argument("--out", help="run directory (= output.dir; default runs/<name>)")
+    from audet.commands._common import add_precision
+
+    add_precision(p, "training precision: 32 | bf16 | 16 (= trainer.precision; default: the config's)", None)
     g = p.add_mutually_exclusive_group()
     g.add_argument("--resume", dest="resume", action="store_true", default=None,
                    help="continue from OUT/checkpoints/last.ckpt (error if absent)")

@@ -1,4 +1,4 @@
-"""``audet visualize CHECKPOINT IMAGE...``: average constrained self-attention per AU (AC2D Fig. 5)."""
+"""``audet visualize --checkpoint CKPT IMAGE...``: average constrained self-attention per AU (AC2D Fig. 5)."""
 from __future__ import annotations
 
 import argparse
@@ -16,12 +16,14 @@ attention channels (one query of one head, the same channels for every image), a
 figure does. Works for any model whose output has aux["attention"].
 
 Example:
-  audet visualize runs/demo/train/best.safetensors runs/demo/prepared/images/BP4D/F001/T1/0001.jpg --out att.png
+  audet visualize -c runs/demo/train/best.safetensors runs/demo/prepared/images/BP4D/F001/T1/0001.jpg --out att.png
 """
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", help="audet checkpoint (.safetensors with its .json)")
+    from audet.commands._common import add_checkpoint
+
+    add_checkpoint(p, "audet checkpoint (.safetensors with its .json)", old_before=("images",))
     p.add_argument("images", nargs="+", help="aligned face images (200x200, as written by `audet prepare`)")
     p.add_argument("--out", default="attention.png", help="output PNG (default: %(default)s)")
     from audet.commands._common import nonnegative_int
@@ -35,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from audet.commands._common import check_checkpoint
-    from audet.engine.checkpoint import load_checkpoint
+    from audet.models.checkpoint import load_checkpoint
     from audet.viz import attention_panels, load_aligned
 
     check_checkpoint(args.checkpoint)

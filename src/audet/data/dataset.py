@@ -227,11 +227,6 @@ class AUDataset(Dataset):
     def num_aus(self) -> int:
         return len(self.aus)
 
-    @property
-    def label_mask(self) -> np.ndarray:
-        """float32 ``(N, A)``: 1 where :attr:`labels` is known."""
-        return (self.labels != 9).astype(np.float32)
-
     def image_path(self, i: int) -> Path:
         """Absolute path of local row ``i``."""
         return self.image_root / str(self.paths[i])

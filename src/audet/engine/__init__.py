@@ -3,11 +3,10 @@
 - :class:`AUTask` (``audet.engine.task``): the LightningModule;
 - :func:`fit` (``audet.engine.fit``), :func:`cross_validate` (``audet.engine.cv``),
   :func:`evaluate` (``audet.engine.evaluate``);
-- :class:`AUEvaluator` (``audet.engine.evaluator``): the one scoring path (every labelled frame once);
+- :class:`AUEvaluator` (``audet.engine.scoring``): the one scoring path (every labelled frame once);
 - :func:`load_config` (``audet.engine.config``): YAML + recipe + dotted overrides + stages, validated;
-- :func:`save_checkpoint` / :func:`load_checkpoint` / :func:`init_from_checkpoint`
-  (``audet.engine.checkpoint``, the format of ``audet.models.checkpoint``): safetensors + JSON,
-  AU-identity initialisation.
+- :class:`Config` (``audet.engine.schema``): the one table of config keys, the typed view the engine reads;
+- checkpoints (safetensors + JSON, AU-identity initialisation) are :mod:`audet.models.checkpoint`'s.
 
 Names are imported lazily so that ``import audet.engine`` stays cheap.
 """
@@ -22,16 +21,11 @@ _EXPORTS = {
     "build_trainer": "fit",
     "cross_validate": "cv",
     "evaluate": "evaluate",
-    "AUEvaluator": "evaluator",
+    "AUEvaluator": "scoring",
     "FitData": "data",
     "load_config": "config",
-    "ConfigError": "config",
-    "save_checkpoint": "checkpoint",
-    "load_checkpoint": "checkpoint",
-    "init_from_checkpoint": "checkpoint",
-    "load_weights": "checkpoint",
-    "map_state_by_au": "checkpoint",
-    "CheckpointError": "checkpoint",
+    "ConfigError": "schema",
+    "Config": "schema",
 }
 
 __all__ = sorted(_EXPORTS)

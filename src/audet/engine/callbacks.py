@@ -8,7 +8,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
-from audet.engine.checkpoint import save_checkpoint
+from audet.models.checkpoint import save_checkpoint
 
 __all__ = ["ExportCheckpoints", "StopAfterSteps", "StopTraining"]
 

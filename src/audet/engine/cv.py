@@ -7,15 +7,14 @@ Each fold ``k`` trains in ``<run_dir>/fold<k>`` (``data.fold=k``); a fold whose
 """
 from __future__ import annotations
 
-import logging
-import copy
 import json
+import logging
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
-from audet.engine.config import get
 from audet.data.meta import read_dataset_meta
 from audet.engine.fit import fit, run_dir_of
+from audet.engine.schema import Config, as_config
 from audet.utils.io import write_json_atomic
 
 __all__ = ["cross_validate", "num_folds_of"]
@@ -23,8 +22,9 @@ __all__ = ["cross_validate", "num_folds_of"]
 log = logging.getLogger(__name__)
 
 
-def num_folds_of(config: dict) -> int:
-    root = get(config, "data.root")
+def num_folds_of(config: Config | Mapping) -> int:
+    config = as_config(config)
+    root = config.data.root
     meta = read_dataset_meta(root, required=False) if root else {}
     folds = meta.get("folds")
     if isinstance(folds, list) and folds:
@@ -33,7 +33,7 @@ def num_folds_of(config: dict) -> int:
         return folds
     if isinstance(meta.get("num_folds"), int):
         return int(meta["num_folds"])
-    ds = get(config, "data.dataset") or meta.get("dataset")
+    ds = config.data.dataset or meta.get("dataset")
     if ds:
         from audet.data.folds import num_folds
 
@@ -41,7 +41,7 @@ def num_folds_of(config: dict) -> int:
     raise ValueError(f"cannot tell the number of folds of {root}: no 'folds' in dataset.json and no data.dataset")
 
 
-def cross_validate(config: dict, *, folds: Sequence[int] | None = None, verbose: bool = True,
+def cross_validate(config: Config | Mapping, *, folds: Sequence[int] | None = None, verbose: bool = True,
                    callbacks: Sequence = ()) -> dict:
     """Train every fold (skipping finished ones) and write ``cv_report.md/.csv`` + ``cv_results.json``."""
     import pandas as pd
@@ -49,17 +49,14 @@ def cross_validate(config: dict, *, folds: Sequence[int] | None = None, verbose:
     from audet.engine.reports import f1_table, write_table
     from audet.metrics import mean_over_folds
 
+    config = as_config(config)
     base_dir = run_dir_of(config)
     ks = list(folds) if folds is not None else list(range(num_folds_of(config)))
     per_fold: dict[int, dict] = {}
     for k in ks:
-        cfg = copy.deepcopy(config)
-        cfg["data"]["fold"] = int(k)
-        cfg["data"]["train_prefix"] = None
-        cfg["data"]["test_prefix"] = None
-        cfg["output"]["dir"] = str(base_dir / f"fold{k}")
-        cfg["name"] = f"{config.get('name')}/fold{k}"
-        done = Path(cfg["output"]["dir"]) / "results.json"
+        cfg = config.replace(**{"data.fold": int(k), "data.train_prefix": None, "data.test_prefix": None,
+                                "output.dir": str(base_dir / f"fold{k}"), "name": f"{config.name}/fold{k}"})
+        done = Path(cfg.output.dir) / "results.json"
         if done.is_file() and json.loads(done.read_text()).get("test"):
             if verbose:
                 log.info(f"fold {k}: finished earlier ({done}); not retrained")
@@ -70,7 +67,7 @@ def cross_validate(config: dict, *, folds: Sequence[int] | None = None, verbose:
         per_fold[k] = fit(cfg, verbose=verbose, callbacks=callbacks)
 
     aus = next(iter(per_fold.values()))["aus"]
-    out: dict = {"name": config.get("name"), "folds": ks, "aus": aus, "selection": None, "per_fold": {}}
+    out: dict = {"name": config.name, "folds": ks, "aus": aus, "selection": None, "per_fold": {}}
     tables = []
     rows = {}
     for k in ks:
@@ -91,9 +88,9 @@ def cross_validate(config: dict, *, folds: Sequence[int] | None = None, verbose:
         out["mean"] = {"per_au": {a: float(mean[f"AU{a}"].iloc[0]) / 100 for a in aus},
                        "f1": float(mean["Avg"].iloc[0]) / 100}
         sel = out.get("selection") or {}
-        notes = [f"{config['model']['name']}, recipe {config.get('recipe')}; best checkpoint of each fold selected on: "
+        notes = [f"{config.model.name}, recipe {config.recipe}; best checkpoint of each fold selected on: "
                  f"{sel.get('on')}"]
-        write_table(df, base_dir / "cv_report", title=f"{config.get('name')}: F1-frame, {len(tables)}-fold CV",
+        write_table(df, base_dir / "cv_report", title=f"{config.name}: F1-frame, {len(tables)}-fold CV",
                     notes=notes)
         if verbose:
             from audet.metrics import to_markdown

@@ -19,12 +19,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
+
+from audet.engine.schema import Config, as_config
 
 __all__ = ["EpochShuffleSampler", "FitData", "build_datamodule", "label_arrays", "label_stats"]
 
@@ -78,52 +80,27 @@ def label_stats(labels: np.ndarray, mask: np.ndarray, frame_subjects: Sequence[s
     return out
 
 
-def build_datamodule(config: dict, *, fold: int | None = None, preprocess: dict | None = None):
+def build_datamodule(config: Config | Mapping, *, fold: int | None = None, preprocess: dict | None = None):
     """An :class:`audet.data.AUDataModule` from the ``data`` section (``fold`` overrides ``data.fold``),
     with global subject ids. ``preprocess`` may also be given later (``use_preprocess``)."""
-    d = config["data"]
-    if not d.get("root"):
+    from audet.data import AUDataModule
+
+    cfg = as_config(config)
+    d = cfg.data
+    if not d.root:
         raise ValueError("data.root is not set: give the prepared directory, e.g. `audet train CONFIG data.root=DIR`")
-    root = Path(d["root"])
+    root = Path(d.root)
     if not root.is_dir():
         raise FileNotFoundError(f"data.root {root} is not a directory (prepare it with `audet prepare` or `audet synth`)")
-    try:
-        from audet.data import AUDataModule
-    except ImportError as exc:  # pragma: no cover - while audet.data is incomplete
-        raise ImportError(f"audet.data.AUDataModule is not available: {exc}") from None
-    kwargs: dict[str, Any] = dict(
-        aus=d.get("aus"),
-        batch_size=int(d["batch_size"]),
-        num_workers=int(d["num_workers"]),
-        val_fraction=d.get("val_fraction") or 0.0,
-        seed=int(config.get("seed") or 0),
-        subjects="global",
-    )
-    for key in ("clip", "eval_batch_size"):
-        if d.get(key) is not None:
-            kwargs[key] = d[key]
-    if preprocess is not None:
-        kwargs["preprocess"] = preprocess
-    k = fold if fold is not None else d.get("fold")
-    kwargs = _accepted(AUDataModule, kwargs)
-    if k is not None and not (d.get("train_prefix") and fold is None):
+    kwargs: dict[str, Any] = dict(aus=d.aus, batch_size=d.batch_size, eval_batch_size=d.eval_batch_size,
+                                  num_workers=d.num_workers, val_fraction=d.val_fraction or 0.0, clip=d.clip,
+                                  seed=int(cfg.seed or 0), subjects="global", preprocess=preprocess)
+    k = fold if fold is not None else d.fold
+    if k is not None and not (d.train_prefix and fold is None):
         return AUDataModule.from_fold(root, int(k), **kwargs)
-    if not d.get("train_prefix"):
+    if not d.train_prefix:
         raise ValueError("set data.fold (a fold of dataset.json) or data.train_prefix/data.test_prefix")
-    return AUDataModule(root=root, train_prefix=d["train_prefix"], test_prefix=d.get("test_prefix"), **kwargs)
-
-
-def _accepted(cls, kwargs: dict) -> dict:
-    """Drop keyword arguments ``cls`` does not take (optional features of the DataModule)."""
-    import inspect
-
-    try:
-        params = inspect.signature(cls.__init__).parameters
-    except (TypeError, ValueError):
-        return kwargs
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return kwargs
-    return {k: v for k, v in kwargs.items() if k in params and (v is not None or k == "aus")}
+    return AUDataModule(root=root, train_prefix=d.train_prefix, test_prefix=d.test_prefix, **kwargs)
 
 
 class FitData(L.LightningDataModule):
@@ -189,19 +166,9 @@ class FitData(L.LightningDataModule):
 
     @property
     def has_val(self) -> bool:
-        ds = self._val_dataset()
-        if ds is None:  # no attribute we know: ask the loader
-            try:
-                loader = self.inner.val_dataloader()
-            except Exception:  # noqa: BLE001 - no validation split
-                return False
-            if isinstance(loader, (list, tuple)):
-                loader = loader[0] if loader else None
-            ds = getattr(loader, "dataset", None)
-        try:
-            return ds is not None and len(ds) > 0
-        except TypeError:
-            return True
+        """A non-empty validation split (``inner.val_dataset``, as AUDataModule sets it in ``setup``)."""
+        ds = getattr(self.inner, "val_dataset", None)
+        return ds is not None and len(ds) > 0
 
     @property
     def val_names(self) -> list[str]:
@@ -209,13 +176,6 @@ class FitData(L.LightningDataModule):
         if self.on_test:
             names.append("test")
         return names
-
-    def _val_dataset(self):
-        for name in ("val_dataset", "val_set", "val_ds", "val"):
-            ds = getattr(self.inner, name, None)
-            if ds is not None and not callable(ds):
-                return ds
-        return None
 
     # loaders -----------------------------------------------------------------
     #: set by the engine for a ``collect_only`` stage: the training loader is the data-pass loader

@@ -4,7 +4,7 @@ Cross-dataset evaluation (paper section 4.3.3) scores the AUs the checkpoint and
 a BP4D model (12 AUs) on GFT (10 AUs) is scored on the 10 common AUs; the result says which AUs
 were evaluated and which of the checkpoint's / data's AUs were left out.
 
-Scoring goes through :class:`audet.engine.evaluator.AUEvaluator` on ``model.forward_logits`` over
+Scoring goes through :class:`audet.engine.scoring.AUEvaluator` on ``model.forward_logits`` over
 :func:`eval_dataset` (a clip model's clips as :func:`audet.clip.eval_clip` serves them) --
 the same path as the training-end test, so both score the same frames.
 """
@@ -13,21 +13,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import torch
 
 from audet.data.meta import data_aus
-from audet.engine.checkpoint import load_checkpoint
+from audet.models.checkpoint import load_checkpoint
 from audet.engine.data import shared_aus
-from audet.engine.evaluator import AUEvaluator
+from audet.engine.scoring import AUEvaluator
 from audet.facs import resolve_aus
+from audet.utils.precision import EVAL_PRECISIONS, inference_precision
 
-__all__ = ["evaluate", "eval_dataset", "predict", "run_evaluator", "inference_precision", "EVAL_PRECISIONS"]
-
-#: evaluation/inference precisions: fp32 (default), bf16 autocast (opt-in; fast on CPUs with
-#: AVX-512 bf16 and on GPUs; check its F1 drift), fp16 autocast (CUDA only)
-EVAL_PRECISIONS = ("32", "bf16", "16")
-
+__all__ = ["evaluate", "eval_dataset", "run_evaluator", "inference_precision", "EVAL_PRECISIONS"]
 
 def eval_dataset(root, prefix: str, aus: Sequence[int], preprocess: dict, clip=None):
     """The scoring dataset of ``root``/``prefix``: the model's eval transform and, for a clip model,
@@ -40,31 +35,6 @@ def eval_dataset(root, prefix: str, aus: Sequence[int], preprocess: dict, clip=N
         clip = preprocess.get("clip")
     return AUDataset(root, prefix, aus=list(aus), transform=EvalTransform.from_preprocess(preprocess),
                      clip=eval_clip(clip))
-
-
-def inference_precision(precision: str = "32", device="cpu"):
-    """Context manager for inference at ``precision`` (one of :data:`EVAL_PRECISIONS`).
-
-    ``"32"``: nothing (fp32). ``"bf16"``: ``torch.autocast(dtype=torch.bfloat16)`` on the device
-    (logs a warning on a CPU without native bf16, where it is emulated and slow). ``"16"``:
-    fp16 autocast, CUDA only. Cast the logits back with ``.float()``.
-    """
-    import contextlib
-    import logging
-
-    p = {"32-true": "32", "bf16-mixed": "bf16", "16-mixed": "16"}.get(str(precision), str(precision))
-    if p not in EVAL_PRECISIONS:
-        raise ValueError(f"precision={precision!r}; choose one of {', '.join(EVAL_PRECISIONS)}")
-    dev = torch.device(device)
-    if p == "32":
-        return contextlib.nullcontext()
-    if p == "16":
-        if dev.type != "cuda":
-            raise ValueError("precision='16' (fp16 autocast) needs a CUDA device; on a CPU use precision='bf16'")
-        return torch.autocast("cuda", dtype=torch.float16)
-    if dev.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        logging.getLogger(__name__).warning("precision='bf16': this CPU has no native bf16; it will be slow")
-    return torch.autocast(dev.type, dtype=torch.bfloat16)
 
 
 @torch.inference_mode()
@@ -81,13 +51,6 @@ def run_evaluator(model, loader, evaluator: AUEvaluator, device="cpu", precision
             logits = model.forward_logits(move_data_to_device(batch, device)["image"])
         evaluator.process(batch, logits.float())
     return evaluator
-
-
-def predict(model, loader, columns: Sequence[int], device="cpu", precision: str = "32") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(probs, labels, mask)`` over a loader (every labelled frame once), keeping the model's
-    output ``columns``."""
-    aus = list(range(len(columns)))
-    return run_evaluator(model, loader, AUEvaluator(aus, columns), device, precision).arrays()
 
 
 def evaluate(

@@ -25,23 +25,24 @@ preprocessing).
 """
 from __future__ import annotations
 
-import logging
-import copy
+import dataclasses
 import fnmatch
+import logging
 import json
 import os
 import shutil
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import lightning as L
 import torch
 
 from audet.engine.callbacks import ExportCheckpoints
-from audet.engine.config import dump_config, get
+from audet.engine.config import dump_config
 from audet.engine.data import FitData, build_datamodule
+from audet.engine.schema import Config, Stage, as_config
 from audet.engine.task import AUTask
 from audet.utils.io import write_json_atomic, write_text_atomic
 
@@ -50,8 +51,9 @@ __all__ = ["fit", "run_dir_of", "build_trainer", "resolve_precision", "monitor_o
 log = logging.getLogger(__name__)
 
 
-def run_dir_of(config: dict) -> Path:
-    return Path(get(config, "output.dir") or Path("runs") / (config.get("name") or "run"))
+def run_dir_of(config: Config | Mapping) -> Path:
+    cfg = as_config(config)
+    return Path(cfg.output.dir or Path("runs") / (cfg.name or "run"))
 
 
 def resolve_precision(precision: Any, accelerator: str = "auto") -> str:
@@ -67,10 +69,11 @@ def resolve_precision(precision: Any, accelerator: str = "auto") -> str:
     return "32-true"
 
 
-def monitor_of(config: dict, has_val: bool) -> tuple[str | None, str]:
+def monitor_of(config: Config | Mapping, has_val: bool) -> tuple[str | None, str]:
     """(metric to monitor, label of the selection split)."""
-    metric = get(config, "selection.monitor") or "f1"
-    if get(config, "selection.on_test"):
+    sel = as_config(config).selection
+    metric = sel.monitor
+    if sel.on_test:
         return f"test/{metric}", "test fold (published habit; inflates results)"
     if has_val:
         return f"val/{metric}", "validation subjects held out from training"
@@ -107,13 +110,14 @@ def AtomicCheckpointIO():  # noqa: N802 (a factory so that importing this module
     return _atomic_io()()
 
 
-def build_trainer(config: dict, run_dir: Path, callbacks: Sequence[L.Callback] = (), *, enable_logging: bool = True) -> L.Trainer:
+def build_trainer(config: Config | Mapping, run_dir: Path, callbacks: Sequence[L.Callback] = (), *,
+                  enable_logging: bool = True) -> L.Trainer:
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-    t = config["trainer"]
-    strategy: Any = t.get("strategy", "auto")
-    if strategy in ("ddp", "ddp_spawn") and t.get("find_unused_parameters"):
+    t = as_config(config).trainer
+    strategy: Any = t.strategy
+    if strategy in ("ddp", "ddp_spawn") and t.find_unused_parameters:
         from lightning.pytorch.strategies import DDPStrategy
 
         strategy = DDPStrategy(start_method="spawn" if strategy == "ddp_spawn" else "popen", find_unused_parameters=True)
@@ -121,42 +125,41 @@ def build_trainer(config: dict, run_dir: Path, callbacks: Sequence[L.Callback] =
     if enable_logging:
         csv = CSVLogger(save_dir=str(run_dir / "logs"), name="csv")
         loggers.append(csv)
-        if t.get("tensorboard", True):
+        if t.tensorboard == "auto":
+            import importlib.util
+
+            use_tb = importlib.util.find_spec("tensorboard") is not None or \
+                importlib.util.find_spec("tensorboardX") is not None
+        else:
+            use_tb = t.tensorboard
+        if use_tb:
             try:
                 loggers.append(TensorBoardLogger(save_dir=str(run_dir / "logs"), name="tb", version=csv.version,
                                                  default_hp_metric=False))
-            except ModuleNotFoundError:  # tensorboard is a dependency, but keep training without it
-                warnings.warn("tensorboard is not installed; logging to CSV only", stacklevel=2)
+            except ModuleNotFoundError:  # the optional extra: pip install audet[tensorboard]
+                warnings.warn("tensorboard is not installed (pip install 'audet[tensorboard]'); logging to CSV "
+                              "only (trainer.tensorboard=false silences this)", stacklevel=2)
     # the newest state as checkpoints/last.ckpt after every epoch (monitor=None + top-1 = keep the latest)
     ckpt = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="last", monitor=None, save_top_k=1,
                            save_last=False, enable_version_counter=False)
     cbs = [*callbacks, ckpt]
     if loggers:
         cbs.append(LearningRateMonitor(logging_interval="step"))
-    kwargs = dict(
-        max_epochs=int(t["max_epochs"]),
-        accelerator=t.get("accelerator", "auto"),
-        devices=t.get("devices", 1),
-        num_nodes=int(t.get("num_nodes", 1)),
+    # the trainer section's keys that are Lightning's own Trainer arguments, passed as they are
+    same = ("max_epochs", "accelerator", "devices", "num_nodes", "gradient_clip_val", "gradient_clip_algorithm",
+            "deterministic", "log_every_n_steps", "accumulate_grad_batches", "check_val_every_n_epoch",
+            "num_sanity_val_steps", "limit_train_batches", "limit_val_batches", "limit_test_batches")
+    kwargs = {k: getattr(t, k) for k in same if getattr(t, k) is not None or k == "gradient_clip_val"}
+    kwargs.update(
         strategy=strategy,
-        precision=resolve_precision(t.get("precision", "auto"), t.get("accelerator", "auto")),
-        gradient_clip_val=t.get("gradient_clip_val"),
-        gradient_clip_algorithm=t.get("gradient_clip_algorithm", "norm"),
-        deterministic=bool(t.get("deterministic", False)),
-        log_every_n_steps=int(t.get("log_every_n_steps", 50)),
-        accumulate_grad_batches=int(t.get("accumulate_grad_batches", 1)),
-        check_val_every_n_epoch=int(t.get("check_val_every_n_epoch", 1)),
-        num_sanity_val_steps=int(t.get("num_sanity_val_steps", 0)),
-        enable_progress_bar=_progress_bar(t.get("progress_bar", "auto")),
+        precision=resolve_precision(t.precision, t.accelerator),
+        enable_progress_bar=_progress_bar(t.progress_bar),
         enable_model_summary=False,
         logger=loggers or False,
         plugins=[AtomicCheckpointIO()],
         callbacks=cbs,
         default_root_dir=str(run_dir),
     )
-    for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches"):
-        if t.get(key) is not None:
-            kwargs[key] = t[key]
     return L.Trainer(**kwargs)
 
 
@@ -188,35 +191,24 @@ def _quiet_warnings() -> None:
         lg.addFilter(_DropAdverts())
 
 
-def _stages_of(config: dict) -> tuple[list[dict], bool]:
-    """(stages, staged): the validated ``stages`` list, or one implicit stage from optim/trainer."""
-    from audet.engine.config import check_stages
-
-    stages = check_stages(config.get("stages"), "config")
-    if stages:
-        return stages, True
-    return [{"name": "", "epochs": int(get(config, "trainer.max_epochs")), "optim": {}, "trainable": None,
-             "frozen": [], "collect_only": False, "init": "none", "gradient_clip_val": "inherit"}], False
+def _stage_dir(run_dir: Path, idx: int, stage: Stage, staged: bool) -> Path:
+    return run_dir / "stages" / f"{idx}_{stage.name}" if staged else run_dir
 
 
-def _stage_dir(run_dir: Path, idx: int, stage: dict, staged: bool) -> Path:
-    return run_dir / "stages" / f"{idx}_{stage['name']}" if staged else run_dir
-
-
-def _set_trainable(model, stage: dict) -> dict:
+def _set_trainable(model, stage: Stage) -> dict:
     """Freeze per the model's frozen pretrained parts and the stage; returns a summary."""
     model.unfreeze()
     names = [n for n, _ in model.named_parameters()]
     for key in ("frozen", "trainable"):
-        for pat in stage.get(key) or []:
+        for pat in getattr(stage, key) or []:
             if not any(fnmatch.fnmatchcase(n, pat) for n in names):
-                raise ValueError(f"stage {stage['name']!r}: {key} pattern {pat!r} matches no parameter of "
+                raise ValueError(f"stage {stage.name!r}: {key} pattern {pat!r} matches no parameter of "
                                  f"{model.model_name} (names look like {', '.join(names[:3])}, ...)")
     frozen = [p.module + ".*" for p in model.pretrained_parts().values() if p.frozen]
-    frozen += list(stage.get("frozen") or [])
+    frozen += list(stage.frozen or [])
     if frozen:
         model.freeze(frozen)
-    patterns = stage.get("trainable")
+    patterns = stage.trainable
     if patterns is not None:
         for name, p in model.named_parameters():
             if not any(fnmatch.fnmatchcase(name, pat) for pat in patterns):
@@ -227,7 +219,7 @@ def _set_trainable(model, stage: dict) -> dict:
 
 
 def fit(
-    config: dict,
+    config: Config | Mapping,
     *,
     resume: bool | None = None,
     callbacks: Sequence[L.Callback] = (),
@@ -239,29 +231,31 @@ def fit(
 
     ``resume``: ``None`` follows ``output.resume`` (``auto``: continue from the checkpoints when
     present: finished stages are skipped, the current one continues from its ``last.ckpt``),
-    ``True`` requires something to resume, ``False`` starts afresh.
+    ``True`` requires something to resume, ``False`` starts afresh. ``config``: the typed
+    :class:`~audet.engine.schema.Config` or a resolved config dict (checked and converted here, once).
     """
-    from audet.engine.checkpoint import init_from_checkpoint, load_weights
+    from audet.models.checkpoint import init_from_checkpoint, load_weights
     from audet.engine.task import build_model
     from audet.models.base import load_pretrained_parts
 
     _quiet_warnings()
+    config = as_config(config)
     run_dir = run_dir_of(config)
-    seed = int(config.get("seed") or 0)
-    stages, staged = _stages_of(config)
+    seed = int(config.seed or 0)
+    stages, staged = config.stage_list(), bool(config.stages)
     L.seed_everything(seed, workers=True, verbose=False)
-    if get(config, "trainer.deterministic"):
+    if config.trainer.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
     # the data first (no dataset is built yet), then the model ONCE from what the data says
     inner = build_datamodule(config, fold=fold) if datamodule is None else datamodule
-    on_test = bool(get(config, "selection.on_test"))
+    on_test = config.selection.on_test
     data = FitData(inner, seed=seed, on_test=on_test)
-    info = data.data_info(dataset=get(config, "data.dataset"))
+    info = data.data_info(dataset=config.data.dataset)
     L.seed_everything(seed, workers=True, verbose=False)
     model = build_model(config, info.aus, data=info)
     pretrained = load_pretrained_parts(model)
-    if datamodule is None and hasattr(inner, "use_preprocess"):
+    if datamodule is None:
         # the model's crop, normalisation and clip (a data.clip that disagrees is refused)
         inner.use_preprocess(model.preprocess, model=model.model_name)
         info.clip = inner.clip  # what the data serves: the model's clip (+ data.clip's windows/pad)
@@ -274,7 +268,7 @@ def fit(
     labels, mask = data.training_labels()
     ctx = model.loss_context(info, labels, mask)
 
-    setting = str(get(config, "output.resume", "auto")).lower() if resume is None else ("true" if resume else "false")
+    setting = str(config.output.resume).lower() if resume is None else ("true" if resume else "false")
     dirs = [_stage_dir(run_dir, i, st, staged) for i, st in enumerate(stages)]
     done = [setting != "false" and staged and _stage_done(d) for d in dirs]
     ckpts = [d / "checkpoints" / "last.ckpt" if setting != "false" and (d / "checkpoints" / "last.ckpt").is_file()
@@ -284,15 +278,14 @@ def fit(
     resuming = any(done) or any(ckpts)
 
     init_report = None
-    if get(config, "model.init_from"):
-        init_report = init_from_checkpoint(model, get(config, "model.init_from"),
-                                           strict_trunk=bool(get(config, "model.init_strict_trunk", True)))
+    if config.model.init_from:
+        init_report = init_from_checkpoint(model, config.model.init_from, strict_trunk=config.model.init_strict_trunk)
     initial = {k: v.detach().clone() for k, v in model.state_dict().items()} if staged else None
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 
     if getattr(rank_zero_only, "rank", 0) == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(run_dir / "config.yaml", dump_config(config))
+        write_text_atomic(run_dir / "config.yaml", dump_config(config.to_dict()))
         if init_report is not None and not resuming:
             write_json_atomic(run_dir / "init_map.json", _init_summary(init_report))
             if verbose:
@@ -308,45 +301,41 @@ def fit(
         if done[idx]:
             stage_results.append(json.loads((sdir / "stage.json").read_text()))
             if verbose:
-                log.info(f"stage {stage['name']}: finished earlier ({sdir}); not rerun")
+                log.info(f"stage {stage.name}: finished earlier ({sdir}); not rerun")
             continue
         trainable = _set_trainable(model, stage)
-        model.on_stage_start(stage["name"])
+        model.on_stage_start(stage.name)
         ckpt_path = ckpts[idx]
         if ckpt_path is None and staged:  # the stage's initial weights
-            init = stage["init"]
-            if init == "previous":
+            if stage.init == "previous":
                 load_weights(model, dirs[idx - 1] / "last.safetensors")
-            elif init == "none":
+            elif stage.init == "none":
                 model.load_state_dict(initial)
             else:
-                init_from_checkpoint(model, init, strict_trunk=bool(get(config, "model.init_strict_trunk", True)))
+                init_from_checkpoint(model, stage.init, strict_trunk=config.model.init_strict_trunk)
         stage_seed = seed + 1009 * idx
         if idx > 0:
             L.seed_everything(stage_seed, workers=True, verbose=False)
-        scfg = copy.deepcopy(config)
-        scfg["trainer"]["max_epochs"] = int(stage["epochs"])
-        if stage["collect_only"]:
-            scfg["trainer"]["gradient_clip_val"] = None
-        elif stage["gradient_clip_val"] != "inherit":
-            scfg["trainer"]["gradient_clip_val"] = stage["gradient_clip_val"]
-        data.collect_only = bool(stage["collect_only"])
-        task = AUTask(config, model, ctx, val_names=data.val_names, optim={**config["optim"], **stage["optim"]},
-                      collect_only=stage["collect_only"], seed=stage_seed)
-        extra = {"stage": stage["name"], "stage_index": idx} if staged else None
-        export = ExportCheckpoints(sdir, config, monitor, get(config, "selection.mode") or "max", selection_label,
+        clip = config.trainer.gradient_clip_val if stage.gradient_clip_val == "inherit" else stage.gradient_clip_val
+        stage_trainer = dataclasses.replace(config.trainer, max_epochs=stage.epochs,
+                                            gradient_clip_val=None if stage.collect_only else clip)
+        data.collect_only = stage.collect_only
+        task = AUTask(config, model, ctx, val_names=data.val_names, optim=stage.optim,
+                      collect_only=stage.collect_only, seed=stage_seed)
+        extra = {"stage": stage.name, "stage_index": idx} if staged else None
+        export = ExportCheckpoints(sdir, config.to_dict(), monitor, config.selection.mode, selection_label,
                                    extra=extra)
-        trainer = build_trainer(scfg, sdir, [export, *callbacks])
+        trainer = build_trainer(dataclasses.replace(config, trainer=stage_trainer), sdir, [export, *callbacks])
         if trainer.is_global_zero and verbose:
             if staged:
-                log.info(f"== stage {idx}: {stage['name']} ({stage['epochs']} epoch(s)"
-                      f"{', collect only' if stage['collect_only'] else ''}; {trainable['trainable_params']:,} "
-                      f"trainable, {trainable['frozen_params']:,} frozen parameters) ==")
+                log.info(f"== stage {idx}: {stage.name} ({stage.epochs} epoch(s)"
+                         f"{', collect only' if stage.collect_only else ''}; {trainable['trainable_params']:,} "
+                         f"trainable, {trainable['frozen_params']:,} frozen parameters) ==")
             if ckpt_path is not None:
                 log.info(f"resuming from {ckpt_path}")
         trainer.fit(task, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None)
-        res = {"name": stage["name"], "index": idx, "epochs": int(trainer.current_epoch),
-               "collect_only": bool(stage["collect_only"]), "optim": str({**config["optim"], **stage["optim"]}.get("name")),
+        res = {"name": stage.name, "index": idx, "epochs": int(trainer.current_epoch),
+               "collect_only": stage.collect_only, "optim": stage.optim.name,
                "best_epoch": export.best_epoch, "best_score": export.best_score, "history": export.history,
                "run_dir": str(sdir), **trainable}
         stage_results.append(res)
@@ -366,10 +355,10 @@ def fit(
         task = AUTask(config, model, ctx, val_names=data.val_names)
         trainer = build_trainer(config, dirs[-1], [], enable_logging=False)
     results: dict[str, Any] = {
-        "name": config.get("name"),
-        "model": config["model"]["name"],
+        "name": config.name,
+        "model": config.model.name,
         "aus": aus,
-        "recipe": config.get("recipe"),
+        "recipe": config.recipe,
         "selection": {"monitor": monitor, "on": selection_label, "on_test": on_test,
                       "best_epoch": last_stage["best_epoch"], "best_score": last_stage["best_score"]},
         "epochs": int(last_stage["epochs"]),
@@ -385,9 +374,9 @@ def fit(
         results["stages"] = stage_results
     if init_report is not None:
         results["init_from"] = _init_summary(init_report)
-    if get(config, "selection.test_after_fit") and get(config, "data.test_root"):
+    if config.selection.test_after_fit and config.data.test_root:
         results["test"] = _test_other_root(config, trainer, run_dir, results)
-    elif get(config, "selection.test_after_fit") and _has_test(inner):
+    elif config.selection.test_after_fit and _has_test(inner):
         results["test"] = _test_best_and_last(task, trainer, data, run_dir)
     if trainer.is_global_zero:
         from audet.engine.reports import write_run_report
@@ -413,7 +402,7 @@ def _has_test(inner) -> bool:
 
 
 def _test_best_and_last(task: AUTask, trainer: L.Trainer, data: FitData, run_dir: Path) -> dict:
-    from audet.engine.checkpoint import load_weights
+    from audet.models.checkpoint import load_weights
 
     out = {}
     data.inner.setup("test")
@@ -433,7 +422,7 @@ def _test_best_and_last(task: AUTask, trainer: L.Trainer, data: FitData, run_dir
     return out
 
 
-def _test_other_root(config: dict, trainer: L.Trainer, run_dir: Path, results: dict) -> dict:
+def _test_other_root(config: Config, trainer: L.Trainer, run_dir: Path, results: dict) -> dict:
     """Cross-dataset test (e.g. BP4D -> BP4D+): ``evaluate`` best and last on data.test_root (rank 0)."""
     from audet.engine.evaluate import evaluate
 
@@ -445,9 +434,9 @@ def _test_other_root(config: dict, trainer: L.Trainer, run_dir: Path, results: d
         path = run_dir / f"{which}.safetensors"
         if not path.is_file():
             continue
-        r = evaluate(path, get(config, "data.test_root"), get(config, "data.test_prefix"),
-                     batch_size=int(get(config, "data.eval_batch_size") or get(config, "data.batch_size")),
-                     num_workers=int(get(config, "data.num_workers") or 0))
+        d = config.data
+        r = evaluate(path, d.test_root, d.test_prefix, batch_size=d.eval_batch_size or d.batch_size,
+                     num_workers=d.num_workers)
         row = r["table"].iloc[0]
         meta = json.loads((run_dir / f"{which}.json").read_text())
         out[which] = {"f1": float(row["Avg"]) / 100, "per_au": {a: float(row[f"AU{a}"]) / 100 for a in r["aus"]},

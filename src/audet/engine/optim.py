@@ -15,17 +15,14 @@
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import torch
 from torch import nn
 
-__all__ = ["param_groups", "scaled_lr", "WarmupCosine", "build_optimizer", "OPTIMIZERS", "SCHEDULES"]
+from audet.engine.schema import OPTIMIZERS, SCHEDULES, Optim, section_from_dict
 
-#: optimiser names of ``optim.name``
-OPTIMIZERS = ("adamw", "adam", "sgd")
-#: learning-rate schedules of ``optim.schedule`` (after the warm-up)
-SCHEDULES = ("cosine", "constant", "step")
+__all__ = ["param_groups", "scaled_lr", "WarmupCosine", "build_optimizer", "OPTIMIZERS", "SCHEDULES"]
 
 _NORM_TYPES = (
     nn.modules.batchnorm._NormBase,
@@ -131,7 +128,7 @@ class WarmupCosine:
 
 def build_optimizer(
     model: nn.Module,
-    optim_cfg: dict,
+    optim_cfg: Optim | Mapping,
     *,
     batch_size: int,
     world_size: int,
@@ -140,32 +137,27 @@ def build_optimizer(
     max_epochs: int,
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
     """``optim.name`` over :func:`param_groups` with the scaled lr, and the per-step warm-up +
-    cosine (or constant) schedule."""
-    lr = scaled_lr(optim_cfg["lr"], batch_size, world_size, accumulate, optim_cfg.get("scale_lr", True))
-    groups = param_groups(model, optim_cfg["weight_decay"], optim_cfg.get("no_decay_keywords") or ())
+    cosine (or constant, or step) schedule. ``optim_cfg``: the :class:`~audet.engine.schema.Optim`
+    section (a mapping is checked and completed with the defaults)."""
+    o = optim_cfg if isinstance(optim_cfg, Optim) else section_from_dict(Optim, optim_cfg, "optim")
+    lr = scaled_lr(o.lr, batch_size, world_size, accumulate, o.scale_lr)
+    groups = param_groups(model, o.weight_decay, o.no_decay_keywords or ())
     if not groups:
         raise ValueError("no trainable parameter: every parameter is frozen (check the stage's trainable/frozen "
                          "patterns, or use collect_only: true for a stage without training)")
-    name = str(optim_cfg.get("name") or "adamw").lower()
-    groups = [{k: v for k, v in g.items()} for g in groups]
-    wd = float(optim_cfg["weight_decay"])
-    if name == "adamw":
-        opt = torch.optim.AdamW(groups, lr=lr, betas=tuple(optim_cfg.get("betas", (0.9, 0.999))),
-                                eps=float(optim_cfg.get("eps", 1e-8)), weight_decay=wd)
-    elif name == "adam":
-        opt = torch.optim.Adam(groups, lr=lr, betas=tuple(optim_cfg.get("betas", (0.9, 0.999))),
-                               eps=float(optim_cfg.get("eps", 1e-8)), weight_decay=wd)
-    elif name == "sgd":
-        momentum = float(optim_cfg.get("momentum", 0.9))
-        nesterov = bool(optim_cfg.get("nesterov", True)) and momentum > 0
-        opt = torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=wd)
-    else:
-        raise ValueError(f"optim.name={name!r}; choose one of {', '.join(OPTIMIZERS)}")
+    wd = float(o.weight_decay)
+    if o.name in ("adamw", "adam"):
+        cls = torch.optim.AdamW if o.name == "adamw" else torch.optim.Adam
+        opt = cls(groups, lr=lr, betas=tuple(o.betas), eps=float(o.eps), weight_decay=wd)
+    else:  # sgd (the schema allows no other name)
+        momentum = float(o.momentum)
+        opt = torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=bool(o.nesterov) and momentum > 0,
+                              weight_decay=wd)
     total = max(1, int(round(steps_per_epoch * max_epochs)))
-    warmup = int(round(float(optim_cfg.get("warmup_epochs", 1.0)) * steps_per_epoch))
-    min_ratio = float(optim_cfg.get("min_lr", 0.0)) / lr if lr > 0 else 0.0
-    step_size = int(round(float(optim_cfg.get("step_epochs") or 1.0) * steps_per_epoch))
-    fn = WarmupCosine(warmup, total, min_ratio, float(optim_cfg.get("warmup_start_factor", 0.0)),
-                      optim_cfg.get("schedule", "cosine"), step_size, float(optim_cfg.get("step_gamma", 0.1)))
+    warmup = int(round(float(o.warmup_epochs) * steps_per_epoch))
+    min_ratio = float(o.min_lr) / lr if lr > 0 else 0.0
+    step_size = int(round(float(o.step_epochs) * steps_per_epoch))
+    fn = WarmupCosine(warmup, total, min_ratio, float(o.warmup_start_factor), o.schedule, step_size,
+                      float(o.step_gamma))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, fn)
     return opt, sched

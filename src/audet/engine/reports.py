@@ -17,7 +17,7 @@ def f1_table(rows: Mapping[str, Mapping[int, float]], aus: Sequence[int], scale:
     """``{row name: {au: f1 in [0,1]}}`` -> DataFrame with columns ``AU<n>`` and ``Avg`` (percent)."""
     cols = [f"AU{a}" for a in aus]
     data = []
-    for name, per_au in rows.items():
+    for per_au in rows.values():
         # an AU without test positives has F1 NaN, which results.json stores as null
         got = [per_au.get(int(a), per_au.get(str(a))) for a in aus]
         vals = [float("nan") if v is None else float(v) * scale for v in got]

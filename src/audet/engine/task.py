@@ -17,7 +17,7 @@ The task never names a method; everything method-specific is a hook of
   ``data_pass_end(results)``) followed by ``on_train_epoch_end(epoch)``;
 - in a ``collect_only`` stage runs no training step at all: the training loader IS the data-pass
   loader, each batch goes to ``data_pass_step`` and the epoch ends with ``data_pass_end``;
-- evaluates with :class:`audet.engine.evaluator.AUEvaluator` on ``model.forward_logits`` (every
+- evaluates with :class:`audet.engine.scoring.AUEvaluator` on ``model.forward_logits`` (every
   labelled frame once; all-gathered and de-duplicated under DDP) and logs F1-frame per AU
   (``<split>/f1_AU<n>``) and the mean (``<split>/f1``), in [0, 1];
 - re-seeds torch/numpy/random at every epoch start from ``(seed, epoch, rank)``, so an epoch is a
@@ -31,28 +31,29 @@ selection monitors ``test/f1`` -- the published habit, labelled as such in every
 from __future__ import annotations
 
 import random
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import lightning as L
 import numpy as np
 import torch
 
-from audet.engine.evaluator import AUEvaluator
+from audet.engine.scoring import AUEvaluator
 from audet.engine.optim import build_optimizer
+from audet.engine.schema import Config, Optim, as_config
 from audet.models import LossContext, ModelOutput, create_model
 
 __all__ = ["AUTask", "build_model", "reseed", "epoch_seed"]
 
 
-def build_model(config: dict, aus: Sequence[int], data=None):
+def build_model(config: Config | Mapping, aus: Sequence[int], data=None):
     """``create_model`` from a config's ``model`` section for the AU list ``aus`` and the
     :class:`~audet.models.base.DataInfo` ``data``."""
-    mcfg = config["model"]
-    args = {k: v for k, v in dict(mcfg.get("args") or {}).items() if k not in ("num_aus", "aus", "data")}
+    name = as_config(config).model.name
+    args = {k: v for k, v in dict(as_config(config).model.args or {}).items() if k not in ("num_aus", "aus", "data")}
     try:
-        return create_model(mcfg["name"], aus=list(aus), data=data, **args)
+        return create_model(name, aus=list(aus), data=data, **args)
     except TypeError as exc:
-        raise ValueError(f"model.args {args} do not fit model {mcfg['name']!r}: {exc}") from None
+        raise ValueError(f"model.args {args} do not fit model {name!r}: {exc}") from None
 
 
 def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
@@ -70,29 +71,29 @@ class AUTask(L.LightningModule):
     """Trains ``model`` with the config's (or the stage's) optimiser and schedule.
 
     Args:
-        config: a resolved config (:func:`audet.engine.config.load_config`).
+        config: the typed config (:class:`audet.engine.schema.Config`; a resolved dict is converted).
         model: the :class:`~audet.models.base.AUModel` (built once by the engine).
         ctx: the loss context; from ``model.loss_context`` over the datamodule's training labels
             when ``None``.
         val_names: names under which validation dataloaders are logged (default ``["val"]``).
-        optim: the optimiser section to use (default ``config["optim"]``; a stage's).
+        optim: the optimiser section to use (default ``config.optim``; a stage's ``stage.optim``).
         collect_only: no training steps, only the data pass (a ``collect_only`` stage).
-        seed: the seed of the epoch re-seeding (default ``config["seed"]``).
+        seed: the seed of the epoch re-seeding (default ``config.seed``).
     """
 
-    def __init__(self, config: dict, model, ctx: LossContext | None = None,
-                 val_names: Sequence[str] | None = None, *, optim: dict | None = None,
+    def __init__(self, config: Config | Mapping, model, ctx: LossContext | None = None,
+                 val_names: Sequence[str] | None = None, *, optim: Optim | None = None,
                  collect_only: bool = False, seed: int | None = None):
         super().__init__()
-        self.config = config
+        self.config = config = as_config(config)
         self.model = model
         self.aus = [int(a) for a in model.aus]
         self.ctx = ctx
         self.val_names = list(val_names or ["val"])
-        self.optim_cfg = dict(optim if optim is not None else config["optim"])
+        self.optim_cfg = optim if optim is not None else config.optim
         self.collect_only = bool(collect_only)
         self.automatic_optimization = not self.collect_only
-        self.seed = int(config.get("seed") or 0) if seed is None else int(seed)
+        self.seed = int(config.seed or 0) if seed is None else int(seed)
         self._evaluators: dict[int, AUEvaluator] = {}
         self._epoch_end_done = False
         self._last_output: ModelOutput | None = None
@@ -210,7 +211,7 @@ class AUTask(L.LightningModule):
         opt, sched = build_optimizer(
             self.model,
             self.optim_cfg,
-            batch_size=int(self.config["data"]["batch_size"]),
+            batch_size=self.config.data.batch_size,
             world_size=int(trainer.world_size),
             accumulate=int(trainer.accumulate_grad_batches),
             steps_per_epoch=steps_per_epoch,
@@ -260,7 +261,6 @@ class AUTask(L.LightningModule):
             self.log(f"{split}/f1_AU{au}", float(v), sync_dist=sync)
         self.results[split] = {"f1": res["f1"], "per_au": res["per_au"], "n": res["n"],
                                "epoch": int(self.current_epoch)}
-        self._last_eval = {"split": split, "probs": res["probs"], "labels": res["labels"], "mask": res["mask"]}
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:

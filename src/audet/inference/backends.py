@@ -11,15 +11,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from audet.clip import clip_offsets
+from audet.utils.precision import inference_precision
 
-__all__ = ["NO_CHECKPOINT", "CheckpointProblem", "logits_of", "TorchBackend", "OnnxBackend",
-           "load_backend", "load_model", "ONNX_META_KEY"]
+__all__ = ["NO_CHECKPOINT", "CheckpointProblem", "TorchBackend", "OnnxBackend", "ONNX_META_KEY"]
 
 log = logging.getLogger(__name__)
 
@@ -42,15 +41,6 @@ def _offsets(preprocess: dict, source) -> tuple[list[int], int]:
         raise CheckpointProblem(f"{source}: {exc}") from None
 
 
-def logits_of(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The logits-only path: ``forward_logits`` if the model has it, else ``model(x).logits``."""
-    fl = getattr(model, "forward_logits", None)
-    if callable(fl):
-        return fl(x)
-    out = model(x)
-    return out.logits if hasattr(out, "logits") else out
-
-
 def _centre(logits: np.ndarray, ndim_in: int, centre: int) -> np.ndarray:
     if ndim_in == 5 and logits.ndim == 3:  # B x T x A: the centre frame's output
         return logits[:, centre]
@@ -62,21 +52,24 @@ class TorchBackend:
 
     name = "torch"
 
-    def __init__(self, model: torch.nn.Module, device: str | torch.device = "cpu"):
+    def __init__(self, model: torch.nn.Module, device: str | torch.device = "cpu", precision: str = "32"):
         self.model = model.eval().to(device)
         self.device = torch.device(device)
+        self.precision = str(precision)
+        inference_precision(self.precision, self.device)  # an unknown or impossible precision fails here
+        self._autocast = lambda: inference_precision(self.precision, self.device)
         self.aus = [int(a) for a in model.aus]
         self.preprocess = dict(getattr(model, "preprocess", {}) or {})
         self.offsets, self.centre = _offsets(self.preprocess, getattr(model, "model_name", "") or "the model")
 
     def __call__(self, x: torch.Tensor) -> np.ndarray:
-        with torch.inference_mode():
-            logits = logits_of(self.model, x.to(self.device)).float().cpu().numpy()
+        with torch.inference_mode(), self._autocast():
+            logits = self.model.forward_logits(x.to(self.device)).float().cpu().numpy()
         return 1.0 / (1.0 + np.exp(-_centre(logits, x.ndim, self.centre)))
 
 
 class OnnxBackend:
-    """onnxruntime inference of a file written by ``audet export --onnx`` (metadata inside)."""
+    """onnxruntime inference of a file written by ``audet export`` (metadata inside)."""
 
     name = "onnxruntime"
 
@@ -95,7 +88,7 @@ class OnnxBackend:
             raise CheckpointProblem(f"{path}: not a loadable ONNX model ({exc})") from None
         meta = self.session.get_modelmeta().custom_metadata_map.get(ONNX_META_KEY)
         if not meta:
-            raise CheckpointProblem(f"{path}: ONNX file without audet metadata; write it with `audet export CHECKPOINT --onnx`")
+            raise CheckpointProblem(f"{path}: ONNX file without audet metadata; write it with `audet export --checkpoint CKPT`")
         meta = json.loads(meta)
         self.meta = meta
         self.aus = [int(a) for a in meta["aus"]]
@@ -106,55 +99,3 @@ class OnnxBackend:
     def __call__(self, x: torch.Tensor) -> np.ndarray:
         logits = self.session.run(None, {self.input_name: x.detach().cpu().numpy().astype(np.float32)})[0]
         return 1.0 / (1.0 + np.exp(-_centre(np.asarray(logits), x.ndim, self.centre)))
-
-
-def load_model(path) -> torch.nn.Module:
-    from audet.engine.checkpoint import CheckpointError, load_checkpoint
-
-    p = Path(path)
-    try:
-        return load_checkpoint(p)
-    except FileNotFoundError as exc:
-        raise CheckpointProblem(f"checkpoint not found: {exc.filename or exc}; {NO_CHECKPOINT}") from None
-    except CheckpointError as exc:
-        raise CheckpointProblem(f"{exc}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, OSError) as exc:
-        raise CheckpointProblem(f"{p}: not an audet checkpoint ({type(exc).__name__}: {exc}); {NO_CHECKPOINT}") from None
-    except Exception as exc:  # safetensors' own errors on a file that is not one
-        if type(exc).__module__.startswith("safetensors") or "safetensor" in type(exc).__name__.lower():
-            raise CheckpointProblem(f"{p}: not an audet checkpoint ({exc}); {NO_CHECKPOINT}") from None
-        raise
-
-
-def load_backend(checkpoint, backend: str = "torch", device: str = "cpu", threads: int | None = None):
-    """A backend for ``checkpoint``: a path (.safetensors checkpoint or .onnx file) or a loaded model.
-
-    ``backend="onnxruntime"`` with a .safetensors checkpoint uses ``<checkpoint>.onnx`` beside it
-    when that is current (written by ``audet export``), else exports one into a cache folder.
-    """
-    if checkpoint is None or checkpoint == "":
-        raise CheckpointProblem(NO_CHECKPOINT)
-    if isinstance(checkpoint, torch.nn.Module):
-        if backend == "torch":
-            return TorchBackend(checkpoint, device)
-        from audet.inference.onnx_export import export_onnx
-        import tempfile
-
-        out = Path(tempfile.mkdtemp(prefix="audet-onnx-")) / "model.onnx"
-        export_onnx(checkpoint, out, check=False)
-        return OnnxBackend(out, threads)
-    p = Path(checkpoint)
-    if p.suffix == ".onnx":
-        if backend not in ("onnxruntime", "onnx"):
-            raise CheckpointProblem(f"{p} is an ONNX file: use --backend onnxruntime, or give the .safetensors checkpoint")
-        if not p.is_file():
-            raise CheckpointProblem(f"ONNX file not found: {p}")
-        return OnnxBackend(p, threads)
-    if backend == "torch":
-        return TorchBackend(load_model(p), device)
-    if backend not in ("onnxruntime", "onnx"):
-        raise CheckpointProblem(f"unknown backend {backend!r}: torch or onnxruntime")
-    from audet.inference.onnx_export import cached_onnx
-
-    model = load_model(p)
-    return OnnxBackend(cached_onnx(model, p), threads)

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from audet.clip import clip_offsets
-from audet.inference.backends import ONNX_META_KEY, logits_of
+from audet.inference.backends import ONNX_META_KEY
 from audet.models.base import LogitsOnly
 
 __all__ = ["ExportError", "export_onnx", "check_onnx", "example_input", "cached_onnx"]
@@ -63,7 +63,7 @@ def check_onnx(model: nn.Module, path, batches=(1, 3), atol: float = 1e-4, rtol:
     for i, b in enumerate(batches):
         x = example_input(model, b, seed=100 + i)
         with torch.inference_mode():
-            ref = logits_of(model, x).float().numpy()
+            ref = model.forward_logits(x).float().numpy()
         got = sess.run(None, {name: x.numpy()})[0]
         if got.shape != ref.shape:
             raise ExportError(f"ONNX output shape {got.shape} != PyTorch {ref.shape} at batch {b}")
@@ -145,7 +145,7 @@ def export_onnx(model: nn.Module, path, *, opset: int = 18, exporter: str = "aut
 def cached_onnx(model: nn.Module, checkpoint) -> Path:
     """``<checkpoint>.onnx`` beside the checkpoint if it is newer than the weights, else export it
     there (or, if that folder is read-only, into a temporary folder) and return its path."""
-    from audet.engine.checkpoint import checkpoint_paths
+    from audet.models.checkpoint import checkpoint_paths
 
     weights, _ = checkpoint_paths(checkpoint)
     target = weights.with_suffix(".onnx")

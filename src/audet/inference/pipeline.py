@@ -30,8 +30,8 @@ import pandas as pd
 import torch
 
 from audet.inference.align import FaceAligner
-from audet.inference.backends import load_backend
-from audet.inference.faces import DetectedFace, make_detector, make_landmarker
+from audet.inference.loading import load_backend
+from audet.faces import DetectedFace, make_face_detector, make_landmarker
 from audet.inference.media import MAX_PIXELS, Frame, FrameError, VideoSource, image_frames, read_image
 from audet.inference.tracking import IoUTracker
 from audet.inference.writers import result_columns
@@ -80,7 +80,7 @@ class Detector:
         checkpoint: an audet checkpoint (.safetensors with its .json), an ONNX file written by
             ``audet export``, or a loaded model.
         face_detector: ``"mtcnn"`` (default), ``"dlib-hog"`` or an object with ``detect(image)``
-            (see :mod:`audet.inference.faces`).
+            (see :mod:`audet.faces`).
         landmarker: ``"dlib"`` (default), a dlib 68-point .dat path, or an object with
             ``landmarks(image, boxes)``.
         backend: ``"torch"`` or ``"onnxruntime"``.
@@ -91,18 +91,19 @@ class Detector:
         max_pixels: larger images/videos are refused (``None``: no limit).
         iou_threshold, max_age: face tracking in videos (:class:`IoUTracker`).
         min_face_size: smallest face side (pixels) MTCNN looks for; larger is faster.
+        precision: ``"32"`` (default), ``"bf16"`` or ``"16"`` (CUDA) autocast of the torch backend.
     """
 
     def __init__(self, checkpoint=None, *, face_detector="mtcnn", landmarker="dlib", backend: str = "torch",
                  device: str = "cpu", batch_size: int = 32, threshold: float = 0.5, detect_max_side: int = 1280,
                  max_pixels: int | None = MAX_PIXELS, iou_threshold: float = 0.3, max_age: int = 10,
-                 threads: int | None = None, min_face_size: int = 20):
-        self.model = load_backend(checkpoint, backend, device, threads)
+                 threads: int | None = None, min_face_size: int = 20, precision: str = "32"):
+        self.model = load_backend(checkpoint, backend, device, threads, precision)
         self.aus = list(self.model.aus)
         self.preprocess = dict(self.model.preprocess)
         self.offsets, self.centre = list(self.model.offsets), int(self.model.centre)
         self.aligner = FaceAligner(self.preprocess)
-        self.face_detector = make_detector(face_detector, **({"min_face_size": int(min_face_size)}
+        self.face_detector = make_face_detector(face_detector, **({"min_face_size": int(min_face_size)}
                                                              if face_detector == "mtcnn" else {}))
         self.landmarker = make_landmarker(landmarker)
         if batch_size < 1 or not 0.0 <= threshold <= 1.0:

@@ -16,7 +16,6 @@ import logging
 import os
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from audet.utils.io import write_json_atomic
@@ -166,6 +165,3 @@ class TableWriter:
             else:
                 writer.close()
 
-
-def empty_rows(aus) -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series(dtype=np.float64) for c in result_columns(aus)})

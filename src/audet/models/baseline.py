@@ -8,7 +8,7 @@ dataset's difficulty.
 - ``resnet18``: ``torchvision.models.resnet18(weights=None)`` with its fc replaced (11.2M params).
 - ``resnet_tiny``: torchvision's ``BasicBlock`` in 4 stages of ``layers`` blocks with widths
   ``width * (1, 2, 4, 8)`` (default 16 -> 16/32/64/128 channels, one block each, ~0.7M params);
-  ``width=4`` is the tests' size (``SMALL_CONFIGS``).
+  ``width=4`` is the tests' size (the registry's ``small_config``).
 """
 from __future__ import annotations
 
@@ -22,10 +22,9 @@ from torchvision.models.resnet import BasicBlock
 from audet.models.base import AUModel, DataInfo, ModelOutput
 from audet.models.registry import register_model
 
-__all__ = ["ResNetAU", "TinyResNet", "resnet18", "resnet_tiny", "SMALL_CONFIGS"]
+__all__ = ["ResNetAU", "TinyResNet", "resnet18", "resnet_tiny"]
 
 #: The smallest sensible configuration of each registered name (used by tests).
-SMALL_CONFIGS = {"resnet18": {}, "resnet_tiny": {"width": 4}}
 
 
 class TinyResNet(nn.Module):
@@ -110,7 +109,7 @@ def resnet18(aus: Sequence[int], preprocess: dict | None = None, dropout: float 
 @register_model(
     paper="baseline",
     description="narrow 4-stage ResNet of BasicBlocks (fast; tests and synthetic-data calibration)",
-    small_config=SMALL_CONFIGS["resnet_tiny"],
+    small_config={"width": 4},
 )
 def resnet_tiny(
     aus: Sequence[int],

@@ -1,7 +1,5 @@
 """audet checkpoints: safetensors weights + a JSON sidecar, and AU-identity initialisation.
 
-(The engine re-exports these names as :mod:`audet.engine.checkpoint`.)
-
 ``save_checkpoint(model, "run/best.safetensors", ...)`` writes
 
 - ``run/best.safetensors``: every tensor of ``model.state_dict()`` (parameters AND buffers, e.g.
@@ -94,7 +92,7 @@ def save_checkpoint(
     """Write ``path`` (.safetensors) and its .json sidecar atomically; return both paths."""
     from safetensors.torch import save as st_save
 
-    from audet import __version__
+    from audet._version import __version__
 
     weights_path, meta_path = checkpoint_paths(path)
     name = getattr(model, "model_name", "") or ""

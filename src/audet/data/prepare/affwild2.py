@@ -15,7 +15,7 @@ Layout read (``RAW`` = ``--root``; sources and assumptions in ``docs/datasets.md
   Without cropped frames, the raw video is decoded (frame i = video index i - 1); a
   ``*_left``/``*_right`` video (two people in one video) needs the cropped frames and is otherwise
   skipped as ``two_person_video``.
-* Landmarks: the release has none; they come from a :class:`LandmarkDetector` (``--detector``),
+* Landmarks: the release has none; they come from a :class:`FrameLandmarker` (``--landmarker``),
   see :mod:`audet.data.prepare.landmarks`. Output names are ``<video>/<frame:05d>.jpg``.
 """
 from __future__ import annotations
@@ -78,7 +78,7 @@ class AffWild2Release(Release):
     one_based = False
     layout = ("RAW/annotations/AU_Detection_Challenge/{Train_Set,Validation_Set}/<video>.txt and "
               "RAW/cropped_aligned/<video>/<frame>.jpg (or raw videos in RAW/videos/); "
-              "landmarks from --detector")  # fmt: skip
+              "landmarks from --landmarker")  # fmt: skip
 
     def _annotation_root(self, root: Path) -> Path | None:
         return find_dir(root, "annotations/AU_Detection_Challenge", "Annotations/AU_Detection_Challenge",

@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 def assemble(release: Release, specs: Sequence[SequenceSpec], aus: Sequence[int],
              partition: Partition, opts: PrepareOptions) -> dict:  # fmt: skip
-    from audet import __version__
+    from audet._version import __version__
     from audet.data.listfile import write_list
 
     out = Path(opts.out)

@@ -114,7 +114,7 @@ def read_fit_mat(path: str | os.PathLike) -> list[np.ndarray | None]:
 class BP4DRelease(Release):
     name = "BP4D"
     one_based = True
-    #: Whether a missing 2DFeatures folder (without --detector) is a layout error.
+    #: Whether a missing 2DFeatures folder (without --landmarker) is a layout error.
     landmarks_required = True
     image_dirs = ("BP4D-training", "BP4D_training", "BP4D-Training")
     layout = ("RAW/BP4D-training/<subject>/<task>/<frame>.jpg, "
@@ -155,7 +155,7 @@ class BP4DRelease(Release):
         if label_dir is None:
             missing.append("AUCoding/AU_OCC/")
         if lm_dir is None and not opts.detector and self.landmarks_required:
-            missing.append("2DFeatures/ (or pass --detector)")
+            missing.append("2DFeatures/ (or pass --landmarker)")
         if missing:
             raise self._missing_layout(root, missing)
         labels = {}

@@ -10,7 +10,7 @@ Layout read (``RAW`` = ``--root``; sources and assumptions in ``docs/datasets.md
     RAW/2DFeatures/<subject>_<task>.mat           as BP4D (``fit(k).pred``, 1-based) -- optional
 
 Only tasks with an AU_OCC file are read. When a task has no 2DFeatures file, landmarks come from
-``--detector`` (else its frames are skipped as ``no_landmarks``). That the 2DFeatures files of
+``--landmarker`` (else its frames are skipped as ``no_landmarks``). That the 2DFeatures files of
 BP4D+ follow the BP4D format is an ASSUMPTION.
 """
 from __future__ import annotations
@@ -37,7 +37,7 @@ class BP4DPlusRelease(BP4DRelease):
     image_dirs = ("2D+3D", "2D_3D", "2D3D", "BP4D+-training", "images")
     layout = ("RAW/2D+3D/<subject>.zip (or 2D+3D/<subject>/<task>/<frame>.jpg), "
               "RAW/AUCoding/AU_OCC/<subject>_<task>.csv and optionally "
-              "RAW/2DFeatures/<subject>_<task>.mat (else --detector)")  # fmt: skip
+              "RAW/2DFeatures/<subject>_<task>.mat (else --landmarker)")  # fmt: skip
 
     def _image_sources(self, root: Path) -> dict[tuple[str, str], str]:
         out = super()._image_sources(root)
@@ -65,7 +65,7 @@ class BP4DPlusRelease(BP4DRelease):
     def discover(self, root: Path, opts: PrepareOptions) -> list[SequenceSpec]:
         specs = super().discover(root, opts)
         if not opts.detector and not any(s.get("landmarks") for s in specs):
-            logger.warning("note: no 2DFeatures/<subject>_<task>.mat files and no --detector: every frame "
+            logger.warning("note: no 2DFeatures/<subject>_<task>.mat files and no --landmarker: every frame "
                            "will be skipped as no_landmarks")  # fmt: skip
         return specs
 

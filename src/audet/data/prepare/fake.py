@@ -314,11 +314,11 @@ def make_affwild2(root, train=("1-30-1280x720", "video2_left"), validation=("vid
     blank (``no_face_detected`` with the fake detector); the annotation of the second training
     video has one row more than there are frames (``missing_image``).
     """
-    from audet.data.prepare.landmarks import FakeDetector
+    from audet.data.prepare.landmarks import FakeLandmarker
 
     root = Path(root)
     expected = {}
-    det = FakeDetector()
+    det = FakeLandmarker()
     written = 0
     for set_name, videos in (("Train_Set", train), ("Validation_Set", validation)):
         ann_dir = root / "annotations" / "AU_Detection_Challenge" / set_name

@@ -14,7 +14,7 @@ with symlinks / a small conversion, or extend this module)::
     RAW/split.json                       {"train": [...], "test": [...]} (or --split FILE)
 
 The official 78/18 subject lists are not shipped with audet (we could not find them in public
-code), so a split is required: ``--split FILE`` or ``RAW/split.json``; ``--folds auto`` instead
+code), so a split is required: ``--split FILE`` or ``RAW/split.json``; ``--parts auto`` instead
 makes a seeded split with the official proportions (18/96 test subjects).
 """
 from __future__ import annotations
@@ -92,7 +92,7 @@ def read_split_file(path: str | os.PathLike) -> dict[str, list[str]]:
             if not toks or toks[0].startswith("#"):
                 continue
             if len(toks) != 2 or toks[0].lower() not in obj:
-                raise ValueError(f"{path} line {ln}: expected '<train|test> <subject>', got {line!r}")
+                raise ValueError(f"{path} line {ln}: expected '<train|test> <subject>', got {line!r}") from None
             obj[toks[0].lower()].append(toks[1])
     if not isinstance(obj, dict) or not {"train", "test"} <= set(obj):
         raise ValueError(f"{path}: expected keys 'train' and 'test'")
@@ -121,7 +121,7 @@ class GFTRelease(Release):
         if img_dir is None and vid_dir is None:
             missing.append("images/ or videos/")
         if lm_dir is None and not opts.detector:
-            missing.append("landmarks/ (or --detector)")
+            missing.append("landmarks/ (or --landmarker)")
         if missing:
             raise LayoutError(f"{root} does not look like a GFT release in the assumed layout "
                               f"(missing: {', '.join(missing)}); expected {self.layout}")  # fmt: skip
@@ -170,7 +170,7 @@ class GFTRelease(Release):
             n_test = min(max(1, round(len(subs) * OFFICIAL_TEST_FRACTION)), max(len(subs) - 1, 1))
             parts = {"train": sorted(order[n_test:]), "test": sorted(order[:n_test])}
             assignment = "auto"
-            notice = (f"notice: --folds auto: GFT subjects split at random (seed {opts.seed}) with "
+            notice = (f"notice: --parts auto: GFT subjects split at random (seed {opts.seed}) with "
                       f"the official proportions: {len(parts['train'])} train, "
                       f"{len(parts['test'])} test; this is NOT the official 78/18 split")  # fmt: skip
         else:
@@ -178,7 +178,7 @@ class GFTRelease(Release):
                 "GFT needs its official train/test subject split (78/18), which audet does not "
                 "ship: pass --split FILE (JSON {\"train\": [...], \"test\": [...]} or lines "
                 "'<train|test> <subject>'), put split.json in the release root, or use "
-                "--folds auto for a seeded split with the same proportions"
+                "--parts auto for a seeded split with the same proportions"
             )
         prefixes = {conv["train"]: (["train"], True), conv["test"]: (["test"], False)}
         folds = [{"train": conv["train"], "test": conv["test"]}]

@@ -1,59 +1,60 @@
-"""Landmark detectors for releases that ship no landmark annotations (Aff-Wild2, optionally BP4D+).
+"""Frame landmarkers for releases that ship no landmark annotations (Aff-Wild2, optionally BP4D+).
 
-A detector is anything with a ``detect(image) -> landmarks | None`` method:
+A frame landmarker is anything with a ``detect(image) -> landmarks | None`` method:
 
 * ``image``: a ``(H, W, 3)`` uint8 BGR frame (as read by OpenCV);
 * returns ``(P, 2)`` float ``(x, y)`` pixel coordinates, 0-based, with ``P`` in 49, 66 or 68
   (converted to 49 with :func:`audet.facs.to_49`), or ``None`` when no face is found.
 
-Detectors are looked up by name in a small registry, so ``audet prepare --detector NAME`` can use
-one that another module registers (the inference issue plugs dlib / MTCNN in with
-:func:`register_detector`). Preparation builds the detector inside each worker process (detector
-objects such as dlib models are not picklable), so what is registered is a *factory*:
-``factory(**kwargs) -> detector``.
+They are looked up by name in a small registry (``audet prepare --landmarker NAME``). Preparation
+builds the landmarker inside each worker process (dlib models are not picklable), so what is
+registered is a *factory*: ``factory(**kwargs) -> landmarker``. Registered here:
 
-``"fake"`` is a deterministic stand-in for tests and demos: it returns a fixed 68-point face
-template scaled to the frame, and ``None`` for (nearly) uniform frames. It is not a face detector.
+* ``dlib``: dlib's HOG face detector + 68-point shape predictor (:mod:`audet.faces`; the
+  ``faces`` extra), the largest-scoring face of the frame;
+* ``mtcnn``: MTCNN face boxes + the dlib 68-point shape predictor;
+* ``fake``: a deterministic stand-in for tests and demos: a fixed 68-point face template scaled
+  to the frame, ``None`` for (nearly) uniform frames. It is not a face detector.
+
+Another module may add its own with :func:`register_landmarker` (it registers when imported).
+The names before 0.2 (``LandmarkDetector``, ``register_detector``, ``create_detector``,
+``list_detectors``, ``FakeDetector``, ``NoDetectorError``) remain as aliases for one release.
 """
 from __future__ import annotations
 
-import importlib
 from typing import Callable, Protocol, runtime_checkable
 
 import numpy as np
 
 __all__ = [
-    "LandmarkDetector",
-    "register_detector",
-    "create_detector",
-    "list_detectors",
-    "FakeDetector",
+    "FrameLandmarker",
+    "register_landmarker",
+    "create_landmarker",
+    "list_landmarkers",
+    "FaceLandmarker",
+    "FakeLandmarker",
     "face_template_68",
-    "NoDetectorError",
+    "NoLandmarkerError",
 ]
-
-#: Modules imported (if they exist) before a name is declared unknown: they register real
-#: detectors when imported. Missing modules are ignored.
-PLUGIN_MODULES = ("audet.inference.detectors", "audet.inference")
 
 
 @runtime_checkable
-class LandmarkDetector(Protocol):
-    """What preparation needs from a landmark detector."""
+class FrameLandmarker(Protocol):
+    """What preparation needs from a landmarker: the landmarks of the face in a frame."""
 
     def detect(self, image: np.ndarray) -> np.ndarray | None:  # pragma: no cover - protocol
         """``(H, W, 3)`` uint8 BGR -> ``(P, 2)`` 0-based (x, y), P in {49, 66, 68}, or None."""
         ...
 
 
-class NoDetectorError(ValueError):
-    """No landmark detector configured, or an unknown detector name."""
+class NoLandmarkerError(ValueError):
+    """No frame landmarker configured, or an unknown landmarker name."""
 
 
-_REGISTRY: dict[str, Callable[..., LandmarkDetector]] = {}
+_REGISTRY: dict[str, Callable[..., FrameLandmarker]] = {}
 
 
-def register_detector(name: str, factory: Callable[..., LandmarkDetector] | None = None):
+def register_landmarker(name: str, factory: Callable[..., FrameLandmarker] | None = None):
     """Register ``factory`` under ``name`` (usable as a decorator). Re-registering replaces."""
 
     def _add(f):
@@ -63,44 +64,55 @@ def register_detector(name: str, factory: Callable[..., LandmarkDetector] | None
     return _add(factory) if factory is not None else _add
 
 
-def _load_plugins() -> None:
-    for mod in PLUGIN_MODULES:
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as exc:
-            if exc.name is None or not mod.startswith(exc.name):
-                raise
-
-
-def list_detectors() -> list[str]:
-    """Registered detector names (after importing the plugin modules that exist)."""
-    _load_plugins()
+def list_landmarkers() -> list[str]:
+    """Registered landmarker names."""
     return sorted(_REGISTRY)
 
 
-def create_detector(name: str | None, **kwargs) -> LandmarkDetector:
-    """Build the detector registered as ``name``; a clear error when none is configured."""
+def create_landmarker(name: str | None, **kwargs) -> FrameLandmarker:
+    """Build the landmarker registered as ``name``; a clear error when none is configured."""
     if not name:
-        raise NoDetectorError(
-            "this release has no landmark annotations: pass --detector NAME "
-            f"(registered: {', '.join(list_detectors()) or 'none'})"
+        raise NoLandmarkerError(
+            "this release has no landmark annotations: pass --landmarker NAME "
+            f"(registered: {', '.join(list_landmarkers()) or 'none'})"
         )
     key = name.lower()
     if key not in _REGISTRY:
-        _load_plugins()
-    if key not in _REGISTRY:
-        raise NoDetectorError(
-            f"unknown landmark detector {name!r} (registered: {', '.join(list_detectors())})"
-        )
+        raise NoLandmarkerError(f"unknown landmarker {name!r} (registered: {', '.join(list_landmarkers())})")
     det = _REGISTRY[key](**kwargs)
     if not callable(getattr(det, "detect", None)):
-        raise NoDetectorError(f"detector {name!r} has no detect(image) method")
+        raise NoLandmarkerError(f"landmarker {name!r} has no detect(image) method")
     return det
+
+
+class FaceLandmarker:
+    """A face detector of :mod:`audet.faces` + its 68-point landmarker: the landmarks of the
+    highest-scoring face of a BGR frame, or None when no face is found.
+
+    Args:
+        face_detector: ``"dlib-hog"`` or ``"mtcnn"`` (:data:`audet.faces.FACE_DETECTORS`).
+        landmarker: ``"dlib"`` or the path of a dlib 68-point shape predictor.
+        **kwargs: arguments of the face detector (e.g. ``upsample=1`` for dlib-hog).
+    """
+
+    def __init__(self, face_detector: str = "dlib-hog", landmarker: str = "dlib", **kwargs):
+        from audet.faces import make_face_detector, make_landmarker
+
+        self.face_detector = make_face_detector(face_detector, **kwargs)
+        self.landmarker = make_landmarker(landmarker)
+
+    def detect(self, image: np.ndarray) -> np.ndarray | None:
+        rgb = np.ascontiguousarray(np.asarray(image)[..., ::-1])
+        faces = self.face_detector.detect(rgb)
+        if not faces:
+            return None
+        best = max(faces, key=lambda f: f.score)
+        return self.landmarker.landmarks(rgb, [best.box])[0]
 
 
 # ---------------------------------------------------------------------------------------------
 # A 68-point face template (iBUG point order), drawn procedurally. Unit box: x, y in [0, 1].
-# Used by the fake detector and by the tiny fake releases in audet.data.prepare.fake.
+# Used by the fake landmarker and by the tiny fake releases in audet.data.prepare.fake.
 # ---------------------------------------------------------------------------------------------
 
 
@@ -140,7 +152,7 @@ def face_template_68() -> np.ndarray:
     return out
 
 
-class FakeDetector:
+class FakeLandmarker:
     """Deterministic stand-in: the 68-point template fitted to the central square of the frame.
 
     Returns None for frames whose grey-level standard deviation is below ``min_std`` (a blank
@@ -165,4 +177,19 @@ class FakeDetector:
         return self._template * side + np.array([x0, y0])
 
 
-register_detector("fake", FakeDetector)
+register_landmarker("fake", FakeLandmarker)
+register_landmarker("dlib", FaceLandmarker)
+
+
+@register_landmarker("mtcnn")
+def _mtcnn_landmarker(**kwargs) -> FaceLandmarker:
+    return FaceLandmarker(face_detector="mtcnn", **kwargs)
+
+
+# the names before 0.2 (one release)
+LandmarkDetector = FrameLandmarker
+NoDetectorError = NoLandmarkerError
+FakeDetector = FakeLandmarker
+register_detector = register_landmarker
+create_detector = create_landmarker
+list_detectors = list_landmarkers

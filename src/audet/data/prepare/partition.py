@@ -60,16 +60,16 @@ def three_fold_partition(dataset: str, subjects: Sequence[str], mode: str | None
     notice = None
     parts_list = None
     assignment = "official"
-    why = "--folds auto"
+    why = "--parts auto"
     if mode == "official":
         if not official:
-            raise ValueError(f"--folds official: no official fold lists for {dataset}")
+            raise ValueError(f"--parts official: no official fold lists for {dataset}")
         unknown = sorted(present - set().union(*map(set, official)))
         if unknown:
             raise ValueError(
-                f"--folds official: {len(unknown)} subject(s) are not in the official {dataset} "
+                f"--parts official: {len(unknown)} subject(s) are not in the official {dataset} "
                 f"fold lists (protocol section 5): {' '.join(unknown[:12])}"
-                + (" ..." if len(unknown) > 12 else "") + "; use --folds auto"
+                + (" ..." if len(unknown) > 12 else "") + "; use --parts auto"
             )
     if mode is None and official:
         unknown = sorted(present - set().union(*map(set, official)))

@@ -64,8 +64,6 @@ def list_frames(folder: str | os.PathLike,
 
 def read_image(path: str | os.PathLike) -> np.ndarray | None:
     """Read an image as ``(H, W, 3)`` uint8 BGR, or None if it cannot be decoded."""
-    import cv2
-
     try:
         data = np.fromfile(str(path), dtype=np.uint8)
     except OSError:

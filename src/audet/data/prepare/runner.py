@@ -89,9 +89,9 @@ def run_prepare(opts: PrepareOptions) -> dict:
     if len({s.key for s in specs}) != len(specs):
         raise RuntimeError("release reader produced duplicate sequence keys")  # pragma: no cover
     if release.needs_detector(specs, opts):
-        from audet.data.prepare.landmarks import create_detector
+        from audet.data.prepare.landmarks import create_landmarker
 
-        create_detector(opts.detector, **opts.detector_kwargs)  # fail fast with a clear error
+        create_landmarker(opts.detector, **opts.detector_kwargs)  # fail fast with a clear error
     partition = release.partition(sorted({s.subject for s in specs}), specs, opts)
     if partition.notice:
         logger.info(partition.notice)

@@ -49,9 +49,9 @@ def _init_worker(opts_dict: dict) -> None:
 def _detector(opts: PrepareOptions):
     det = _STATE.get("detector")
     if det is None:
-        from audet.data.prepare.landmarks import create_detector
+        from audet.data.prepare.landmarks import create_landmarker
 
-        det = create_detector(opts.detector, **opts.detector_kwargs)
+        det = create_landmarker(opts.detector, **opts.detector_kwargs)
         _STATE["detector"] = det
     return det
 

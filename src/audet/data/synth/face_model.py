@@ -102,7 +102,7 @@ def depth(x, y):
 def neutral_shape(ident: Identity) -> np.ndarray:
     """(68, 2) neutral landmarks of a subject in face units."""
     p = np.array(TEMPLATE68, dtype=np.float64)
-    x, y = p[:, 0], p[:, 1]
+    x = p[:, 0]
     jaw = np.arange(0, 17)
     # jaw: width blends from cheekbones (top) to jaw (middle) to chin (bottom)
     k = np.abs(np.arange(17) - 8) / 8.0  # 1 at the ears, 0 at the chin

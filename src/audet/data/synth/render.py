@@ -11,7 +11,6 @@ import numpy as np
 from .face_model import (
     BASE_AU_GAIN,
     SUBTLE_AUS,
-    DISPLACEMENT_ROWS,
     Projector,
     Pose,
     deform,
@@ -203,7 +202,7 @@ class FaceRenderer:
         ident = self.ident
         skin = _c(self.skin)
         lash = _c(self.hair, 0.35)
-        for idx, s in (((36, 37, 38, 39, 40, 41), -1), ((42, 43, 44, 45, 46, 47), 1)):
+        for idx, _side in (((36, 37, 38, 39, 40, 41), -1), ((42, 43, 44, 45, 46, 47), 1)):
             e = p[list(idx)]
             # both eyes: e[0..3] is the upper lid from corner to corner, e[3], e[4], e[5], e[0] the lower
             upper = curve(e[[0, 1, 2, 3]], 4)

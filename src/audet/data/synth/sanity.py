@@ -66,9 +66,12 @@ def features(X: np.ndarray, kind: str, size: int) -> np.ndarray:
 
 def evaluate(F, Y, subjects, test_fraction: float = 0.34, seed: int = 0, C: float = 0.001):
     """Per-AU (p_test, prior F1, F1): class-balanced logistic regression, subject split."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import f1_score
-    from sklearn.preprocessing import StandardScaler
+    try:
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.metrics import f1_score
+        from sklearn.preprocessing import StandardScaler
+    except ImportError:
+        raise SystemExit("the sanity check needs scikit-learn: pip install 'audet[probe]'") from None
 
     names = np.unique(subjects)
     rng = np.random.default_rng(seed)

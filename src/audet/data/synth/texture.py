@@ -256,7 +256,7 @@ def au1(cv: Canvas, p, m, w):
 
 def au2(cv: Canvas, p, m, w):
     """Outer brow raiser: wrinkles over the lateral forehead, above the outer brows."""
-    for s, idx in ((-1, (17, 18, 19, 20)), (1, (26, 25, 24, 23))):
+    for _side, idx in ((-1, (17, 18, 19, 20)), (1, (26, 25, 24, 23))):
         b = p[list(idx)]
         for k in range(2):
             pts = b + np.array([0.0, -0.17 - 0.1 * k])
@@ -276,7 +276,7 @@ def au4(cv: Canvas, p, m, w):
         cv.furrow(np.array([[xi[0] - 0.08, p[27, 1] + 0.01], [xi[0] + 0.08, p[27, 1] + 0.01]]),
                   60 * (m - 0.35) * w, 0.014, (0, 0.015))  # fmt: skip
     cv.blob("soft", xi + (0, -0.02), (0.13, 0.08), 128 - 26 * m)
-    for s, i in ((-1, 19), (1, 24)):
+    for _side, i in ((-1, 19), (1, 24)):
         cv.blob("soft", p[i] + (0, -0.06), (0.2, 0.06), 128 + 16 * m)  # brow bulge
         cv.blob("soft", p[i] + (0, 0.13), (0.18, 0.06), 128 - 28 * m)  # shadowed upper lid
 

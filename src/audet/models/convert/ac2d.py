@@ -266,7 +266,7 @@ def convert_ac2d(
     use it; ``"paper"`` sets V = K (Eq. 13), which changes the outputs. Returns the model (eval mode)
     with ``model.conversion_report``.
     """
-    from audet.models import create_model
+    from audet.models.registry import create_model
 
     ck = load_authors_checkpoint(src)
     sd = ck["model"]

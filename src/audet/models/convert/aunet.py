@@ -136,7 +136,7 @@ def convert_aunet(src, aus=None, *, model_name: str | None = None, vae=None, fan
     ``fan_weights``: recorded as the model's FAN file (loaded by ``load_pretrained_parts``; not here).
     Returns the model in eval mode with ``conversion_report``.
     """
-    from audet.models import create_model
+    from audet.models.registry import create_model
     from audet.models.convert.ac2d import _resolve_aus
 
     source = str(src) if isinstance(src, (str, os.PathLike)) else "checkpoint"

@@ -146,7 +146,7 @@ def convert_cisnet(
     ``subjects``: names of the dictionary rows (default placeholders). ``backbone``: needed only
     for a head-only file. Returns the model in eval mode with ``model.conversion_report``.
     """
-    from audet.models import create_model
+    from audet.models.registry import create_model
     from audet.models.base import DataInfo
 
     ck = load_cis_checkpoint(src)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from audet.engine.evaluator import AUEvaluator
+from audet.engine.scoring import AUEvaluator
 
 LOGIT = {True: 4.0, False: -4.0}
 
