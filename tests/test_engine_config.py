@@ -122,6 +122,12 @@ def test_stage_optimiser_values_are_checked_like_the_top_level_ones(tmp_path):
         load_config(tmp_path / "staged.yaml", ["stages=[{name: a, epochs: 1, optim: {schedule: linear}}]"])
     with pytest.raises(ConfigError, match=r"optim\.lr=-1 \(from command-line override\) must be a number > 0"):
         load_config("resnet_tiny_synth", ["optim.lr=-1"])
+    # a collect-only stage may leave epochs out (or null): one pass; a training stage may not
+    both = ["stages=[{name: c, collect_only: true, epochs: null}, {name: t, epochs: null}]"]
+    with pytest.raises(ConfigError, match="stage 't' needs epochs >= 1"):
+        load_config("resnet_tiny_synth", both)
+    one = Config.from_dict(load_config("resnet_tiny_synth", ["stages=[{name: c, collect_only: true, epochs: null}]"]))
+    assert one.stages[0].epochs == 1
     # a value error is one line
     try:
         load_config(tmp_path / "staged.yaml")

@@ -130,7 +130,11 @@ def test_ddp_two_cpu_processes(tmp_path):
         res = fit(cfg, datamodule=tensor_datamodule(n_test=13), verbose=True)
         print("RANK-DONE", res["test"]["last"]["n"])
     """))
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    # the audet under test, also when PYTHONPATH is relative (the child runs in tmp_path)
+    import audet
+
+    path = os.pathsep.join([str(Path(audet.__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env,
                           cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

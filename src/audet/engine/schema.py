@@ -167,7 +167,7 @@ class Stage:
     """One training stage; ``optim`` is the top-level :class:`Optim` with the stage's overrides."""
 
     name: str = key(None, _stage_name, "required, unique; trains in stages/<index>_<name>")
-    epochs: int = key(None, integer(lo=1), "required (>= 1; default 1 for collect_only)")
+    epochs: int = key(None, integer(lo=1, none=True), "required (>= 1; default 1 for collect_only)")
     optim: Optim = key({}, _optim_overrides, "overrides of the optim section (checked like it)")
     trainable: list | None = key(None, text_list("['vae.*'] (fnmatch patterns)", none=True),
                                  "fnmatch patterns over parameter names; default: every parameter not frozen")
