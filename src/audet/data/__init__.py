@@ -20,7 +20,7 @@ See docs/data.md.
 """
 from __future__ import annotations
 
-import importlib
+from audet.utils.lazy import lazy_exports
 
 _EXPORTS = {
     "ListFiles": "listfile",
@@ -51,13 +51,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(f"audet.data.{_EXPORTS[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'audet.data' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -12,7 +12,7 @@ Names are imported lazily so that ``import audet.engine`` stays cheap.
 """
 from __future__ import annotations
 
-import importlib
+from audet.utils.lazy import lazy_exports
 
 _EXPORTS = {
     "AUTask": "task",
@@ -31,7 +31,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"audet.engine.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'audet.engine' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

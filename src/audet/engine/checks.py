@@ -38,50 +38,36 @@ def _in_range(v, lo, hi, lo_open, hi_open) -> bool:
     return not (hi is not None and (v >= hi if hi_open else v > hi))
 
 
-def integer(lo=None, hi=None, none=False) -> Check:
-    what = f"a whole number{_interval(lo, hi)}" + (" or null" if none else "")
+def _kind(test, what: str, none: bool, convert=None) -> Check:
+    """A value passing ``test`` (or None when ``none``), returned as it is or ``convert``-ed."""
 
     def check(v):
         if v is None and none:
             return None
-        if _is_num(v) and float(v).is_integer() and _in_range(int(v), lo, hi, False, False):
-            return int(v)
-        raise Bad(what)
+        if v is not None and test(v):
+            return convert(v) if convert else v
+        raise Bad(what + (" or null" if none else ""))
 
     return check
+
+
+def integer(lo=None, hi=None, none=False) -> Check:
+    """A whole number (``2.0`` is normalised to ``2``) in ``[lo, hi]``."""
+    return _kind(lambda v: _is_num(v) and float(v).is_integer() and _in_range(int(v), lo, hi, False, False),
+                 f"a whole number{_interval(lo, hi)}", none, int)
 
 
 def number(lo=None, hi=None, lo_open=False, hi_open=False, none=False) -> Check:
-    what = f"a number{_interval(lo, hi, lo_open, hi_open)}" + (" or null" if none else "")
-
-    def check(v):
-        if v is None and none:
-            return None
-        if _is_num(v) and v == v and _in_range(float(v), lo, hi, lo_open, hi_open):
-            return v
-        raise Bad(what)
-
-    return check
+    return _kind(lambda v: _is_num(v) and v == v and _in_range(float(v), lo, hi, lo_open, hi_open),
+                 f"a number{_interval(lo, hi, lo_open, hi_open)}", none)
 
 
 def boolean(none=False) -> Check:
-    def check(v):
-        if isinstance(v, bool) or (v is None and none):
-            return v
-        raise Bad("true or false" + (" or null" if none else ""))
-
-    return check
+    return _kind(lambda v: isinstance(v, bool), "true or false", none)
 
 
 def text(none=True) -> Check:
-    def check(v):
-        if v is None and none:
-            return None
-        if isinstance(v, (str, os.PathLike)) and str(v).strip():
-            return v
-        raise Bad("a non-empty text" + (" or null" if none else ""))
-
-    return check
+    return _kind(lambda v: isinstance(v, (str, os.PathLike)) and bool(str(v).strip()), "a non-empty text", none)
 
 
 def choice(*options) -> Check:
@@ -109,12 +95,7 @@ def either(*checks: Check, what: str) -> Check:
 
 
 def mapping(none=False) -> Check:
-    def check(v):
-        if isinstance(v, Mapping) or (v is None and none):
-            return v
-        raise Bad("a mapping (key: value)" + (" or null" if none else ""))
-
-    return check
+    return _kind(lambda v: isinstance(v, Mapping), "a mapping (key: value)", none)
 
 
 def text_list(example: str = "[pos_embed, cls_token]", none=False) -> Check:
