@@ -67,13 +67,11 @@ def _config(tmp_path, root=None, dataset=None) -> dict:
 
 def _finished_fold(tmp_path, cfg: dict, k: int, per_au: dict) -> None:
     """A fold directory as `fit` leaves it: report, results and the manifest of its config."""
-    import copy
-
     from audet.engine.fit import run_inputs
+    from audet.engine.schema import as_config
     from audet.utils.manifest import write_manifest
 
-    c = copy.deepcopy(cfg)
-    c["data"].update(fold=k, train_prefix=None, test_prefix=None)
+    c = as_config(cfg).replace(**{"data.fold": k, "data.train_prefix": None, "data.test_prefix": None})
     write_run_report(tmp_path / "cv" / f"fold{k}", _results(f"cvtest/fold{k}", per_au))
     write_manifest(tmp_path / "cv" / f"fold{k}", run_inputs(c), command="train")
 

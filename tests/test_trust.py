@@ -48,26 +48,26 @@ def test_predict_into_a_folder_of_another_checkpoint_is_refused_and_overwrite_re
     use_blob_faces(monkeypatch)
     a, b = ckpts
     out = tmp_path / "out"
-    assert main(["predict", str(photo), "-c", str(a), "--out", str(out), "--quiet"]) == 0
+    assert main(["predict", str(photo), "--checkpoint", str(a), "--out", str(out), "--quiet"]) == 0
     first = pd.read_csv(out / "two.csv")
     manifest = json.loads((out / "audet-manifest.json").read_text())
     assert manifest["command"] == "predict" and len(manifest["checkpoint"]["sha256"]) == 64
     assert manifest["options"]["threshold"] == 0.5 and manifest["audet_version"]
     capsys.readouterr()
     before = _files(out)
-    assert main(["predict", str(photo), "-c", str(b), "--out", str(out), "--quiet"]) == 2
+    assert main(["predict", str(photo), "--checkpoint", str(b), "--out", str(out), "--quiet"]) == 2
     line = _one_line(capsys.readouterr().err)
     assert "checkpoint.sha256" in line and "--overwrite" in line
     assert _files(out) == before  # nothing was touched
     # another option is refused the same way
-    assert main(["predict", str(photo), "-c", str(a), "--out", str(out), "--quiet", "--threshold", "0.7"]) == 2
+    assert main(["predict", str(photo), "--checkpoint", str(a), "--out", str(out), "--quiet", "--threshold", "0.7"]) == 2
     assert "options.threshold: 0.5 -> 0.7" in capsys.readouterr().err
     # --overwrite starts afresh: the table is the other checkpoint's
-    assert main(["predict", str(photo), "-c", str(b), "--out", str(out), "--quiet", "--overwrite"]) == 0
+    assert main(["predict", str(photo), "--checkpoint", str(b), "--out", str(out), "--quiet", "--overwrite"]) == 0
     second = pd.read_csv(out / "two.csv")
     assert not np.allclose(first["AU01_p"], second["AU01_p"])
     # the same inputs again: reused (skipped), exit 0
-    assert main(["predict", str(photo), "-c", str(b), "--out", str(out), "--quiet"]) == 0
+    assert main(["predict", str(photo), "--checkpoint", str(b), "--out", str(out), "--quiet"]) == 0
     assert "skipped" in capsys.readouterr().err
 
 
@@ -97,12 +97,12 @@ def _absent_gpu() -> str:
 
 def test_a_gpu_that_is_not_there_is_a_one_line_error(ckpts, photo, tmp_path, capsys):
     dev = _absent_gpu()
-    assert main(["predict", str(photo), "-c", str(ckpts[0]), "--out", str(tmp_path / "o"), "--device", dev]) == 2
+    assert main(["predict", str(photo), "--checkpoint", str(ckpts[0]), "--out", str(tmp_path / "o"), "--device", dev]) == 2
     assert f"--device {dev}" in _one_line(capsys.readouterr().err)
     root = make_prepared(tmp_path / "data")
     assert main(["evaluate", str(ckpts[0]), "--data", str(root), "--device", dev]) == 2
     assert f"--device {dev}" in _one_line(capsys.readouterr().err)
-    assert main(["predict", str(photo), "-c", str(ckpts[0]), "--out", str(tmp_path / "o"), "--device", "tpu"]) == 2
+    assert main(["predict", str(photo), "--checkpoint", str(ckpts[0]), "--out", str(tmp_path / "o"), "--device", "tpu"]) == 2
     assert "not a torch device" in capsys.readouterr().err
     if not torch.cuda.is_available():
         assert main(["train", "resnet_tiny_synth", f"data.root={root}", "trainer.accelerator=gpu"]) == 2
@@ -166,7 +166,7 @@ def test_a_one_pixel_image_has_no_face(ckpts, tmp_path, capsys):
     chunks = list(det.iter_chunks([__import__("audet.inference.media", fromlist=["Frame"]).Frame(
         0, float("nan"), np.zeros((1, 1, 3), np.uint8), "tiny.png")], track=False))
     assert not [p for c in chunks for p in c.problems] and sum(len(c.rows) for c in chunks) == 0
-    assert main(["predict", str(tiny), "-c", str(ckpts[0]), "--out", str(tmp_path / "o"), "--quiet"]) == 0
+    assert main(["predict", str(tiny), "--checkpoint", str(ckpts[0]), "--out", str(tmp_path / "o"), "--quiet"]) == 0
     err = capsys.readouterr().err
     assert "no face found" in err and "torch.cat" not in err
 
@@ -184,17 +184,17 @@ def test_a_playable_video_without_faces_whose_header_overcounts_is_not_damaged(c
             self.frame_count += 2
 
     monkeypatch.setattr(media.VideoSource, "__init__", overcount)
-    assert main(["predict", str(wall), "-c", str(ckpts[0]), "--out", str(tmp_path / "o"), "--quiet"]) == 0
+    assert main(["predict", str(wall), "--checkpoint", str(ckpts[0]), "--out", str(tmp_path / "o"), "--quiet"]) == 0
     captured = capsys.readouterr()
     assert "truncated" not in captured.err and "damaged" not in captured.err
     assert "summary: 0 face(s) in 6 frame(s)/image(s), 6 without a face" in captured.out
 
 
 def test_bad_checkpoint_paths_and_max_pixels(ckpts, photo, tmp_path, capsys):
-    assert main(["predict", str(photo), "-c", str(ckpts[0].parent), "--out", str(tmp_path / "o")]) == 2
+    assert main(["predict", str(photo), "--checkpoint", str(ckpts[0].parent), "--out", str(tmp_path / "o")]) == 2
     line = _one_line(capsys.readouterr().err)
     assert "is a directory" in line and "a.safetensors" in line
-    assert main(["predict", str(photo), "-c", str(ckpts[0]), "--out", str(tmp_path / "o"), "--max-pixels", "-5"]) == 2
+    assert main(["predict", str(photo), "--checkpoint", str(ckpts[0]), "--out", str(tmp_path / "o"), "--max-pixels", "-5"]) == 2
     assert "negative" in _one_line(capsys.readouterr().err)
 
 
@@ -233,7 +233,7 @@ def test_a_model_trained_on_synthetic_faces_warns_once_in_one_line(tmp_path, pho
     warned = [r.getMessage() for r in caplog.records if "synthetic faces" in r.getMessage()]
     assert len(warned) == 1 and "\n" not in warned[0]
     use_blob_faces(monkeypatch)
-    assert main(["predict", str(photo), str(photo), "-c", str(ck), "--out", str(tmp_path / "o"), "--quiet"]) == 0
+    assert main(["predict", str(photo), str(photo), "--checkpoint", str(ck), "--out", str(tmp_path / "o"), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert out.count("trained on synthetic faces") == 1
     # a model of real data says nothing
@@ -263,7 +263,7 @@ def test_head_pose_recovers_the_rotation_of_the_generic_face(angles):
 
 def test_predict_table_has_head_pose_and_ends_with_a_summary(ckpts, photo, tmp_path, capsys, monkeypatch):
     use_blob_faces(monkeypatch)
-    assert main(["predict", str(photo), "-c", str(ckpts[0]), "--out", str(tmp_path / "o"), "--quiet"]) == 0
+    assert main(["predict", str(photo), "--checkpoint", str(ckpts[0]), "--out", str(tmp_path / "o"), "--quiet"]) == 0
     t = pd.read_csv(tmp_path / "o" / "two.csv")
     cols = list(t.columns)
     assert cols.index("y_67") < cols.index("yaw") < cols.index("pitch") < cols.index("roll") < cols.index("AU01_p")

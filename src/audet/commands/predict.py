@@ -97,7 +97,8 @@ def _folder_inputs(args, detector) -> dict:
                            **({"meta_sha256": file_sha256(files[1])} if len(files) > 1 else {})},
             "options": {"aus": detector.aus, "threshold": args.threshold, "face_detector": args.face_detector,
                         "min_face_size": args.min_face_size, "landmarker": args.landmarker, "backend": args.backend,
-                        "format": args.format, "max_pixels": args.max_pixels}}
+                        "format": args.format, "max_pixels": args.max_pixels,
+                        "precision": getattr(args, "precision", "32")}}
 
 
 def _process(item, detector, args, out: Path, stats: dict | None = None) -> tuple[list[str], list[str], Path | None]:
