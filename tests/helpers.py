@@ -143,7 +143,7 @@ def tiny_config(root: str | Path, out: str | Path, **overrides) -> dict:
 # an in-memory datamodule with the AUDataModule interface the engine uses (engine mechanics
 # tests that must not depend on image decoding)
 # --------------------------------------------------------------------------------------------
-def tensor_datamodule(aus=(1, 2, 4), n_train=48, n_val=16, n_test=16, size=32, seed=0, noise=0.1):
+def tensor_datamodule(aus=(1, 2, 4), n_train=48, n_val=16, n_test=16, size=32, seed=0, noise=0.1, num_workers=0):
     import lightning as L
     import torch
     from torch.utils.data import DataLoader, Dataset
@@ -190,7 +190,8 @@ def tensor_datamodule(aus=(1, 2, 4), n_train=48, n_val=16, n_test=16, size=32, s
             return self.train_dataset.y.numpy()
 
         def train_dataloader(self):
-            return DataLoader(self.train_dataset, batch_size=self.batch_size, shuffle=True)
+            return DataLoader(self.train_dataset, batch_size=self.batch_size, shuffle=True, num_workers=num_workers,
+                              persistent_workers=num_workers > 0)  # as AUDataModule
 
         def val_dataloader(self):
             return DataLoader(self.val_dataset, batch_size=self.batch_size)

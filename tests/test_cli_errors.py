@@ -265,7 +265,12 @@ def test_every_option_has_help_and_description_is_honest():
     from audet.cli import build_parser
 
     parser = build_parser()
-    assert "planned" in parser.description and "audet models" in parser.description
+    # the methods it names are registered, none is called "planned" (issue 20)
+    from audet.models import list_models
+
+    assert "planned" not in parser.description and "audet models" in parser.description
+    for method in ("AC2D", "CISNet", "ESCDA", "AAR", "AUNet"):
+        assert method in parser.description and list_models(method.lower() + "*"), method
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     for name, p in sub.choices.items():
         for action in p._actions:

@@ -38,3 +38,20 @@ def test_default_demo_trains_a_cnn_and_skips_the_attention_figure(tmp_path, caps
     assert "resnet_tiny -> prepared/" in (out / "f1.md").read_text()
     assert "skipped: model 'resnet_tiny' has no attention output" in text and "for the all-present prior" in text
     assert not (out / "attention.png").exists()
+    # the F1 figure beside the table: a PNG of the model's and the prior's per-AU F1
+    assert (out / "f1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # checkpoints record the data: the demo's model was trained on synthetic faces
+    from audet.models.checkpoint import read_checkpoint_meta
+
+    assert read_checkpoint_meta(out / "train" / "best.safetensors")["trained_on"]["synthetic"] is True
+    # another seed into the same --out: refused in one line before anything is written
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    args = ["demo", "--out", str(out), "--preset", "test", "--num-workers", "1", "trainer.max_epochs=1",
+            "trainer.limit_train_batches=2", "data.batch_size=8", "trainer.tensorboard=false"]
+    assert main([*args, "--seed", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "options.seed: 0 -> 1" in err and "--overwrite" in err
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
+    # and a changed config too
+    assert main([*args, "--config", "resnet_tiny_synth"]) == 2
+    assert "options.config: resnet_tiny_demo -> resnet_tiny_synth" in capsys.readouterr().err

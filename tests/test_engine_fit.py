@@ -103,6 +103,70 @@ def test_kill_and_resume_reaches_the_same_weights(tmp_path):
         fit(cfg("absent"), datamodule=tensor_datamodule(), resume=True, verbose=False)
 
 
+class _StopAtEpochStart(L.Callback):
+    """Raise at the start of an epoch, i.e. right after the previous epoch's checkpoint was saved."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == self.epoch:
+            raise StopTraining(f"stopped at the start of epoch {self.epoch} (simulated kill)")
+
+
+def _weights(path):
+    return load_checkpoint(path).state_dict()
+
+
+def test_resume_with_workers_is_bit_identical_mid_epoch_and_at_an_epoch_boundary(tmp_path):
+    """Two persistent DataLoader workers and random augmentation (the dataset draws noise from the
+    global RNG): a kill in the middle of epoch 1 and one right after epoch 0's checkpoint both end
+    with the weights of the uninterrupted run, which are also those of a run without workers."""
+    cfg = lambda d: tensor_config(tmp_path / d, **{"trainer.max_epochs": 3, "selection.test_after_fit": False,  # noqa: E731
+                                                   "data.num_workers": 2})
+    data = lambda: tensor_datamodule(num_workers=2)  # noqa: E731
+    fit(cfg("straight"), datamodule=data(), verbose=False)
+    with pytest.raises(StopTraining):
+        fit(cfg("mid"), datamodule=data(), callbacks=[StopAfterSteps(9)], verbose=False)  # epoch 1, batch 3 of 6
+    fit(cfg("mid"), datamodule=data(), verbose=False)
+    with pytest.raises(StopTraining):
+        fit(cfg("boundary"), datamodule=data(), callbacks=[_StopAtEpochStart(2)], verbose=False)
+    assert read_checkpoint_meta(tmp_path / "boundary/last.json")["epoch"] == 1
+    fit(cfg("boundary"), datamodule=data(), verbose=False)
+    a = _weights(tmp_path / "straight/last.safetensors")
+    for run in ("mid", "boundary"):
+        b = _weights(tmp_path / run / "last.safetensors")
+        assert all(torch.equal(a[k], b[k]) for k in a), (run, [k for k in a if not torch.equal(a[k], b[k])][:5])
+    # the sampler's state is in the checkpoint
+    ck = torch.load(tmp_path / "mid/checkpoints/last.ckpt", weights_only=False)
+    assert ck["FitData"] == {"seed": 5, "epoch": 2, "sample_seeding": "sample_seed(seed, epoch, index)"}
+    # a sample's augmentation does not depend on the worker count
+    fit(tensor_config(tmp_path / "w0", **{"trainer.max_epochs": 3, "selection.test_after_fit": False}),
+        datamodule=tensor_datamodule(num_workers=0), verbose=False)
+    c = _weights(tmp_path / "w0/last.safetensors")
+    assert all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_a_run_directory_of_another_config_is_refused_before_anything_is_written(tmp_path):
+    from audet.utils.manifest import OutputMismatch
+
+    fit(tensor_config(tmp_path / "t1", **{"trainer.max_epochs": 1}), datamodule=tensor_datamodule(), verbose=False)
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "t1").rglob("*") if p.is_file()}
+    other = tensor_config(tmp_path / "t1", **{"trainer.max_epochs": 1, "optim.lr": 0.01})
+    with pytest.raises(OutputMismatch, match=r"config.optim.lr: 0.05 -> 0.01.*--overwrite"):
+        fit(other, datamodule=tensor_datamodule(), verbose=False)
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "t1").rglob("*") if p.is_file()} == before
+    # the same config continues (nothing to do but test); resume=False (--overwrite) starts afresh
+    res = fit(other, datamodule=tensor_datamodule(), resume=False, verbose=False)
+    assert res["epochs"] == 1
+    assert read_checkpoint_meta(tmp_path / "t1/last.json")["config"]["optim"]["lr"] == 0.01
+    # a folder audet did not make is refused too
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("precious")
+    with pytest.raises(OutputMismatch, match="did not record making"):
+        fit(tensor_config(tmp_path / "mine"), datamodule=tensor_datamodule(), verbose=False)
+
+
 def test_init_from_checkpoint_maps_au_branches(tmp_path):
     from audet.models import create_model
 

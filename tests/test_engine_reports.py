@@ -46,11 +46,12 @@ def test_write_run_report(tmp_path):
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["test"]["best"]["per_au"] == {"1": 0.5, "2": 0.25, "4": 0.75} and saved["score"] is None  # NaN -> null
     md = (tmp_path / "report.md").read_text()
-    assert "| tiny (best, epoch 3) | 50.0 | 25.0 | 75.0 | 50.0 |" in md
-    assert "| tiny (last, epoch 5) | 25.0 | 25.0 | 25.0 | 25.0 |" in md
-    assert "model selection: validation (monitor val/f1, best epoch 3)" in md
-    text = summary_text(res)
-    assert "best val/f1: 40.0" in text and "test (best, epoch 3)" in text
+    # epochs for people count from 1, as the progress line `epoch 4/6` does (results.json keeps 0-based)
+    assert "| tiny (best, epoch 4) | 50.0 | 25.0 | 75.0 | 50.0 |" in md
+    assert "| tiny (last, epoch 6) | 25.0 | 25.0 | 25.0 | 25.0 |" in md
+    assert "model selection: validation (monitor val/f1, best epoch 4)" in md
+    text = summary_text({**res, "epochs": 6})
+    assert "best val/f1: 40.0" in text and "test (best, epoch 4)" in text and "best epoch 4/6" in text
     # selected on the test fold: the report says so
     res["selection"]["on_test"] = True
     write_run_report(tmp_path, res)
@@ -64,11 +65,22 @@ def _config(tmp_path, root=None, dataset=None) -> dict:
             "output": {"dir": str(tmp_path / "cv")}}  # fmt: skip
 
 
+def _finished_fold(tmp_path, cfg: dict, k: int, per_au: dict) -> None:
+    """A fold directory as `fit` leaves it: report, results and the manifest of its config."""
+    from audet.engine.fit import run_inputs
+    from audet.engine.schema import as_config
+    from audet.utils.manifest import write_manifest
+
+    c = as_config(cfg).replace(**{"data.fold": k, "data.train_prefix": None, "data.test_prefix": None})
+    write_run_report(tmp_path / "cv" / f"fold{k}", _results(f"cvtest/fold{k}", per_au))
+    write_manifest(tmp_path / "cv" / f"fold{k}", run_inputs(c), command="train")
+
+
 def test_cross_validate_averages_finished_folds_without_training(tmp_path):
     cfg = _config(tmp_path)
     folds = {0: {1: 0.5, 2: 0.25, 4: 0.75}, 1: {1: 0.25, 2: 0.75, 4: 0.5}}
     for k, per_au in folds.items():
-        write_run_report(tmp_path / "cv" / f"fold{k}", _results(f"cvtest/fold{k}", per_au))
+        _finished_fold(tmp_path, cfg, k, per_au)
     out = cross_validate(cfg, folds=[0, 1], verbose=False)
     assert out["folds"] == [0, 1] and out["aus"] == AUS
     # each AU averaged over the folds; Avg = mean over AUs
@@ -81,13 +93,19 @@ def test_cross_validate_averages_finished_folds_without_training(tmp_path):
     assert cfg["data"]["fold"] is None  # the caller's config is not modified
     # only the folds asked for
     assert cross_validate(cfg, folds=[1], verbose=False)["mean"]["per_au"] == pytest.approx({1: .25, 2: .75, 4: .5})
+    # folds finished with another config are not silently reused: refused before any training
+    from audet.utils.manifest import OutputMismatch
+
+    other = {**cfg, "model": {"name": "tiny", "args": {"width": 8}}}
+    with pytest.raises(OutputMismatch, match=r"config.model.args.width: <unset> -> 8.*--overwrite"):
+        cross_validate(other, folds=[0, 1], verbose=False)
 
 
 def test_cross_validate_fold_with_an_au_without_f1(tmp_path):
     cfg = _config(tmp_path)
     folds = {0: {1: 0.5, 2: 0.25, 4: 0.75}, 1: {1: 0.25, 2: 0.75, 4: float("nan")}}
     for k, per_au in folds.items():
-        write_run_report(tmp_path / "cv" / f"fold{k}", _results(f"cvtest/fold{k}", per_au))
+        _finished_fold(tmp_path, cfg, k, per_au)
     out = cross_validate(cfg, folds=[0, 1], verbose=False)
     # each AU averaged over the folds that have it (AU4: fold 0 only)
     assert out["mean"]["per_au"] == pytest.approx({1: 0.375, 2: 0.5, 4: 0.75})

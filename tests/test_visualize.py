@@ -81,3 +81,20 @@ def test_load_aligned_applies_the_checkpoints_resize_like_the_eval_transform(fac
     assert np.abs(got.astype(int) - ref.astype(int)).max() <= 1
     # without the resize the same crop size shows a different (larger-scale) window
     assert np.abs(load_aligned(str(face), 104).astype(int) - ref.astype(int)).max() > 20
+
+
+def test_an_unaligned_photo_is_aligned_by_its_landmarks_and_says_so(checkpoint, tmp_path, capsys):
+    """A 512x512 photo is not centre-cropped silently: its face is aligned as `audet predict` does."""
+    import cv2
+    from skimage.data import astronaut
+
+    photo = tmp_path / "astronaut.png"
+    cv2.imwrite(str(photo), cv2.cvtColor(astronaut(), cv2.COLOR_RGB2BGR))
+    assert main(["visualize", str(checkpoint), str(photo), "--out", str(tmp_path / "att.png")]) == 0
+    out = capsys.readouterr().out
+    assert "astronaut.png: not an aligned face; aligned by its landmarks" in out and (tmp_path / "att.png").is_file()
+    # a photo without a face is refused in one line, nothing written
+    wall = tmp_path / "wall.png"
+    cv2.imwrite(str(wall), np.full((300, 400, 3), 90, np.uint8))
+    assert main(["visualize", str(checkpoint), str(wall), "--out", str(tmp_path / "w.png")]) == 2
+    assert "no face was found" in capsys.readouterr().err and not (tmp_path / "w.png").exists()

@@ -19,8 +19,8 @@ from audet.commands import COMMANDS
 
 DESCRIPTION = """Facial action unit (AU) detection toolkit.
 
-`audet models` lists the methods this version holds (AC2D and its ablation variants, plus small
-baselines); CISNet, ESCDA, AAR and AUNet are planned. Start with `audet demo`."""
+`audet models` lists the methods this version holds: AC2D, CISNet, ESCDA, AAR and AUNet with their
+ablation variants, plus small baselines. Start with `audet demo`."""
 
 
 class Parser(argparse.ArgumentParser):
@@ -106,8 +106,8 @@ def main(argv: list[str] | None = None) -> int:
             pass
         return 141
     except USER_ERRORS as exc:
-        if os.environ.get("AUDET_DEBUG"):
-            raise
+        if os.environ.get("AUDET_DEBUG") or "Traceback (most recent call last)" in str(exc):
+            raise  # a bug re-raised from a DataLoader worker carries its traceback: keep it readable
         print(f"audet {args.command}: error: {error_line(exc)}", file=sys.stderr)
         return 2
 

@@ -252,3 +252,39 @@ def attention_panels(
     probs = torch.sigmoid(res.logits.float()).numpy()
     return attention_figure(faces, att, aus, out, channels=chans, probs=probs, truth=truth,
                             titles=[Path(p).name for p in images])
+
+
+def f1_bars(result: dict, path: str | Path, title: str = "") -> Path:
+    """Per-AU F1 (percent) of a model beside the all-present prior, as bars, from the result of
+    :func:`audet.engine.evaluate.evaluate` with ``vs_prior``; the legend gives both means and the
+    bootstrap CI of their difference. Returns ``path`` (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from audet.utils.io import atomic_path
+
+    aus = [int(a) for a in result["aus"]]
+    model = [100 * float(result["per_au"].get(a, result["per_au"].get(str(a), np.nan))) for a in aus]
+    prior = result.get("prior") or {}
+    prior_au = [100 * float((prior.get("per_au") or {}).get(a, np.nan)) for a in aus]
+    x = np.arange(len(aus))
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.6 * len(aus) + 2), 3.6), dpi=110)
+    w = 0.4
+    ax.bar(x - w / 2, model, w, label=f"model (mean {np.nanmean(model):.1f})", color="tab:blue")
+    if prior:
+        ci = f"; difference {prior['diff']:+.1f}, {100 * prior.get('ci', 0.95):.0f}% CI [{prior['low']:.1f}, {prior['high']:.1f}]"
+        ax.bar(x + w / 2, prior_au, w, label=f"all-present prior (mean {np.nanmean(prior_au):.1f}){ci}",
+               color="tab:gray")
+    ax.set_xticks(x, [f"AU{a}" for a in aus])
+    ax.set_ylabel("F1-frame (%)")
+    ax.set_ylim(0, 100)
+    ax.legend(loc="upper left", fontsize=7, frameon=False)
+    ax.set_title(title or "per-AU F1", fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path

@@ -42,6 +42,10 @@ __all__ = [
     "config_from_args",
     "check_data_root",
     "epoch_lines",
+    "nonnegative_float",
+    "add_device",
+    "check_device",
+    "add_overwrite",
 ]
 
 
@@ -70,6 +74,50 @@ def positive_int(text: str) -> int:
 def nonnegative_int(text: str) -> int:
     """argparse type: a whole number >= 0."""
     return _whole_number(text, 0, "negative")
+
+
+def nonnegative_float(text: str) -> float:
+    """argparse type: a number >= 0."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; give one >= 0") from None
+    if not v >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{text} is negative; give a number >= 0")
+    return v
+
+
+def add_device(p: argparse.ArgumentParser, default: str = "cpu") -> None:
+    p.add_argument("--device", default=default,
+                   help="torch device to run on, e.g. cpu or cuda:0 (default: %(default)s)")
+
+
+def check_device(device: str, option: str = "--device") -> str:
+    """``device`` if this machine has it, else a one-line :class:`UsageError` naming what there is."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise UsageError(f"{option} {device!r} is not a torch device; give cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise UsageError(f"{option} {device}: this machine has no CUDA GPU that torch can use; use {option} cpu")
+        if dev.index is not None and dev.index >= n:
+            raise UsageError(f"{option} {device}: there are {n} CUDA GPU(s) (cuda:0..cuda:{n - 1})")
+    elif dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UsageError(f"{option} {device}: Apple's MPS is not available here; use {option} cpu")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise UsageError(f"{option} {device}: audet runs on cpu, cuda or mps devices")
+    return device
+
+
+def add_overwrite(p: argparse.ArgumentParser, help: str) -> None:
+    """The one flag, on every command that writes a folder, that starts afresh (audet.utils.manifest)."""
+    from audet.utils.manifest import FRESH_FLAG
+
+    p.add_argument(FRESH_FLAG, dest="overwrite", action="store_true", help=help)
 
 
 class _Deprecated(argparse.Action):
@@ -199,9 +247,17 @@ def parse_aus(spec: str | Sequence[str] | None, option: str = "--aus") -> list[i
         return None
     text = ",".join(spec) if isinstance(spec, (list, tuple)) else str(spec)
     try:
-        return parse(text)
+        aus = parse(text)
     except ValueError as exc:
         raise UsageError(f"{option} {text!r}: {exc}") from None
+    from audet.facs import AU_INFO
+
+    unknown = [a for a in aus or [] if a not in AU_INFO]
+    if unknown:  # not a column of unknown labels later (issue 20)
+        raise UsageError(f"{option} {text}: " + ", ".join(f"AU{a}" for a in unknown)
+                         + f" {'is' if len(unknown) == 1 else 'are'} not in audet's FACS table (AUs "
+                         + ", ".join(str(a) for a in sorted(AU_INFO)) + ")")
+    return aus
 
 
 # --------------------------------------------------------------------------------------------
@@ -255,7 +311,22 @@ def config_from_args(args) -> dict:
         overrides["output.dir"] = args.out
     if getattr(args, "precision", None):
         overrides["trainer.precision"] = {"32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed"}[args.precision]
-    return load_config(args.config, overrides)
+    cfg = load_config(args.config, overrides)
+    check_accelerator(cfg)
+    return cfg
+
+
+def check_accelerator(cfg) -> None:
+    """``trainer.accelerator`` gpu/cuda/mps on a machine without one: a one-line error (not Lightning's traceback)."""
+    trainer = cfg.get("trainer") if isinstance(cfg, dict) else getattr(cfg, "trainer", None)
+    acc = trainer.get("accelerator", "auto") if isinstance(trainer, dict) else getattr(trainer, "accelerator", "auto")
+    acc = str(acc).lower()
+    if acc in ("gpu", "cuda", "mps"):
+        try:
+            check_device("mps" if acc == "mps" else "cuda")
+        except UsageError:
+            raise UsageError(f"trainer.accelerator={acc}: this machine has no such device that torch can use; "
+                             "use trainer.accelerator=cpu (or auto)") from None
 
 
 def check_data_root(cfg: dict, args) -> dict:

@@ -23,12 +23,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_precision(p, "training precision: 32 | bf16 | 16 (= trainer.precision; default: the config's)", None)
     p.add_argument("--folds", metavar="K", nargs="+",
                    help="only these folds: 0-based numbers, e.g. --folds 0,2 (or --folds 0 2)")
+    from audet.commands._common import add_overwrite
+
+    add_overwrite(p, "retrain every fold from scratch, also in fold directories made by another config")
 
 
 def run(args) -> int:
     from audet.commands._common import UsageError, check_data_root, config_from_args, epoch_lines
     from audet.engine.cv import cross_validate
 
+    if args.folds is not None:  # `--folds 0 1 key=value`: the overrides after the fold numbers are overrides
+        args.overrides = [*(args.overrides or []), *(t for t in args.folds if "=" in t)]
+        args.folds = [t for t in args.folds if "=" not in t]
     cfg = config_from_args(args)  # the whole config is checked here, before any work
     meta = check_data_root(cfg, args)
     folds = None
@@ -42,5 +48,5 @@ def run(args) -> int:
         bad = [k for k in folds if n and k >= n]
         if bad:
             raise UsageError(f"--folds: {cfg['data']['root']} has {n} folds (0..{n - 1}); fold(s) {bad} do not exist")
-    cross_validate(cfg, folds=folds, callbacks=[epoch_lines()])
+    cross_validate(cfg, folds=folds, callbacks=[epoch_lines()], fresh=args.overwrite)
     return 0

@@ -17,9 +17,12 @@ Runs the whole pipeline on the built-in synthetic benchmark, with no download an
                                                    beat the prior in this time): each AU's constrained
                                                    self-attention (AC2D Fig. 5) beside the frame's ground truth
 
-Outputs go under --out (default runs/demo): raw/, prepared/, train/, f1.md, f1.csv (attention.png).
-A step whose output already exists is skipped, so an interrupted demo resumes where it stopped
-(training itself resumes from its last epoch). Takes about 10 minutes on a 2-core CPU.
+Outputs go under --out (default runs/demo): raw/, prepared/, train/, f1.md, f1.csv, f1.png (per-AU
+F1 of the model beside the all-present prior), (attention.png). A step whose output already exists
+is skipped, so an interrupted demo resumes where it stopped (training itself resumes from its last
+epoch). OUT/audet-manifest.json records the preset, seed, config and overrides: a demo with other
+ones into the same --out is refused before anything is written (--overwrite starts afresh there).
+Takes about 10 minutes on a 2-core CPU.
 """
 
 
@@ -32,6 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="training config (default: %(default)s; ac2d_synth_quick trains a narrow AC2D and draws its attention)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic data and the training run")
     add_num_workers(p, 2, "worker processes for synthesis, preparation, loading")
+    from audet.commands._common import add_overwrite
+
+    add_overwrite(p, "start afresh: remove raw/, prepared/, train/ and the tables first (needed for an --out made with another preset, seed, config or overrides)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="extra training config overrides (optional)")
 
 
@@ -72,6 +78,21 @@ def run(args: argparse.Namespace) -> int:
                  "data.num_workers": args.num_workers, "output.dir": str(train),
                  **parse_overrides(args.overrides or [])}
     cfg = load_config(args.config, overrides)
+    # what made OUT is checked before anything is written there
+    from audet.utils.manifest import check_output, write_manifest
+
+    inputs = {"options": {"preset": args.preset, "seed": args.seed, "config": args.config,
+                          "overrides": sorted(args.overrides or [])}}
+    if check_output(out, inputs, command="demo", fresh=args.overwrite) == "fresh" or args.overwrite:
+        import shutil
+
+        for name in ("raw", "prepared", "train"):
+            if (out / name).is_dir():
+                shutil.rmtree(out / name)
+        for name in ("f1.md", "f1.csv", "f1.png", "attention.png"):
+            if (out / name).exists():
+                (out / name).unlink()
+    write_manifest(out, inputs, command="demo")
 
     t = _step("1/5 synthesise")
     if (raw / "synth_meta.json").is_file():
@@ -107,6 +128,10 @@ def run(args: argparse.Namespace) -> int:
     print(to_markdown(res["table"]), end="")
     print(f"{res['n']} frames; wrote {out / 'f1.md'} and {out / 'f1.csv'}")
     print(res["prior_text"])  # the model against predicting every AU present, with a bootstrap CI
+    from audet.viz import f1_bars
+
+    fig = f1_bars(res, out / "f1.png", title=f"{cfg['name']} on the test fold ({res['n']} frames)")
+    print(f"wrote {fig}")
     print(f"({time.perf_counter() - t:.0f} s)")
 
     t = _step("5/5 visualise attention")
@@ -125,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
 
     print(f"\n=== done in {(time.perf_counter() - t0) / 60:.1f} min ===")
     print(f"F1 table:        {out / 'f1.md'} (and .csv; with the all-present prior's F1 and the CI)")
+    print(f"F1 figure:       {out / 'f1.png'} (per AU, the model beside the all-present prior)")
     if (out / "attention.png").is_file():
         print(f"attention:       {out / 'attention.png'} (ground truth beside each prediction)")
     print(f"training run:    {train} (report.md, logs/, best.safetensors)")

@@ -60,11 +60,12 @@ def _check_prefix(data: str, prefix: str) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from audet.commands._common import check_checkpoint, check_prepared, parse_aus
+    from audet.commands._common import check_checkpoint, check_device, check_prepared, parse_aus
     from audet.engine.evaluate import evaluate
     from audet.metrics import to_markdown
 
     aus = parse_aus(args.aus)
+    check_device(args.device)
     check_checkpoint(args.checkpoint)
     meta = check_prepared(args.data, "--data")
     prefix = args.prefix

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 HELP = "export a checkpoint to ONNX (dynamic batch), numerically checked against PyTorch"
 DESCRIPTION = """\
@@ -32,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the ONNX file to write (ONNX is the only format; default: the checkpoint's path with .onnx)")
     p.add_argument("--onnx", nargs="?", metavar="FILE.onnx", action=_OnnxAlias, default=argparse.SUPPRESS,
                    help=argparse.SUPPRESS)  # 0.1's required format flag: accepted (optionally with the path)
-    p.add_argument("--opset", type=int, default=18, help="ONNX opset (default: %(default)s)")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset, 13..23 (default: %(default)s)")
     p.add_argument("--exporter", choices=("auto", "torchscript", "dynamo"), default="auto",
                    help="torch.onnx exporter: auto (torchscript, then dynamo), torchscript (tracing) or dynamo (torch.export)")
     p.add_argument("--atol", type=float, default=1e-4, help="allowed |ONNX - PyTorch| of the logits (default: %(default)s)")
@@ -42,14 +43,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from audet.models.checkpoint import checkpoint_paths
     from audet.inference.loading import load_model
-    from audet.inference.onnx_export import ExportError, export_onnx
+    from audet.inference.onnx_export import ExportError, check_opset, export_onnx
+
+    check_opset(args.opset)  # before any work
 
     model = load_model(args.checkpoint)
     out = args.out or checkpoint_paths(args.checkpoint)[0].with_suffix(".onnx")
     try:
         rep = export_onnx(model, out, opset=args.opset, exporter=args.exporter, check=not args.no_check, atol=args.atol)
     except ExportError as exc:
-        print(f"audet export: error: {exc}")
+        print(f"audet export: error: {exc}", file=sys.stderr)
         return 1
     msg = f"wrote {rep['path']} ({model.model_name}, opset {rep['opset']}, {rep['exporter']} exporter, dynamic batch)"
     if "max_abs_diff" in rep:

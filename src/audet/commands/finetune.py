@@ -28,6 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="continue from OUT/checkpoints/last.ckpt (error if absent)")
     g.add_argument("--no-resume", dest="resume", action="store_false",
                    help="start afresh even if last.ckpt exists")
+    from audet.commands._common import add_overwrite
+
+    add_overwrite(p, "start afresh in a run directory made by another config")
 
 
 def run(args) -> int:
@@ -40,5 +43,5 @@ def run(args) -> int:
     cfg = config_from_args(args)  # the whole config is checked here, before any work
     check_checkpoint(args.checkpoint)
     check_data_root(cfg, args)
-    fit(cfg, resume=args.resume, callbacks=[epoch_lines()])
+    fit(cfg, resume=False if args.overwrite else args.resume, callbacks=[epoch_lines()])
     return 0

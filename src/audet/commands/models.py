@@ -22,11 +22,33 @@ def _counted_params(name: str, num_aus: int = 12) -> str:
     return f"{sum(p.numel() for p in model.parameters()):,} with {num_aus} AUs (counted from the built model)"
 
 
-def run(args) -> int:
-    from audet.commands._common import UsageError
-    from audet.models import list_models, model_info
+def _catalog() -> dict | None:
+    """The registry's names and metadata from audet/models/catalog.json, read WITHOUT importing
+    audet.models (and so torch); None when the file is absent (then the registry is imported)."""
+    import json
+    from pathlib import Path
 
-    names = list_models(args.pattern)
+    import audet
+
+    try:
+        return json.loads((Path(audet.__file__).parent / "models" / "catalog.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def run(args) -> int:
+    import fnmatch
+
+    from audet.commands._common import UsageError
+
+    cat = None if args.verbose else _catalog()
+    if cat is not None:
+        names = sorted(n for n in cat if fnmatch.fnmatch(n, args.pattern))
+        model_info = cat.__getitem__
+    else:
+        from audet.models import list_models, model_info
+
+        names = list_models(args.pattern)
     if not names:
         raise UsageError(f"no registered model matches {args.pattern!r}; `audet models` lists them all")
     width = max(len(n) for n in names)

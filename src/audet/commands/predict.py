@@ -17,13 +17,17 @@ transform; faces of several frames go through the model in batches.
 INPUT is an image, a folder (its images make one table, each video in it its own table), a video
 file or a camera index (0, 1, ...). For each input OUT/<name>.csv holds one row per face per frame:
 file, frame, timestamp (s), face_id (stable across video frames), confidence (detector score),
-success, box_x1..box_y2, x_0..x_67 and y_0..y_67 (68 landmarks, pixels), then per AU AUxx_p (the
-probability) and AUxx_c (presence, probability >= --threshold; OpenFace's column name).
+success, box_x1..box_y2, x_0..x_67 and y_0..y_67 (68 landmarks, pixels), yaw, pitch, roll (head
+pose in degrees, from the landmarks: docs/inference.md), then per AU AUxx_p (the probability) and
+AUxx_c (presence, probability >= --threshold; OpenFace's column name).
 
 Long videos stream with flat memory; rows are flushed as they are produced; an interrupted run
 (Ctrl-C, a kill, a crash) resumes where it stopped when the same command is run again, and inputs
-already finished are skipped (--overwrite redoes them). A bad input is reported and skipped; the
-run ends with a summary and exit code 1 if any input failed.
+already finished are skipped. OUT/audet-manifest.json records the checkpoint (SHA-256) and the
+options that decide the tables: a run with another checkpoint or other options into the same OUT
+is refused before anything is written (--overwrite starts afresh there). A bad input is reported
+and skipped; the run ends with a summary (faces, frames, frames/s, frames without a face) and exit
+code 1 if any input failed.
 
 Examples:
   audet predict photo.jpg holiday/ talk.mp4 --checkpoint runs/demo/train/best.safetensors --out preds
@@ -33,7 +37,8 @@ Examples:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from audet.commands._common import add_batch_size, add_checkpoint, add_precision, add_quiet
+    from audet.commands._common import (add_batch_size, add_checkpoint, add_device, add_overwrite, add_precision,
+                                        add_quiet, nonnegative_float)
 
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image, folder, video file or camera index")
     add_checkpoint(p, "audet checkpoint (.safetensors) or an ONNX file from `audet export`", old_before=None,
@@ -42,41 +47,64 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=("csv", "parquet"), default="csv", help="table format (parquet needs pyarrow)")
     p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
                    help="model runtime (onnxruntime exports <checkpoint>.onnx beside the checkpoint if missing)")
-    p.add_argument("--device", default="cpu", help="torch device for the model (default: %(default)s)")
-    p.add_argument("--face-detector", default="mtcnn", choices=("mtcnn", "dlib-hog"), help="face detector (default: %(default)s)")
+    add_device(p)
+    p.add_argument("--face-detector", default="mtcnn", choices=("mtcnn", "dlib-hog", "dlib-cnn", "haar"),
+                   help="face detector (default: %(default)s; docs/inference.md compares them)")
     p.add_argument("--min-face-size", type=int, default=20, help="smallest face (pixels) MTCNN looks for; larger is faster (default: %(default)s)")
     p.add_argument("--landmarker", default="dlib", help="'dlib' or the path of a dlib 68-point shape predictor .dat")
     add_batch_size(p, 32, "faces per model call")
     add_precision(p, "32 (default) | bf16 autocast (torch backend; faster on CPUs with AVX-512 bf16) | "
                      "16 (fp16 autocast, CUDA only)")
     p.add_argument("--threshold", type=float, default=0.5, help="presence threshold on the probability (default: %(default)s)")
-    p.add_argument("--max-pixels", type=float, default=100e6, help="refuse larger images/frames (0: no limit; default 100e6)")
+    p.add_argument("--max-pixels", type=nonnegative_float, default=100e6,
+                   help="refuse larger images/frames (0: no limit; default 100e6)")
     p.add_argument("--annotate", action="store_true", help="also write annotated images (OUT/<name>/) or video (OUT/<name>_annotated.mp4)")
     p.add_argument("--plot", action="store_true", help="also plot each face's AU probabilities over time (videos)")
-    p.add_argument("--overwrite", action="store_true", help="redo inputs whose table already exists")
+    add_overwrite(p, "redo inputs whose table already exists; needed to reuse an OUT made with another checkpoint or options")
     add_quiet(p)
 
 
-def _signature(item, args, detector) -> dict:
-    def stat(p):
-        st = os.stat(p)
-        return f"{os.path.abspath(p)}:{st.st_size}:{int(st.st_mtime)}"
+def _stat(p) -> str:
+    st = os.stat(p)
+    return f"{os.path.abspath(p)}:{st.st_size}:{int(st.st_mtime)}"
 
+
+def _source(item) -> dict:
+    """What identifies an input's content (paths, sizes, modification times)."""
     if item.kind == "images":
-        h = hashlib.sha1("\n".join(stat(p) if os.path.exists(p) else p for p in item.source).encode()).hexdigest()
-        src = {"images": len(item.source), "sha1": h}
-    elif item.kind == "video":
-        src = {"video": stat(item.source)}
-    else:
-        src = {"camera": item.source}
+        h = hashlib.sha1("\n".join(_stat(p) if os.path.exists(p) else p for p in item.source).encode()).hexdigest()
+        return {"images": len(item.source), "sha1": h}
+    if item.kind == "video":
+        return {"video": _stat(item.source)}
+    return {"camera": item.source}
+
+
+def _signature(item, args, detector) -> dict:
     ck = args.checkpoint
-    return {"input": src, "checkpoint": stat(ck) if ck and os.path.exists(ck) else str(ck),
+    return {"input": _source(item), "checkpoint": _stat(ck) if ck and os.path.exists(ck) else str(ck),
             "aus": detector.aus, "threshold": args.threshold, "face_detector": args.face_detector, "min_face_size": args.min_face_size,
             "landmarker": args.landmarker, "offsets": detector.offsets}
 
 
-def _process(item, detector, args, out: Path) -> tuple[list[str], list[str], Path | None]:
-    """Run one input; returns (failures, warnings, table path)."""
+def _folder_inputs(args, detector) -> dict:
+    """What decides every table of OUT (recorded in OUT/audet-manifest.json and compared)."""
+    from audet.models.checkpoint import checkpoint_paths
+    from audet.utils.manifest import file_sha256
+
+    ck = Path(args.checkpoint)
+    files = [ck] if ck.suffix == ".onnx" else [q for q in checkpoint_paths(ck) if q.is_file()]
+    return {"checkpoint": {"sha256": file_sha256(files[0]),
+                           **({"meta_sha256": file_sha256(files[1])} if len(files) > 1 else {})},
+            "options": {"aus": detector.aus, "threshold": args.threshold, "face_detector": args.face_detector,
+                        "min_face_size": args.min_face_size, "landmarker": args.landmarker, "backend": args.backend,
+                        "format": args.format, "max_pixels": args.max_pixels,
+                        "precision": getattr(args, "precision", "32")}}
+
+
+def _process(item, detector, args, out: Path, stats: dict | None = None) -> tuple[list[str], list[str], Path | None]:
+    """Run one input; returns (failures, warnings, table path). ``stats`` (frames, faces,
+    frames_with_face) is updated as frames are processed."""
+    stats = stats if stats is not None else {}
     from audet.inference.media import VideoSource, image_frames
     from audet.inference.writers import TableWriter
 
@@ -114,6 +142,10 @@ def _process(item, detector, args, out: Path) -> tuple[list[str], list[str], Pat
                                           skip_before=int((state or {}).get("skip_before", 0))):
             writer.append(chunk.rows, chunk.resume)
             problems.extend(chunk.problems)
+            stats["frames"] = stats.get("frames", 0) + chunk.frames
+            stats["faces"] = stats.get("faces", 0) + len(chunk.rows)
+            if len(chunk.rows):
+                stats["frames_with_face"] = stats.get("frames_with_face", 0) + int(chunk.rows["frame"].nunique())
     except KeyboardInterrupt:
         if item.kind == "camera":
             print(f"{item.name}: stopped", file=sys.stderr)
@@ -148,9 +180,13 @@ def _process(item, detector, args, out: Path) -> tuple[list[str], list[str], Pat
 
 
 def run(args: argparse.Namespace) -> int:
+    import time
+
+    from audet.commands._common import check_device
     from audet.inference.backends import NO_CHECKPOINT, CheckpointProblem
     from audet.faces import FaceModelsMissing
     from audet.inference.media import MediaError, expand_inputs
+    from audet.utils.manifest import FRESH_FLAG, OutputMismatch, check_output, read_manifest, write_manifest
 
     if not args.checkpoint:
         print(f"audet predict: error: {NO_CHECKPOINT}", file=sys.stderr)
@@ -160,6 +196,8 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "parquet" and not parquet_available():
         print("audet predict: error: Parquet output needs pyarrow: pip install pyarrow (or use --format csv)", file=sys.stderr)
         return 2
+    if args.backend == "torch":
+        check_device(args.device)
     items, problems = expand_inputs(args.inputs)
     failures = list(problems)
     from audet.inference.pipeline import Detector
@@ -174,12 +212,27 @@ def run(args: argparse.Namespace) -> int:
         print(f"audet predict: error: {exc}", file=sys.stderr)
         return 2
     out = Path(args.out)
+    # what made OUT is checked before anything is written there
+    inputs = _folder_inputs(args, detector)
+    state = check_output(out, inputs, command="predict", fresh=args.overwrite)
+    old = (read_manifest(out) or {}).get("paths", {}).get("tables", {}) if state == "same" else {}
+    sources = {item.name: _source(item) for item in items if item.kind != "camera"}
+    if not args.overwrite:
+        for name, src in sources.items():
+            if name in old and old[name] != src and (out / f"{name}.{args.format}").is_file():
+                raise OutputMismatch(f"--out {out}: {name}.{args.format} was made from another version of this "
+                                     f"input (its size or modification time changed); add {FRESH_FLAG} to redo it")
+    tables = {**old, **sources}
+    write_manifest(out, inputs, command="predict", paths={"checkpoint": os.path.abspath(args.checkpoint),
+                                                          "tables": tables})
     warnings: list[str] = []
     done: list[Path] = []
     interrupted = False
+    stats: dict = {}
+    t0 = time.perf_counter()
     for item in items:
         try:
-            f, w, path = _process(item, detector, args, out)
+            f, w, path = _process(item, detector, args, out, stats)
         except MediaError as exc:
             f, w, path = [str(exc)], [], None
             # nothing usable was read: no table for this input
@@ -202,7 +255,12 @@ def run(args: argparse.Namespace) -> int:
             done.append(path)
             if args.annotate or args.plot:
                 _extras(item, path, args, out, detector, warnings)
+    elapsed = time.perf_counter() - t0
+    n_frames = stats.get("frames", 0)
     print(f"\n{len(done)} table(s) written to {out}/; {len(failures)} problem(s), {len(warnings)} warning(s)")
+    print(f"summary: {stats.get('faces', 0)} face(s) in {n_frames} frame(s)/image(s), "
+          f"{n_frames - stats.get('frames_with_face', 0)} without a face; {elapsed:.1f} s "
+          f"({n_frames / elapsed if elapsed > 0 else 0:.1f} frames/s)")
     if failures:
         print("problems:", file=sys.stderr)
         for msg in failures:

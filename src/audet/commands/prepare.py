@@ -72,8 +72,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--landmarker-arg", dest="detector_arg", action="append", default=[], metavar="KEY=VALUE",
                    help="keyword argument for the landmarker factory (repeatable; formerly --detector-arg)")
     deprecated_alias(p, "--detector-arg", "--landmarker-arg", "detector_arg", metavar="KEY=VALUE")
-    p.add_argument("--force", action="store_true",
-                   help="redo every sequence even if a finished manifest exists")  # fmt: skip
+    from audet.commands._common import add_overwrite
+
+    add_overwrite(p, "redo every sequence, also in an --out prepared from another release or with other "
+                     "options (formerly --force)")
+    deprecated_alias(p, "--force", "--overwrite", "overwrite", flag=True)
     add_quiet(p)
 
 
@@ -112,6 +115,17 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--raw DIR is required: the folder of the raw release (see `audet prepare --help`)")
     aus = parse_aus(args.aus)  # a missing --raw folder is reported by prepare_dataset with its layout
     _check_out(args.out, args.image_format)
+    # what made OUT is checked before anything is written there (same inputs: the run resumes)
+    import os
+
+    from audet.utils.manifest import check_output, write_manifest
+
+    inputs = {"dataset": args.dataset.upper(), "raw": os.path.abspath(args.raw),
+              "options": {"aus": aus, "parts": args.folds, "seed": args.seed, "image_format": args.image_format,
+                          "split": os.path.abspath(args.split_file) if args.split_file else None,
+                          "landmarker": args.detector, "landmarker_args": sorted(args.detector_arg)}}
+    check_output(args.out, inputs, command="prepare", fresh=args.overwrite)
+    write_manifest(args.out, inputs, command="prepare")
     prepare_dataset(
         args.dataset,
         args.raw,
@@ -124,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
         split_file=args.split_file,
         detector=args.detector,
         detector_kwargs=_parse_kv(args.detector_arg),
-        force=args.force,
+        force=args.overwrite,
         progress=not args.quiet,
     )
     return 0

@@ -71,9 +71,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from audet.commands._common import add_num_workers
 
     add_num_workers(p, 1, "parallel processes")
-    p.add_argument("--force", action="store_true", help="replace a data set already in --out")
-    from audet.commands._common import add_quiet
+    from audet.commands._common import add_overwrite, add_quiet, deprecated_alias
 
+    add_overwrite(p, "replace a data set already in --out (formerly --force)")
+    deprecated_alias(p, "--force", "--overwrite", "overwrite", flag=True)
     add_quiet(p, "no progress bar or summary")
     p.add_argument("--grid", metavar="PNG",
                    help="instead of a data set, write a picture grid of AUs at apex vs neutral "
@@ -98,8 +99,22 @@ def run(args: argparse.Namespace) -> int:
     if not args.out:
         raise ValueError("--out is required (or use --grid PNG)")
     log = None if args.quiet else print
+    # what made OUT is checked before anything is written there: the same preset, seed and settings
+    # reuse a finished data set; others are refused unless --overwrite
+    import dataclasses
+    from pathlib import Path
+
+    from audet.utils.manifest import check_output, write_manifest
+
+    inputs = {"options": {"preset": args.preset, "seed": args.seed, "settings": dataclasses.asdict(cfg)}}
+    state = check_output(args.out, inputs, command="synth", fresh=args.overwrite)
+    if state == "same" and not args.overwrite and (Path(args.out) / "synth_meta.json").is_file():
+        if not args.quiet:
+            print(f"{args.out} already holds this data set (same preset, seed and settings); reused")
+        return 0
+    write_manifest(args.out, inputs, command="synth")
     try:
-        generate(cfg, args.out, seed=args.seed, workers=args.num_workers, force=args.force,
+        generate(cfg, args.out, seed=args.seed, workers=args.num_workers, force=state != "new",
                  progress=None if not args.quiet else False, log=log)  # fmt: skip
     except FileExistsError as exc:
         raise ValueError(str(exc)) from None

@@ -12,7 +12,9 @@ Overrides are dotted keys, values parsed as YAML:
   audet train ac2d_synth_quick trainer.strategy=ddp trainer.devices=2 trainer.accelerator=cpu
 
 A run continues from OUT/checkpoints/last.ckpt when it exists (output.resume=auto);
---resume requires it, --no-resume starts afresh. See docs/training.md."""
+--resume requires it, --no-resume starts afresh. OUT/audet-manifest.json records the config that
+made the run: a run directory made by another config is refused before anything is written there
+(--overwrite starts afresh in it). See docs/training.md."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -26,6 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--resume", dest="resume", action="store_true", default=None,
                    help="continue from OUT/checkpoints/last.ckpt (error if absent)")
     g.add_argument("--no-resume", dest="resume", action="store_false", help="start afresh even if last.ckpt exists")
+    from audet.commands._common import add_overwrite
+
+    add_overwrite(p, "start afresh in a run directory made by another config (its checkpoints and reports go)")
     p.add_argument("--list", action="store_true", help="list the packaged configs and exit")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
 
@@ -44,5 +49,5 @@ def run(args) -> int:
     check_data_root(cfg, args)
     from audet.engine.fit import fit
 
-    fit(cfg, resume=args.resume, callbacks=[epoch_lines()])
+    fit(cfg, resume=False if args.overwrite else args.resume, callbacks=[epoch_lines()])
     return 0

@@ -20,7 +20,8 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-__all__ = ["DATASET_META", "DatasetMetaError", "dataset_meta_path", "read_dataset_meta", "data_aus", "read_fold"]
+__all__ = ["DATASET_META", "DatasetMetaError", "dataset_meta_path", "read_dataset_meta", "data_aus", "read_fold",
+           "trained_on"]
 
 #: File name of the description at the root of a prepared directory.
 DATASET_META = "dataset.json"
@@ -116,3 +117,16 @@ def read_fold(root, k: int, meta: dict | None = None) -> dict:
         have = f"0..{len(folds) - 1}" if folds else "none"
         raise ValueError(f"{root} has {len(folds)} fold(s) ({have}); fold {k} does not exist")
     return dict(folds[int(k)])
+
+
+def trained_on(root) -> dict:
+    """What a model trained on the prepared directory ``root`` has seen, as checkpoints record it:
+    ``{"dataset": name, "synthetic": bool, "root": path}``. ``synthetic`` is dataset.json's flag
+    (written by `audet prepare` since it records it) or, for older directories, whether the raw
+    release it was prepared from was an `audet synth` one."""
+    meta = read_dataset_meta(root, required=False) or {}
+    synthetic = meta.get("synthetic")
+    if synthetic is None:
+        raw = (meta.get("source") or {}).get("root")
+        synthetic = bool(raw and (Path(raw) / "synth_meta.json").is_file()) or "synthetic" in str(meta.get("fold_notice", ""))
+    return {"dataset": meta.get("dataset"), "synthetic": bool(synthetic), "root": str(root)}

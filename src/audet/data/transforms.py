@@ -29,6 +29,9 @@ Randomness: each call draws a fresh numpy Generator seeded from torch's global R
 workers get distinct, reproducible torch seeds (``base_seed + worker_id``, with the base seed
 drawn from the loader's generator), and in the main process ``torch.manual_seed`` /
 Lightning's ``seed_everything`` decides, so augmentation is reproducible without extra plumbing.
+The training engine goes further and seeds the generators before every sample from
+``(seed, epoch, index)`` (:class:`audet.engine.data.SampleSeeded`): the same augmentation with any
+number of workers and after a resume.
 Pass ``rng=`` to fix the draw explicitly (tests).
 
 Input: ``frames`` uint8 ``(T, H, W, 3)`` RGB and ``landmarks`` ``(T, 49, 2)``; output: a float32

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from audet.data.meta import read_dataset_meta
-from audet.engine.fit import fit, run_dir_of
+from audet.engine.fit import check_run_dir, fit, run_dir_of
 from audet.engine.schema import Config, as_config
 from audet.utils.io import write_json_atomic
 
@@ -42,8 +42,11 @@ def num_folds_of(config: Config | Mapping) -> int:
 
 
 def cross_validate(config: Config | Mapping, *, folds: Sequence[int] | None = None, verbose: bool = True,
-                   callbacks: Sequence = ()) -> dict:
-    """Train every fold (skipping finished ones) and write ``cv_report.md/.csv`` + ``cv_results.json``."""
+                   callbacks: Sequence = (), fresh: bool = False) -> dict:
+    """Train every fold (skipping finished ones) and write ``cv_report.md/.csv`` + ``cv_results.json``.
+
+    A fold directory made by another config is refused before any fold is trained (``fresh``:
+    retrain every fold from scratch, also those made by another config)."""
     import pandas as pd
 
     from audet.engine.reports import f1_table, write_table
@@ -53,18 +56,23 @@ def cross_validate(config: Config | Mapping, *, folds: Sequence[int] | None = No
     base_dir = run_dir_of(config)
     ks = list(folds) if folds is not None else list(range(num_folds_of(config)))
     per_fold: dict[int, dict] = {}
+    cfgs = {}
     for k in ks:
         cfg = config.replace(**{"data.fold": int(k), "data.train_prefix": None, "data.test_prefix": None,
                                 "output.dir": str(base_dir / f"fold{k}"), "name": f"{config.name}/fold{k}"})
+        check_run_dir(cfg, fresh)  # every fold is checked before the first is trained
+        cfgs[k] = cfg
+    for k in ks:
+        cfg = cfgs[k]
         done = Path(cfg.output.dir) / "results.json"
-        if done.is_file() and json.loads(done.read_text()).get("test"):
+        if not fresh and done.is_file() and json.loads(done.read_text()).get("test"):
             if verbose:
                 log.info(f"fold {k}: finished earlier ({done}); not retrained")
             per_fold[k] = json.loads(done.read_text())
             continue
         if verbose:
             log.info(f"== fold {k} ==")
-        per_fold[k] = fit(cfg, verbose=verbose, callbacks=callbacks)
+        per_fold[k] = fit(cfg, verbose=verbose, callbacks=callbacks, resume=False if fresh else None)
 
     aus = next(iter(per_fold.values()))["aus"]
     out: dict = {"name": config.name, "folds": ks, "aus": aus, "selection": None, "per_fold": {}}

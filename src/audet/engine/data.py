@@ -9,10 +9,15 @@
 
 - serves validation dataloader 0 = the validation split (held-out TRAINING subjects) and, with
   ``selection.on_test``, dataloader 1 = the test prefix (the published habit);
-- rebuilds the training DataLoader around :class:`EpochShuffleSampler`, whose permutation and
-  worker seeds depend only on ``(seed, epoch)``: after resuming at an epoch boundary the epoch
-  sees exactly the batches an uninterrupted run would. Under DDP the loader keeps
-  ``shuffle=True`` and Lightning installs its (equally seeded) DistributedSampler;
+- rebuilds the training DataLoader around :class:`EpochShuffleSampler`, whose permutation depends
+  only on ``(seed, epoch)``, and :class:`SampleSeeded`, which seeds the random number generators
+  (torch, numpy, random) before each sample from ``(seed, epoch, index)``: a sample's augmentation
+  does not depend on which worker loads it, on how many workers there are, or on what the worker
+  loaded before (persistent workers keep their generators across epochs, so seeding workers once
+  is not enough). After an interruption -- mid-epoch or at an epoch boundary -- the resumed run
+  sees exactly the batches an uninterrupted run would, with any ``data.num_workers``. The
+  sampler's state (seed, epoch) is part of the checkpoint (:meth:`FitData.state_dict`). Under DDP
+  the loader keeps ``shuffle=True`` and Lightning installs its (equally seeded) DistributedSampler;
 - serves the epoch-end data pass (:meth:`FitData.data_pass_dataloader`: the training set in
   order, with the training transforms), which a ``collect_only`` stage uses as its training loader.
 """
@@ -28,18 +33,65 @@ from torch.utils.data import DataLoader, Sampler
 
 from audet.engine.schema import Config, as_config
 
-__all__ = ["EpochShuffleSampler", "FitData", "build_datamodule", "label_arrays", "label_stats"]
+__all__ = ["EpochShuffleSampler", "SampleSeeded", "FitData", "build_datamodule", "label_arrays", "label_stats",
+           "sample_seed"]
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """The seed of sample ``index`` in ``epoch`` of a run seeded ``seed``."""
+    return (int(seed) * 1_000_003 + int(epoch) * 7_919 + int(index) * 104_729 + 12_345) % (2**31 - 1)
+
+
+class SampleSeeded(torch.utils.data.Dataset):
+    """``dataset`` whose item ``(epoch, index)`` is ``dataset[index]`` drawn with torch, numpy and
+    ``random`` seeded by :func:`sample_seed` ``(seed, epoch, index)``.
+
+    In a worker process the generators are simply reseeded; in the main process
+    (``num_workers=0``) their state is restored afterwards, so the model's own randomness (dropout)
+    does not depend on the data loading either.
+    """
+
+    def __init__(self, dataset, seed: int):
+        self.dataset, self.seed = dataset, int(seed)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        import random
+
+        epoch, index = key
+        s = sample_seed(self.seed, epoch, index)
+        main = torch.utils.data.get_worker_info() is None
+        if main:
+            saved = torch.get_rng_state(), np.random.get_state(), random.getstate()
+        try:
+            torch.manual_seed(s)
+            np.random.seed(s)
+            random.seed(s)
+            return self.dataset[index]
+        finally:
+            if main:
+                torch.set_rng_state(saved[0])
+                np.random.set_state(saved[1])
+                random.setstate(saved[2])
+
+    def __getattr__(self, name):  # the wrapped dataset's attributes (labels, subjects, ...)
+        if name in ("dataset", "seed"):
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
 
 
 class EpochShuffleSampler(Sampler[int]):
     """A permutation of ``range(n)`` seeded by ``(seed, epoch)``; Lightning calls ``set_epoch``.
 
+    With ``keys=True`` it yields ``(epoch, index)`` pairs, the keys of :class:`SampleSeeded`.
     ``generator`` (reseeded by ``set_epoch``) is handed to the DataLoader so the worker base seed
     is also a function of ``(seed, epoch)``.
     """
 
-    def __init__(self, n: int, seed: int = 0):
-        self.n, self.seed, self.epoch = int(n), int(seed), 0
+    def __init__(self, n: int, seed: int = 0, keys: bool = False):
+        self.n, self.seed, self.epoch, self.keys = int(n), int(seed), 0, bool(keys)
         self.generator = torch.Generator()
         self.set_epoch(0)
 
@@ -55,7 +107,12 @@ class EpochShuffleSampler(Sampler[int]):
 
     def __iter__(self):
         g = torch.Generator().manual_seed(self._seed())
-        yield from torch.randperm(self.n, generator=g).tolist()
+        order = torch.randperm(self.n, generator=g).tolist()
+        if self.keys:
+            epoch = self.epoch
+            yield from ((epoch, i) for i in order)
+        else:
+            yield from order
 
 
 def label_arrays(labels, mask=None) -> tuple[np.ndarray, np.ndarray]:
@@ -180,6 +237,8 @@ class FitData(L.LightningDataModule):
     # loaders -----------------------------------------------------------------
     #: set by the engine for a ``collect_only`` stage: the training loader is the data-pass loader
     collect_only: bool = False
+    #: set by the engine when a run resumes: the epoch it resumes at
+    resume_epoch: int = 0
 
     def train_dataloader(self) -> DataLoader:
         if self.collect_only:
@@ -187,7 +246,9 @@ class FitData(L.LightningDataModule):
         base = self.inner.train_dataloader()
         trainer = self.trainer
         world = trainer.world_size if trainer is not None else 1
-        epoch = trainer.current_epoch if trainer is not None else 0
+        # Lightning creates the loader's iterator (and DataLoader workers fetch the first indices)
+        # before it restores the epoch of a resumed run: start at the epoch the run resumes at
+        epoch = max(trainer.current_epoch if trainer is not None else 0, int(self.resume_epoch or 0))
         common = dict(
             batch_size=base.batch_size,
             num_workers=base.num_workers,
@@ -199,9 +260,23 @@ class FitData(L.LightningDataModule):
         )
         if world > 1:  # Lightning swaps in a DistributedSampler seeded by the global seed
             return DataLoader(base.dataset, shuffle=True, **common)
-        sampler = EpochShuffleSampler(len(base.dataset), self.seed)
+        sampler = EpochShuffleSampler(len(base.dataset), self.seed, keys=True)
         sampler.set_epoch(epoch)
-        return DataLoader(base.dataset, sampler=sampler, generator=sampler.generator, **common)
+        self._sampler = sampler
+        return DataLoader(SampleSeeded(base.dataset, self.seed), sampler=sampler, generator=sampler.generator, **common)
+
+    # the sampler's state in Lightning's checkpoint ---------------------------------------------
+    def state_dict(self) -> dict:
+        """What decides the training batches: the shuffle seed, the epoch and the per-sample seeding
+        scheme (saved in ``last.ckpt``; checked on resume)."""
+        sampler = getattr(self, "_sampler", None)
+        return {"seed": self.seed, "epoch": int(sampler.epoch) if sampler is not None else 0,
+                "sample_seeding": "sample_seed(seed, epoch, index)"}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state and "seed" in state and int(state["seed"]) != self.seed:
+            raise ValueError(f"the checkpoint's data order was seeded {state['seed']}, this run {self.seed}; "
+                             "resume with the same seed or start afresh (--overwrite)")
 
     def val_dataloader(self):
         loaders = []

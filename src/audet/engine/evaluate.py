@@ -128,6 +128,12 @@ def evaluate(
         result["prior"] = {"f1_model": 100 * r.f1_a, "f1_prior": 100 * r.f1_b, "diff": 100 * r.diff,
                            "low": 100 * r.low, "high": 100 * r.high, "ci": r.ci, "n_boot": r.n_boot,
                            "n_units": r.n_units, "unit": "sequence" if groups is not None else "frame"}
+        import numpy as np
+
+        from audet.metrics import f1_frame
+
+        prior_au = f1_frame(labels, np.ones_like(probs), mask=mask, convention=f1_convention)
+        result["prior"]["per_au"] = {int(a): float(v) for a, v in zip(common, np.ravel(prior_au))}
         result["prior_text"] = prior_comparison_text(r, "sequences" if groups is not None else "frames")
     if out is not None:
         from audet.engine.reports import write_table

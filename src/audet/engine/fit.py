@@ -46,7 +46,7 @@ from audet.engine.schema import Config, Stage, as_config
 from audet.engine.task import AUTask
 from audet.utils.io import write_json_atomic, write_text_atomic
 
-__all__ = ["fit", "run_dir_of", "build_trainer", "resolve_precision", "monitor_of"]
+__all__ = ["fit", "run_dir_of", "build_trainer", "resolve_precision", "monitor_of", "run_inputs", "check_run_dir"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,49 @@ log = logging.getLogger(__name__)
 def run_dir_of(config: Config | Mapping) -> Path:
     cfg = as_config(config)
     return Path(cfg.output.dir or Path("runs") / (cfg.name or "run"))
+
+
+#: config keys that do not change what a run computes: not compared with a run directory's manifest
+NOT_COMPARED = ("name", "output", "data.num_workers", "trainer.progress_bar", "trainer.tensorboard",
+                "trainer.log_every_n_steps")
+#: what a fresh start removes from a run directory made by other inputs (logs stay, as older versions)
+_RUN_OUTPUTS = ("checkpoints", "stages", "best.safetensors", "best.json", "last.safetensors", "last.json",
+                "results.json", "report.md", "report.csv", "init_map.json", "config.yaml")
+
+
+def run_inputs(config: Config | Mapping) -> dict:
+    """What decides a run's results: the config less :data:`NOT_COMPARED` (recorded in the run
+    directory's manifest, :mod:`audet.utils.manifest`)."""
+    import copy
+
+    cfg = as_config(config).to_dict() if not isinstance(config, Mapping) else copy.deepcopy(dict(config))
+    for key in NOT_COMPARED:
+        *head, leaf = key.split(".")
+        d = cfg
+        for h in head:
+            d = d.get(h) or {}
+        if isinstance(d, dict):
+            d.pop(leaf, None)
+    return {"config": cfg}
+
+
+def check_run_dir(config: Config | Mapping, fresh: bool = False) -> str:
+    """``"new"``, ``"same"`` or ``"fresh"`` for the run directory of ``config``; raises
+    :class:`audet.utils.manifest.OutputMismatch` (one line: what changed, ``--overwrite``) when it
+    holds a run of another config and ``fresh`` is False. Writes nothing."""
+    from audet.utils.manifest import check_output
+
+    return check_output(run_dir_of(config), run_inputs(config), command="train", fresh=fresh, ignore=("logs",),
+                        what="run directory")
+
+
+def _clear_run(run_dir: Path) -> None:
+    for name in _RUN_OUTPUTS:
+        p = run_dir / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
 
 
 def resolve_precision(precision: Any, accelerator: str = "auto") -> str:
@@ -241,6 +284,8 @@ def fit(
     _quiet_warnings()
     config = as_config(config)
     run_dir = run_dir_of(config)
+    fresh = resume is False or (resume is None and str(config.output.resume).lower() == "false")
+    folder_state = check_run_dir(config, fresh)  # before anything is written: a run of another config is refused
     seed = int(config.seed or 0)
     stages, staged = config.stage_list(), bool(config.stages)
     L.seed_everything(seed, workers=True, verbose=False)
@@ -267,6 +312,11 @@ def fit(
                       "results are optimistic and labelled so", stacklevel=2)
     labels, mask = data.training_labels()
     ctx = model.loss_context(info, labels, mask)
+    seen = {"dataset": info.dataset, "synthetic": False}  # recorded in every checkpoint ("trained_on")
+    if config.data.root:
+        from audet.data.meta import trained_on
+
+        seen = trained_on(config.data.root)
 
     setting = str(config.output.resume).lower() if resume is None else ("true" if resume else "false")
     dirs = [_stage_dir(run_dir, i, st, staged) for i, st in enumerate(stages)]
@@ -284,7 +334,12 @@ def fit(
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 
     if getattr(rank_zero_only, "rank", 0) == 0:
+        from audet.utils.manifest import write_manifest
+
+        if folder_state == "fresh":
+            _clear_run(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
+        write_manifest(run_dir, run_inputs(config), command="train", paths={"run_dir": str(run_dir)})
         write_text_atomic(run_dir / "config.yaml", dump_config(config.to_dict()))
         if init_report is not None and not resuming:
             write_json_atomic(run_dir / "init_map.json", _init_summary(init_report))
@@ -322,7 +377,7 @@ def fit(
         data.collect_only = stage.collect_only
         task = AUTask(config, model, ctx, val_names=data.val_names, optim=stage.optim,
                       collect_only=stage.collect_only, seed=stage_seed)
-        extra = {"stage": stage.name, "stage_index": idx} if staged else None
+        extra = {**({"stage": stage.name, "stage_index": idx} if staged else {}), "trained_on": seen}
         export = ExportCheckpoints(sdir, config.to_dict(), monitor, config.selection.mode, selection_label,
                                    extra=extra)
         trainer = build_trainer(dataclasses.replace(config, trainer=stage_trainer), sdir, [export, *callbacks])
@@ -333,6 +388,7 @@ def fit(
                          f"trainable, {trainable['frozen_params']:,} frozen parameters) ==")
             if ckpt_path is not None:
                 log.info(f"resuming from {ckpt_path}")
+        data.resume_epoch = _resume_epoch(ckpt_path) if ckpt_path else 0
         trainer.fit(task, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None)
         res = {"name": stage.name, "index": idx, "epochs": int(trainer.current_epoch),
                "collect_only": stage.collect_only, "optim": stage.optim.name,
@@ -387,6 +443,12 @@ def fit(
 
             log.info(summary_text(results))
     return results
+
+
+def _resume_epoch(ckpt_path: Path) -> int:
+    """The epoch a run resumed from ``ckpt_path`` starts with (checkpoints are written at epoch ends)."""
+    ck = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)
+    return int(ck.get("epoch", -1)) + 1
 
 
 def _stage_done(stage_dir: Path) -> bool:

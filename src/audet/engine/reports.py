@@ -42,17 +42,25 @@ def write_table(df: pd.DataFrame, stem: str | Path, title: str | None = None, no
     return md_path, csv_path
 
 
+def _epoch(e, of=None) -> str:
+    """An epoch for people: counted from 1, as the progress lines count them (``epoch 3/10``);
+    checkpoints, results.json and histories keep Lightning's 0-based ``current_epoch``."""
+    if e is None:
+        return "-"
+    return f"{int(e) + 1}" + (f"/{int(of)}" if of else "")
+
+
 def _selection_note(results: Mapping) -> str:
     sel = results.get("selection") or {}
     return (f"model selection: {sel.get('on')} (monitor {sel.get('monitor')}, best epoch "
-            f"{sel.get('best_epoch')})")
+            f"{_epoch(sel.get('best_epoch'), results.get('epochs'))})")
 
 
 def _stage_lines(results: Mapping) -> list[str]:
     out = []
     for st in results.get("stages") or []:
         best = st.get("best_score")
-        score = f"best {100 * best:.1f} at epoch {st.get('best_epoch')}" if best is not None else "no selection"
+        score = f"best {100 * best:.1f} at epoch {_epoch(st.get('best_epoch'), st.get('epochs'))}" if best is not None else "no selection"
         kind = "collect only" if st.get("collect_only") else f"optim {st.get('optim')}"
         out.append(f"stage {st.get('index')} {st.get('name')}: {st.get('epochs')} epoch(s), {kind}, "
                    f"{st.get('trainable_params', 0):,} trainable / {st.get('frozen_params', 0):,} frozen parameters; "
@@ -77,7 +85,7 @@ def write_run_report(run_dir: str | Path, results: Mapping) -> None:
     rows = {}
     for which in ("best", "last"):
         if which in test:
-            label = f"{results.get('model')} ({which}, epoch {test[which].get('epoch')})"
+            label = f"{results.get('model')} ({which}, epoch {_epoch(test[which].get('epoch'))})"
             rows[label] = test[which]["per_au"]
     df = f1_table(rows, aus)
     notes = [_selection_note(results), *_stage_lines(results), *_pretrained_lines(results)]
@@ -100,7 +108,7 @@ def summary_text(results: Mapping) -> str:
     if test:
         from audet.metrics import to_markdown
 
-        rows = {f"test ({k}, epoch {v.get('epoch')})": v["per_au"] for k, v in test.items()}
+        rows = {f"test ({k}, epoch {_epoch(v.get('epoch'))})": v["per_au"] for k, v in test.items()}
         lines.append(to_markdown(f1_table(rows, results.get("test_aus") or results["aus"])).rstrip())
     return "\n".join(lines)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["draw_faces", "annotate_images", "annotate_video", "plot_aus_over_time"]
+__all__ = ["draw_faces", "layout_labels", "annotate_images", "annotate_video", "plot_aus_over_time"]
 
 log = logging.getLogger(__name__)
 
@@ -22,26 +22,85 @@ def _aus(columns) -> list[str]:
     return [c[:-2] for c in columns if re.fullmatch(r"AU\d+_p", c)]
 
 
+def _label_text(r, aus) -> str:
+    on = [a for a in aus if r.get(f"{a}_c") == 1]
+    return f"id {int(r['face_id'])}" + (": " + " ".join(on) if on else "")
+
+
+def _scale_for(text: str, font_scale: float, width: int, thickness: int, pad: int) -> float:
+    import cv2
+
+    fs = float(font_scale)
+    while cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, fs, thickness)[0][0] + 2 * pad > width and fs > 0.2:
+        fs *= 0.8
+    return fs
+
+
+def layout_labels(shape, boxes, texts, font_scale: float, thickness: int = 1, pad: int = 2) -> list[tuple]:
+    """Label rectangles ``(x1, y1, x2, y2, scale)`` (x2, y2 exclusive) for ``texts`` of the faces in
+    ``boxes`` on an image of ``shape``: each wholly inside the image, none overlapping another.
+
+    A label goes just above its face's box, else just below, else inside its top; failing those it
+    slides down (then up) past the labels placed before it, then anywhere free. A label wider
+    than the image is drawn in smaller type (``scale``).
+    """
+    import cv2
+
+    H, W = int(shape[0]), int(shape[1])
+    placed: list[tuple] = []
+
+    def hits(r):
+        return any(r[0] < q[2] and q[0] < r[2] and r[1] < q[3] and q[1] < r[3] for q in placed)
+
+    out = []
+    for (x1, y1, _x2, y2), text in zip(boxes, texts):
+        fs = _scale_for(text, font_scale, W, thickness, pad)
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, fs, thickness)
+        w, h = min(tw + 2 * pad, W), min(th + base + 2 * pad, H)
+        left = int(min(max(0, round(x1)), W - w))
+
+        def clamp(top, h=h):
+            return int(min(max(0, round(top)), H - h))
+
+        tries = [(left, clamp(t)) for t in (y1 - h, y2, y1)]
+        start = clamp(y1 - h)
+        tries += [(left, t) for t in [*range(start, H - h + 1), *range(start, -1, -1)]]
+        tries += [(lx, t) for t in range(0, H - h + 1, max(1, h // 2)) for lx in range(0, W - w + 1, max(1, w // 4))]
+        rect = next(((lx, t, lx + w, t + h) for lx, t in tries if not hits((lx, t, lx + w, t + h))),
+                    (left, start, left + w, start + h))  # the image is full of labels: overlap rather than clip
+        placed.append(rect)
+        out.append((*rect, fs))
+    return out
+
+
 def draw_faces(image: np.ndarray, rows: pd.DataFrame) -> np.ndarray:
-    """A copy of an RGB image with each row's box, face id, landmarks and present AUs drawn."""
+    """A copy of an RGB image with each row's box, face id, landmarks and present AUs drawn; the
+    labels sit on a dark band, inside the image and clear of each other (:func:`layout_labels`)."""
     import cv2
 
     out = np.ascontiguousarray(image.copy())
     aus = _aus(rows.columns)
     scale = max(out.shape[:2]) / 640.0
-    for _, r in rows.iterrows():
+    th = max(1, int(round(2 * scale)))
+    fs = 0.45 * max(scale, 0.6)
+    tt = max(1, th // 2 + 1)
+    rows = [r for _, r in rows.iterrows()]
+    boxes, texts, cols = [], [], []
+    for r in rows:
         col = _COLOURS[int(r["face_id"]) % len(_COLOURS)]
         x1, y1, x2, y2 = (int(round(r[k])) for k in ("box_x1", "box_y1", "box_x2", "box_y2"))
-        th = max(1, int(round(2 * scale)))
         cv2.rectangle(out, (x1, y1), (x2, y2), col, th)
         for i in range(68):
             x, y = r.get(f"x_{i}"), r.get(f"y_{i}")
             if x is not None and np.isfinite(x) and np.isfinite(y):
                 cv2.circle(out, (int(round(x)), int(round(y))), th, col, -1)
-        on = [a for a in aus if r.get(f"{a}_c") == 1]
-        label = f"id {int(r['face_id'])}" + (": " + " ".join(on) if on else "")
-        fs = 0.45 * max(scale, 0.6)
-        cv2.putText(out, label, (x1, max(12, y1 - 5)), cv2.FONT_HERSHEY_SIMPLEX, fs, col, max(1, th // 2 + 1), cv2.LINE_AA)
+        boxes.append((x1, y1, x2, y2))
+        texts.append(_label_text(r, aus))
+        cols.append(col)
+    for (lx1, ly1, lx2, ly2, lfs), text, col in zip(layout_labels(out.shape, boxes, texts, fs, tt), texts, cols):
+        cv2.rectangle(out, (lx1, ly1), (lx2 - 1, ly2 - 1), (20, 20, 20), -1)
+        base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, lfs, tt)[1]
+        cv2.putText(out, text, (lx1 + 2, ly2 - 2 - base), cv2.FONT_HERSHEY_SIMPLEX, lfs, col, tt, cv2.LINE_AA)
     return out
 
 
@@ -114,7 +173,8 @@ def plot_aus_over_time(table: pd.DataFrame, out_dir, name: str, min_rows: int = 
     for fid, g in table.groupby("face_id"):
         if len(g) < min_rows:
             continue
-        t = g["timestamp"] if g["timestamp"].notna().any() else g["frame"]
+        timed = bool(g["timestamp"].notna().any())  # photos and cameras without times: frame numbers
+        t = g["timestamp"] if timed else g["frame"]
         fig, axes = plt.subplots(len(aus), 1, figsize=(10, 0.9 * len(aus) + 1), sharex=True, squeeze=False)
         for ax, a in zip(axes[:, 0], aus):
             ax.plot(t, g[f"{a}_p"], lw=1)
@@ -122,7 +182,7 @@ def plot_aus_over_time(table: pd.DataFrame, out_dir, name: str, min_rows: int = 
             ax.set_ylim(-0.05, 1.05)
             ax.set_ylabel(a, rotation=0, ha="right", va="center")
             ax.set_yticks([0, 1])
-        axes[-1, 0].set_xlabel("time (s)" if t is g["timestamp"] else "frame")
+        axes[-1, 0].set_xlabel("time (s)" if timed else "frame")
         fig.suptitle(f"{name}: face {int(fid)} ({len(g)} frames)")
         fig.tight_layout()
         path = out_dir / f"{name}_face{int(fid)}_aus.png"

@@ -57,6 +57,11 @@ def load_backend(checkpoint, backend: str = "torch", device: str = "cpu", thread
         export_onnx(checkpoint, out, check=False)
         return OnnxBackend(out, threads)
     p = Path(checkpoint)
+    if p.is_dir():
+        inside = sorted(q.name for q in p.glob("*.safetensors"))
+        example = "best.safetensors" if "best.safetensors" in inside else (inside[0] if inside else None)
+        raise CheckpointProblem(f"checkpoint {p} is a directory; give the checkpoint file "
+                                + (f"in it, e.g. {p / example}" if example else "(a training run's best.safetensors)"))
     if p.suffix == ".onnx":
         if backend not in ("onnxruntime", "onnx"):
             raise CheckpointProblem(f"{p} is an ONNX file: use --backend onnxruntime, or give the .safetensors checkpoint")

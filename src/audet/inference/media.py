@@ -217,7 +217,30 @@ class VideoSource:
             yield Frame(idx, float(ts), _to_uint8(rgb), "" if self.is_camera else self.name)
             idx += 1
         if self.frame_count is not None and self.frames_read < self.frame_count - 1:
-            self.truncated = True
+            self.truncated = self._ends_early()
+
+    #: frames a container's header may over-count without the file being damaged (the count of many
+    #: containers is an estimate from duration x frame rate)
+    COUNT_SLACK = 3
+
+    def _ends_early(self) -> bool:
+        """After decoding stopped before the header's frame count: True when the file is damaged
+        (a frame after the stop can still be decoded, or far fewer frames were read than the
+        header says), False when the header merely over-counted by a few frames."""
+        import cv2
+
+        short = self.frame_count - self.frames_read
+        if short > max(self.COUNT_SLACK, 0.02 * self.frame_count):
+            return True
+        cap = cv2.VideoCapture(self.name)
+        try:
+            if not cap.isOpened():
+                return True
+            cap.set(cv2.CAP_PROP_POS_FRAMES, self.frames_read + 1)
+            ok, img = cap.read()
+            return bool(ok and img is not None)
+        finally:
+            cap.release()
 
     def close(self) -> None:
         self._cap.release()

@@ -42,7 +42,7 @@ def example_input(model: nn.Module, batch: int = 2, seed: int = 0) -> torch.Tens
 
 def _meta(model: nn.Module) -> dict:
     meta = dict(getattr(model, "checkpoint_meta", {}) or {})
-    keep = {k: meta[k] for k in ("model", "model_config", "epoch", "metrics", "audet_version") if k in meta}
+    keep = {k: meta[k] for k in ("model", "model_config", "epoch", "metrics", "audet_version", "trained_on") if k in meta}
     keep.update(model=getattr(model, "model_name", "") or keep.get("model", ""), aus=[int(a) for a in model.aus],
                 preprocess=dict(getattr(model, "preprocess", {}) or {}))
     return json.loads(json.dumps(keep, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
@@ -74,6 +74,30 @@ def check_onnx(model: nn.Module, path, batches=(1, 3), atol: float = 1e-4, rtol:
     return {"max_abs_diff": worst, "batches": list(batches)}
 
 
+#: the ONNX opsets audet exports: from 13 (the oldest it checks) to 23 (the newest torch.onnx writes)
+MIN_OPSET, MAX_OPSET = 13, 23
+
+
+def check_opset(opset) -> int:
+    """``opset`` as an int if audet exports it, else a one-line ValueError naming the range."""
+    try:
+        o = int(opset)
+    except (TypeError, ValueError):
+        raise ValueError(f"--opset {opset!r} is not a whole number; give {MIN_OPSET}..{MAX_OPSET}") from None
+    if not MIN_OPSET <= o <= MAX_OPSET:
+        raise ValueError(f"--opset {o} is not supported; give an ONNX opset from {MIN_OPSET} to {MAX_OPSET} "
+                         "(default 18)")
+    return o
+
+
+def file_opset(path) -> int:
+    """The default-domain opset recorded in an ONNX file."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    return int(next((i.version for i in proto.opset_import if i.domain in ("", "ai.onnx")), 0))
+
+
 def export_onnx(model: nn.Module, path, *, opset: int = 18, exporter: str = "auto", check: bool = True,
                 atol: float = 1e-4) -> dict:
     """Export ``model.forward_logits`` to ``path`` (one file) with a dynamic batch axis.
@@ -82,9 +106,11 @@ def export_onnx(model: nn.Module, path, *, opset: int = 18, exporter: str = "aut
     Python branch on a buffer is fixed at its value at export time; fast), ``"dynamo"``
     (``torch.export``-based; refuses data-dependent branches, e.g. AC2D's intervention flag), or
     ``"auto"`` (torchscript, then dynamo if that fails or is gone from PyTorch). With ``check`` the
-    file is compared with PyTorch (:func:`check_onnx`). Returns a report (path, exporter, opset,
-    max_abs_diff).
+    file is compared with PyTorch (:func:`check_onnx`). Returns a report (path, exporter, opset --
+    read back from the written file -- and max_abs_diff). ``opset`` outside
+    :data:`MIN_OPSET`..:data:`MAX_OPSET` is refused before any work.
     """
+    opset = check_opset(opset)
     if exporter == "auto":
         try:
             return export_onnx(model, path, opset=opset, exporter="torchscript", check=check, atol=atol)
@@ -129,7 +155,11 @@ def export_onnx(model: nn.Module, path, *, opset: int = 18, exporter: str = "aut
         if tmp.exists():
             tmp.unlink()
         model.train(was_training)
-    report = {"path": str(path), "exporter": exporter, "opset": opset}
+    written = file_opset(path)
+    if written != opset:  # an exporter may silently write another opset: never report one the file lacks
+        path.unlink()
+        raise ExportError(f"the {exporter} exporter wrote opset {written}, not the {opset} asked for")
+    report = {"path": str(path), "exporter": exporter, "opset": written}
     if check:
         model.eval()
         try:

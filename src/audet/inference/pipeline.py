@@ -34,13 +34,17 @@ from audet.inference.loading import load_backend
 from audet.faces import DetectedFace, make_face_detector, make_landmarker
 from audet.inference.media import MAX_PIXELS, Frame, FrameError, VideoSource, image_frames, read_image
 from audet.inference.tracking import IoUTracker
-from audet.inference.writers import result_columns
+from audet.inference.headpose import head_pose
+from audet.inference.writers import POSE_COLUMNS, result_columns
 
 __all__ = ["Detector", "Chunk"]
 
 log = logging.getLogger(__name__)
 
 STAGES = ("decode", "detection", "landmarks", "alignment", "model")
+
+#: images with a side shorter than this (pixels) hold no detectable face
+MIN_IMAGE_SIDE = 12
 
 
 @dataclass
@@ -50,6 +54,7 @@ class _Face:
     score: float
     lm68: np.ndarray | None
     x: torch.Tensor | None = None  # the model input of this face (3, c, c)
+    pose: tuple = (float("nan"),) * 3  # yaw, pitch, roll in degrees
 
 
 @dataclass
@@ -104,7 +109,7 @@ class Detector:
         self.offsets, self.centre = list(self.model.offsets), int(self.model.centre)
         self.aligner = FaceAligner(self.preprocess)
         self.face_detector = make_face_detector(face_detector, **({"min_face_size": int(min_face_size)}
-                                                             if face_detector == "mtcnn" else {}))
+                                                                  if face_detector in ("mtcnn", "haar") else {}))
         self.landmarker = make_landmarker(landmarker)
         if batch_size < 1 or not 0.0 <= threshold <= 1.0:
             raise ValueError(f"need batch_size >= 1 and 0 <= threshold <= 1, got {batch_size}, {threshold}")
@@ -116,10 +121,24 @@ class Detector:
         self.columns = result_columns(self.aus)
         self.timings: dict[str, float] = defaultdict(float)
         self.counts: dict[str, int] = defaultdict(int)
+        meta = getattr(self.model, "meta", None) or getattr(getattr(self.model, "model", None), "checkpoint_meta", None)
+        #: what the checkpoint was trained on (``{"dataset", "synthetic", ...}``; empty if it does not say)
+        self.trained_on: dict = dict((meta or {}).get("trained_on") or {})
+        self._warned_synthetic = False
+
+    def _warn_synthetic(self) -> None:
+        """Log ONCE per detector, in one line, that a model trained on synthetic faces is being run."""
+        if self.trained_on.get("synthetic") and not self._warned_synthetic:
+            self._warned_synthetic = True
+            log.warning("warning: this model was trained on synthetic faces (%s, `audet synth`); its AU "
+                        "probabilities on real faces mean nothing: use a model trained on real data "
+                        "(e.g. `audet convert` an authors' release)", self.trained_on.get("dataset") or "synthetic data")
 
     # -- per frame ----------------------------------------------------------------------------
     def _detect(self, image: np.ndarray) -> list[DetectedFace]:
         h, w = image.shape[:2]
+        if min(h, w) < MIN_IMAGE_SIDE:  # no detector finds a face in fewer pixels (MTCNN's window is 12)
+            return []
         side = max(h, w)
         if self.detect_max_side and side > self.detect_max_side:
             import cv2
@@ -133,6 +152,7 @@ class Detector:
     def analyse_frame(self, image: np.ndarray, index: int = 0, timestamp: float = float("nan"), file: str = "",
                       tracker: IoUTracker | None = None) -> _FrameRec:
         """Detection, landmarks, ids and model inputs of one RGB uint8 frame (no model call)."""
+        self._warn_synthetic()
         t0 = time.perf_counter()
         found = self._detect(image)
         t1 = time.perf_counter()
@@ -153,13 +173,15 @@ class Detector:
                     self.counts["alignment_failed"] += 1
             else:
                 self.counts["landmarks_failed"] += 1
-            faces.append(_Face(int(fid), tuple(float(v) for v in f.box), float(f.score), lm, x))
+            pose = head_pose(lm, image.shape[1], image.shape[0]) if lm is not None else (float("nan"),) * 3
+            faces.append(_Face(int(fid), tuple(float(v) for v in f.box), float(f.score), lm, x, pose))
         t3 = time.perf_counter()
         self.timings["detection"] += t1 - t0
         self.timings["landmarks"] += t2 - t1
         self.timings["alignment"] += t3 - t2
         self.counts["frames"] += 1
         self.counts["faces"] += len(faces)
+        self.counts["frames_without_face"] += not faces
         return _FrameRec(int(index), float(timestamp), file, faces)
 
     # -- model --------------------------------------------------------------------------------
@@ -184,6 +206,7 @@ class Detector:
         conf = np.empty(n, np.float64)
         box = np.full((n, 4), np.nan)
         lm = np.full((n, 68, 2), np.nan)
+        pose = np.full((n, 3), np.nan)
         p = np.full((n, A), np.nan)
         k = 0
         where = {key: j for j, key in enumerate(has_x)}
@@ -193,6 +216,7 @@ class Detector:
                 box[k] = f.box
                 if f.lm68 is not None:
                     lm[k] = f.lm68
+                pose[k] = f.pose
                 j = where.get((ri, fi))
                 if j is not None:
                     p[k] = probs[j]
@@ -204,6 +228,8 @@ class Detector:
             cols[f"x_{i}"] = lm[:, i, 0]
         for i in range(68):
             cols[f"y_{i}"] = lm[:, i, 1]
+        for j, c in enumerate(POSE_COLUMNS):
+            cols[c] = pose[:, j]
         for j, a in enumerate(self.aus):
             cols[f"AU{int(a):02d}_p"] = p[:, j]
         for j, a in enumerate(self.aus):

@@ -20,7 +20,10 @@ import pandas as pd
 
 from audet.utils.io import write_json_atomic
 
-__all__ = ["TableWriter", "parquet_available", "result_columns", "round_for_output"]
+__all__ = ["TableWriter", "parquet_available", "result_columns", "round_for_output", "POSE_COLUMNS"]
+
+#: head pose in degrees (:mod:`audet.inference.headpose`)
+POSE_COLUMNS = ("yaw", "pitch", "roll")
 
 log = logging.getLogger(__name__)
 
@@ -35,14 +38,15 @@ def result_columns(aus) -> list[str]:
     """Column order of a result table (see ``docs/inference.md``)."""
     cols = ["file", "frame", "timestamp", "face_id", "confidence", "success", "box_x1", "box_y1", "box_x2", "box_y2"]
     cols += [f"x_{i}" for i in range(68)] + [f"y_{i}" for i in range(68)]
+    cols += list(POSE_COLUMNS)
     cols += [f"AU{int(a):02d}_p" for a in aus] + [f"AU{int(a):02d}_c" for a in aus]
     return cols
 
 
 def round_for_output(df: pd.DataFrame) -> pd.DataFrame:
-    """Round to what the numbers mean (pixels to 0.01, probabilities to 1e-5, times to 0.1 ms)."""
+    """Round to what the numbers mean (pixels and degrees to 0.01, probabilities to 1e-5, times to 0.1 ms)."""
     out = df.copy()
-    px = [c for c in out.columns if c.startswith(("x_", "y_", "box_"))]
+    px = [c for c in out.columns if c.startswith(("x_", "y_", "box_")) or c in POSE_COLUMNS]
     pr = [c for c in out.columns if c.endswith("_p") or c == "confidence"]
     if px:
         out[px] = out[px].round(2)

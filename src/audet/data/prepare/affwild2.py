@@ -1,7 +1,7 @@
 """Aff-Wild2 (Kollias and Zafeiriou 2019, ABAW AU challenge): in-the-wild YouTube videos, 12 AUs;
 train on the training set, test on the validation set (protocol section 5).
 
-Layout read (``RAW`` = ``--root``; sources and assumptions in ``docs/datasets.md``)::
+Layout read (``RAW`` = ``--raw``; sources and assumptions in ``docs/datasets.md``)::
 
     RAW/annotations/AU_Detection_Challenge/Train_Set/<video>.txt       (also Validation_Set)
     RAW/cropped_aligned/<video>/<frame:05d>.jpg                        organisers' face crops, or

@@ -17,7 +17,7 @@ import numpy as np
 from audet.data.meta import DATASET_META
 from audet.data.prepare.partition import Partition
 from audet.data.prepare.release import Release
-from audet.data.prepare.types import SKIP_REASONS, PrepareOptions, SequenceSpec
+from audet.data.prepare.types import SKIP_REASONS, SYNTH_META, PrepareOptions, SequenceSpec
 from audet.data.prepare.worker import load_manifest, manifest_path
 from audet.utils.io import write_json_atomic
 
@@ -105,6 +105,8 @@ def assemble(release: Release, specs: Sequence[SequenceSpec], aus: Sequence[int]
     }
     info = {
         "dataset": release.name,
+        # synthetic faces (`audet synth`): a model trained on them says nothing about real faces
+        "synthetic": (Path(opts.root) / SYNTH_META).is_file(),
         "aus": list(aus),
         "parts": partition.parts,
         "folds": folds,

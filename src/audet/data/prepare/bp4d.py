@@ -1,6 +1,6 @@
 """BP4D-Spontaneous (Zhang et al. 2014): 41 subjects x 8 tasks, 12 AUs, 49 tracked landmarks.
 
-Layout read (``RAW`` = ``--root``; see ``docs/datasets.md`` for sources and assumptions)::
+Layout read (``RAW`` = ``--raw``; see ``docs/datasets.md`` for sources and assumptions)::
 
     RAW/BP4D-training/<subject>/<task>/<frame>.jpg   frames, e.g. F001/T1/2440.jpg
     RAW/AUCoding/AU_OCC/<subject>_<task>.csv         header row, then one row per coded frame
@@ -192,6 +192,17 @@ class BP4DRelease(Release):
         """``([(frame number, loader)], duplicate numbers)`` sorted by frame number."""
         frames, dups = list_frames(spec.get("images")) if spec.get("images") else ([], [])
         return [(n, (lambda p=p: read_image(p))) for n, p in frames], [n for n, _ in dups]
+
+    def coded_aus(self, spec: SequenceSpec) -> list[int] | None:
+        """The AU columns of the sequence's AU_OCC header (None when it cannot be read)."""
+        path = spec.get("labels")
+        try:
+            with open(path, newline="") as f:
+                header = next(csv.reader(f), [])
+        except (OSError, TypeError, UnicodeDecodeError):
+            return None
+        coded = [au_from_header(h) for h in header[1:]]
+        return sorted({a for a in coded if a is not None}) or None
 
     def iter_frames(self, spec: SequenceSpec, aus: Sequence[int],
                     opts: PrepareOptions) -> Iterator[FrameItem]:  # fmt: skip

@@ -2,7 +2,7 @@
 BP4D AUs. Cross-dataset protocol (protocol section 5): train on all of BP4D (prefix
 ``BP4D_all`` of a prepared BP4D), test on all of BP4D+ (prefix ``BP4D+_all``).
 
-Layout read (``RAW`` = ``--root``; sources and assumptions in ``docs/datasets.md``)::
+Layout read (``RAW`` = ``--raw``; sources and assumptions in ``docs/datasets.md``)::
 
     RAW/2D+3D/<subject>.zip                       members <subject>/<task>/<frame>.jpg, or
     RAW/2D+3D/<subject>/<task>/<frame>.jpg        unpacked folders

@@ -2,7 +2,7 @@
 intensities 0-5 for 12 AUs, 66 tracked landmarks. Benchmark: LEFT camera, 8 AUs, occurrence =
 intensity >= 2 (protocol section 5).
 
-Layout read (``RAW`` = ``--root``; sources and assumptions in ``docs/datasets.md``)::
+Layout read (``RAW`` = ``--raw``; sources and assumptions in ``docs/datasets.md``)::
 
     RAW/Videos_LeftCamera/LeftVideoSN001_comp.avi            left camera (the one used)
     RAW/ActionUnit_Labels/SN001/SN001_au1.txt                 "frame,intensity" per line, frame 1-based

@@ -29,7 +29,7 @@ class Release:
 
     #: ``audet.facs.DATASET_AUS`` key and output directory name.
     name: str = ""
-    #: One line: what ``--root`` must contain (used in LayoutError messages and docs).
+    #: One line: what ``--raw`` must contain (used in LayoutError messages and docs).
     layout: str = ""
     #: Whether the release's landmark annotations are 1-based (MATLAB style).
     one_based: bool = False
@@ -40,6 +40,15 @@ class Release:
     def iter_frames(self, spec: SequenceSpec, aus: Sequence[int],
                     opts: PrepareOptions) -> Iterator[FrameItem]:  # fmt: skip
         raise NotImplementedError
+
+    def coded_aus(self, spec: SequenceSpec) -> list[int] | None:
+        """The AUs the labels of ``spec`` code (None: the release cannot tell without reading frames)."""
+        return None
+
+    def uncoded_aus(self, spec: SequenceSpec, aus: Sequence[int]) -> list[int]:
+        """AUs of ``aus`` that the labels of ``spec`` do not code (they would be a column of unknowns)."""
+        coded = self.coded_aus(spec)
+        return [] if coded is None else [a for a in aus if a not in coded]
 
     def needs_detector(self, specs: Sequence[SequenceSpec], opts: PrepareOptions) -> bool:
         """True when some frames can only get landmarks from a detector."""

@@ -74,12 +74,12 @@ def run_prepare(opts: PrepareOptions) -> dict:
     if opts.image_format not in ("jpg", "png"):
         raise ValueError(f"image format must be jpg or png, got {opts.image_format!r}")
     if opts.workers < 1:
-        raise ValueError(f"--workers must be >= 1, got {opts.workers}")
+        raise ValueError(f"--num-workers must be >= 1, got {opts.workers}")
     root = Path(opts.root).expanduser().resolve()
     out = Path(opts.out).expanduser().resolve()
     opts.root, opts.out = str(root), str(out)
     if not root.is_dir():
-        raise LayoutError(f"--root {root} is not a directory; expected a {release.name} "
+        raise LayoutError(f"--raw {root} is not a directory; expected a {release.name} "
                           f"release: {release.layout}")  # fmt: skip
     aus = _resolve_aus(release, opts.aus)
     specs = sorted(release.discover(root, opts), key=lambda s: s.key)
@@ -88,6 +88,11 @@ def run_prepare(opts: PrepareOptions) -> dict:
                           f"{release.layout}")  # fmt: skip
     if len({s.key for s in specs}) != len(specs):
         raise RuntimeError("release reader produced duplicate sequence keys")  # pragma: no cover
+    uncoded = release.uncoded_aus(specs[0], aus)  # one label file read: an AU the release does not code
+    if uncoded:
+        raise ValueError(f"--aus: {release.name} does not code " + ", ".join(f"AU{a}" for a in uncoded)
+                         + f" (the labels of {specs[0].key} have no such column); its AUs are "
+                         + ", ".join(f"AU{a}" for a in release.coded_aus(specs[0]) or aus if a not in uncoded))
     if release.needs_detector(specs, opts):
         from audet.data.prepare.landmarks import create_landmarker
 

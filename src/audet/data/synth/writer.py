@@ -210,7 +210,7 @@ def _prepare_out(out: Path, force: bool) -> None:
     if existing and not force:
         raise FileExistsError(
             f"{out} already holds a data set ({', '.join(p.name for p in existing)}); "
-            "use --force to replace it"
+            "use --overwrite to replace it"
         )
     for p in existing:
         if p.is_dir():
