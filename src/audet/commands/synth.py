@@ -6,7 +6,8 @@ import argparse
 HELP = "generate a synthetic FACS benchmark (face videos with known AU labels, BP4D layout)"
 DESCRIPTION = """\
 Generate synthetic face videos with known AU labels (AUs 1,2,4,6,7,9,10,12,14,15,17,23,24,25,26)
-in BP4D's raw release layout, which `audet prepare BP4D` reads:
+in BP4D's raw release layout, which `audet prepare BP4D` reads (--layout DISFA: DISFA's layout for
+`audet prepare DISFA`, docs/synth.md):
 
   DIR/BP4D-training/<subject>/<task>/<frame>.jpg   (e.g. F001/T1/0001.jpg; not aligned)
   DIR/AUCoding/AU_OCC/<subject>_<task>.csv         (header 0,1,2,4,...,26; 1/0, 9 = unknown)
@@ -72,6 +73,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     add_num_workers(p, 1, "parallel processes")
     p.add_argument("--force", action="store_true", help="replace a data set already in --out")
+    p.add_argument("--layout", choices=("BP4D", "DISFA"), default="BP4D",
+                   help="raw release layout to write: BP4D (default) or DISFA (one video per subject, "
+                        "intensity files, 66-point landmarks; read by `audet prepare DISFA`)")
     from audet.commands._common import add_quiet
 
     add_quiet(p, "no progress bar or summary")
@@ -98,9 +102,26 @@ def run(args: argparse.Namespace) -> int:
     if not args.out:
         raise ValueError("--out is required (or use --grid PNG)")
     log = None if args.quiet else print
+    out = args.out
+    if args.layout == "DISFA":
+        from pathlib import Path
+
+        if Path(out).exists() and any(Path(out).iterdir()) and not args.force:
+            raise ValueError(f"{out} is not empty; give an empty folder or --force")
+        out = str(Path(out) / ".bp4d_layout")
     try:
-        generate(cfg, args.out, seed=args.seed, workers=args.num_workers, force=args.force,
+        generate(cfg, out, seed=args.seed, workers=args.num_workers, force=args.force,
                  progress=None if not args.quiet else False, log=log)  # fmt: skip
     except FileExistsError as exc:
         raise ValueError(str(exc)) from None
+    if args.layout == "DISFA":
+        import shutil
+
+        from audet.data.synth.disfa_layout import to_disfa_layout
+
+        got = to_disfa_layout(out, args.out)
+        shutil.rmtree(out)
+        if log:
+            log(f"rewrote in DISFA's layout: {len(got['subjects'])} subjects (SN001..), {got['frames']} frames, "
+                f"{got['dropped']} without landmarks or with an unknown label")
     return 0
