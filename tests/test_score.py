@@ -32,7 +32,7 @@ def test_score_of_save_predictions_reproduces_evaluate_exactly(prepared, tmp_pat
     model = create_model("resnet_tiny", num_aus=3, aus=[1, 2, 4], width=4)
     ck, _ = save_checkpoint(model, tmp_path / "m.safetensors")
     preds = tmp_path / "preds.csv"
-    assert main(["evaluate", str(ck), "--data", str(prepared), "--save-predictions", str(preds),
+    assert main(["evaluate", "-c", str(ck), "--data", str(prepared), "--save-predictions", str(preds),
                  "--out", str(tmp_path / "ev")]) == 0
     printed_eval = capsys.readouterr().out
     assert main(["score", str(preds), "--data", str(prepared)]) == 0

@@ -18,7 +18,7 @@ AUs the tool does not predict are reported as missing (not as zero); rows that m
 frame and labelled frames without a row are counted; frames where the tool found no face
 (success 0) are left out (--missing-frames absent scores them, and frames without a row, as no AU).
 
-  audet evaluate runs/x/best.safetensors --data data/bp4d --save-predictions preds.csv
+  audet evaluate -c runs/x/best.safetensors --data data/bp4d --save-predictions preds.csv
   audet score preds.csv --data data/bp4d            # the same F1 as evaluate printed
   audet score openface/ --data data/disfa --fold 1 --threshold 1.0"""
 
