@@ -164,7 +164,7 @@ def forest_png(rows: Sequence[tuple[str, float, float, float]], path: str | Path
     longest = max((len(r[0]) for r in rows), default=10)
     fig, ax = plt.subplots(figsize=(5 + 0.08 * longest, 0.4 * len(rows) + 1.4))
     y = np.arange(len(rows))[::-1]
-    for yi, (label, d, lo, hi) in zip(y, rows):
+    for yi, (_label, d, lo, hi) in zip(y, rows):
         colour = "tab:green" if lo > 0 else "tab:red" if hi < 0 else "tab:grey"
         ax.plot([lo, hi], [yi, yi], color=colour, lw=2)
         ax.plot([d], [yi], "o", color=colour, ms=5)

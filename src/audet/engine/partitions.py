@@ -148,7 +148,7 @@ def lodo_root(roots: Sequence, dst) -> Path:
     if len(set(names)) < len(names):
         names = [r.name for r in roots]
     top = {}
-    for (r, paths, *_), name in zip(data, names):
+    for r, paths, *_ in data:
         for t in sorted({p.split("/")[0] for p in paths}):
             if t in top:
                 raise ValueError(f"{top[t]} and {r} both keep their images under images/{t}; prepare them as "
