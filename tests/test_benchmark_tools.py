@@ -75,9 +75,10 @@ def test_compare_models_scores_existing_runs_frame_by_frame(tmp_path, capsys):
     assert cm.main(["--data", str(data), "--out", str(out), "--config", "resnet_tiny_synth",
                     "--models", "resnet_tiny", "resnet18", "--n-boot", "20"]) == 0
     text = (out / "comparison.md").read_text()
-    assert "prior (all positive)" in text and "| resnet18 |" in text and "20 resamples" in text
+    assert "prior (all present)" in text and "| resnet18 |" in text and "20 resamples" in text
+    assert "test SUBJECTS" in text  # the package's comparison (audet compare), not a copy
     import pandas as pd
 
     table = pd.read_csv(out / "comparison.csv", index_col=0)
-    assert list(table.index) == ["prior (all positive)", "resnet_tiny", "resnet18"]
+    assert list(table.index) == ["prior (all present)", "resnet_tiny", "resnet18"]
     assert list(table.columns) == ["AU1", "AU2", "Avg"]

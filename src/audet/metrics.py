@@ -52,6 +52,11 @@ __all__ = [
     "BootstrapResult",
     "compare_with_prior",
     "prior_comparison_text",
+    "f1_micro",
+    "roc_auc_per_au",
+    "average_precision_per_au",
+    "choose_thresholds",
+    "bootstrap_f1_ci",
 ]
 
 Convention = Literal["paper", "aunet", "cis"]
@@ -477,3 +482,116 @@ def prior_comparison_text(r: BootstrapResult, unit: str | None = None) -> str:
     return (f"mean F1 {100 * r.f1_a:.1f} vs {100 * r.f1_b:.1f} for the all-present prior: difference "
             f"{100 * r.diff:+.1f} [{100 * r.low:+.1f}, {100 * r.high:+.1f}] ({100 * r.ci:.0f}% paired bootstrap CI "
             f"over {units}, {r.n_boot} resamples): {verdict}")
+
+
+# --------------------------------------------------------------------------------------------
+# metrics beside F1-frame, and thresholds chosen on a validation split
+# --------------------------------------------------------------------------------------------
+def f1_micro(labels, scores, *, threshold=0.5, mask=None) -> float:
+    """F1-micro: one F1 over every known (frame, AU) decision, ``2 TP / (2 TP + FP + FN)`` with the
+    counts summed over AUs (frequent AUs weigh more than in the per-AU mean). ``threshold``: a
+    number or one per AU. NaN when no label is known; 0 when nothing is positive at all."""
+    c = confusion_counts(labels, scores, threshold=threshold, mask=mask)
+    if int(c["n"].sum()) == 0:
+        return float("nan")
+    tp, fp, fn = (float(c[k].sum()) for k in ("tp", "fp", "fn"))
+    den = 2 * tp + fp + fn
+    return 2 * tp / den if den > 0 else 0.0
+
+
+def _per_au_ranking(labels, scores, mask, fn) -> np.ndarray:
+    y, s, known = _prepare(labels, scores, mask, check_scores=False)
+    out = np.full(y.shape[1], np.nan)
+    for j in range(y.shape[1]):
+        k = known[:, j]
+        yj = y[k, j]
+        if yj.size and yj.any() and not yj.all():  # both classes present: the metric is defined
+            out[j] = float(fn(yj, s[k, j]))
+    return out
+
+
+def roc_auc_per_au(labels, scores, *, mask=None) -> np.ndarray:
+    """Per-AU area under the ROC curve (:func:`sklearn.metrics.roc_auc_score`) over the known
+    frames, threshold-free; NaN for an AU whose known frames are all of one class. ``scores`` may
+    be any monotone score (probabilities, intensities)."""
+    from sklearn.metrics import roc_auc_score
+
+    return _per_au_ranking(labels, scores, mask, roc_auc_score)
+
+
+def average_precision_per_au(labels, scores, *, mask=None) -> np.ndarray:
+    """Per-AU average precision (area under the precision-recall curve,
+    :func:`sklearn.metrics.average_precision_score`) over the known frames; NaN as for the AUC.
+    Its chance level is the AU's occurrence rate, not 0.5."""
+    from sklearn.metrics import average_precision_score
+
+    return _per_au_ranking(labels, scores, mask, average_precision_score)
+
+
+#: candidate thresholds of :func:`choose_thresholds` (0.01 .. 0.99)
+THRESHOLD_GRID = np.round(np.arange(1, 100) / 100.0, 2)
+
+
+def choose_thresholds(labels, scores, *, mask=None, grid=None, default: float = 0.5) -> np.ndarray:
+    """Per-AU decision thresholds that maximise F1-frame (``"paper"`` convention) on the given
+    frames -- pass the VALIDATION split (held-out training subjects), never the test fold.
+
+    Each AU takes the grid value (default 0.01 .. 0.99) with the highest F1; ties go to the value
+    nearest ``default``. An AU without a positive (or without any known) frame keeps ``default``.
+    Returns ``(A,)`` float64.
+    """
+    y, s, known = _prepare(labels, scores, mask)
+    g = np.asarray(THRESHOLD_GRID if grid is None else grid, dtype=np.float64).reshape(-1)
+    A = y.shape[1]
+    out = np.full(A, float(default))
+    if y.shape[0] == 0:
+        return out
+    for j in range(A):
+        k = known[:, j]
+        yj, sj = y[k, j], s[k, j]
+        if not yj.any():
+            continue
+        pred = sj[None, :] >= g[:, None]  # (G, n)
+        tp = (pred & yj).sum(1).astype(np.float64)
+        fp = (pred & ~yj).sum(1).astype(np.float64)
+        fn = float(yj.sum()) - tp
+        f1 = 2 * tp / np.maximum(2 * tp + fp + fn, 1e-12)
+        best = np.flatnonzero(f1 >= f1.max() - 1e-12)
+        out[j] = float(g[best[np.argmin(np.abs(g[best] - default))]])
+    return out
+
+
+def bootstrap_f1_ci(labels, scores, *, groups=None, n_boot: int = 1000, seed: int = 0, ci: float = 0.95,
+                    threshold=0.5, mask=None, chunk: int = 50) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-AU F1-frame (``"paper"``) with a percentile bootstrap CI: ``(f1, low, high)``, each
+    ``(A,)``. ``groups`` (one id per frame, e.g. the subject) resamples whole groups (cluster
+    bootstrap); otherwise frames."""
+    y, s, known = _prepare(labels, scores, mask)
+    N, A = y.shape
+    pred = (s >= np.asarray(threshold, dtype=np.float64)) & known
+    if groups is not None:
+        g = _np(groups).reshape(-1)
+        if g.shape[0] != N:
+            raise ValueError(f"groups has {g.shape[0]} entries for {N} frames")
+        _, unit_idx = np.unique(g, return_inverse=True)
+        n_units = int(unit_idx.max()) + 1 if N else 0
+    else:
+        unit_idx, n_units = None, N
+    S = _unit_sums(y, known, (pred,), unit_idx, n_units)  # (U, 3A)
+
+    def f1_of(counts):
+        c = counts.reshape(counts.shape[:-1] + (3, A))
+        return f1_from_counts(c[..., 0, :], c[..., 1, :], c[..., 2, :], "paper")
+
+    point = f1_of(S.sum(axis=0, dtype=np.float64))
+    point = np.where(known.sum(0) > 0, point, np.nan)
+    rng = np.random.default_rng(seed)
+    boots = np.empty((n_boot, A))
+    for start in range(0, n_boot, chunk):
+        k = min(chunk, n_boot - start)
+        draws = rng.integers(0, n_units, size=(k, n_units))
+        mult = np.bincount((draws + (np.arange(k) * n_units)[:, None]).ravel(), minlength=k * n_units)
+        boots[start:start + k] = f1_of((mult.reshape(k, n_units).astype(S.dtype) @ S).astype(np.float64))
+    alpha = (1.0 - ci) / 2.0
+    low, high = np.quantile(boots, [alpha, 1.0 - alpha], axis=0) if n_boot else (point * np.nan, point * np.nan)
+    return point, np.where(np.isnan(point), np.nan, low), np.where(np.isnan(point), np.nan, high)

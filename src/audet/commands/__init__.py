@@ -4,8 +4,8 @@ One module per subcommand (``HELP``, ``add_arguments(p)``, ``run(args)``; heavy 
 ``run``). A new command is one module here plus one entry of :data:`COMMANDS`; the modules are
 imported by name below, so a misspelt or missing one fails at import (never skipped silently).
 """
-from audet.commands import (complexity, convert, cv, demo, evaluate, export, finetune, models, predict,
-                            prepare, synth, train, visualize)
+from audet.commands import (compare, complexity, convert, cv, demo, evaluate, export, finetune, models, predict,
+                            prepare, score, synth, train, visualize)
 
 #: command name -> module, in the order ``audet --help`` lists them
 COMMANDS = {
@@ -15,6 +15,8 @@ COMMANDS = {
     "train": train,
     "cv": cv,
     "evaluate": evaluate,
+    "score": score,
+    "compare": compare,
     "finetune": finetune,
     "complexity": complexity,
     "visualize": visualize,

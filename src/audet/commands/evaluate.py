@@ -11,7 +11,12 @@ When the checkpoint and the data have different AU sets (e.g. a BP4D model on GF
 both have are evaluated and the output says which were left out.
 
   audet evaluate -c runs/ac2d_bp4d/fold0/best.safetensors --data data/bp4d --prefix BP4D_part3
-  audet evaluate -c runs/ac2d_bp4d/fold0/best.safetensors --data data/gft --prefix GFT_test --out gft"""
+  audet evaluate -c runs/ac2d_bp4d/fold0/best.safetensors --data data/gft --prefix GFT_test --out gft
+
+Beside F1-frame at 0.5 (the headline) it reports F1-micro, ROC-AUC and average precision per AU
+and, when the checkpoint holds per-AU thresholds chosen on its run's validation split, F1 at those
+thresholds as a second row (never instead of the 0.5 row)."""
+
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -31,6 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--f1-convention", default="paper", choices=["paper", "aunet", "cis"],
                    help="paper (default: >= 0.5, every audet table) | aunet | cis: the published codes' F1 "
                         "(smoothing; strict > 0.5 and -1 for AUs without positives), docs/metrics.md")
+    p.add_argument("--save-predictions", metavar="FILE",
+                   help="also write the scored table (sequence, frame, AUnn_p per frame) to this CSV; "
+                        "`audet score FILE --data DIR` scores it again")
     p.add_argument("--vs-prior", nargs="?", type=positive_int, const=1000, default=0, metavar="N",
                    help="also compare with the all-present prior: paired bootstrap CI over sequences "
                         "(N resamples; 1000 when N is left out)")
@@ -77,7 +85,8 @@ def run(args) -> int:
     out = args.out or str(ckpt.with_suffix("").with_name(f"{ckpt.with_suffix('').name}_eval_{Path(args.data).name}_{prefix}"))
     res = evaluate(ckpt, args.data, prefix, aus=aus, batch_size=args.batch_size,
                    num_workers=args.num_workers, device=args.device, out=out, precision=args.precision,
-                   vs_prior=args.vs_prior, f1_convention=args.f1_convention)
+                   vs_prior=args.vs_prior, f1_convention=args.f1_convention,
+                   save_predictions=args.save_predictions)
     print(to_markdown(res["table"]), end="")
     print(f"{res['n']} frames; AUs evaluated: {' '.join(f'AU{a}' for a in res['aus'])}")
     if aus:  # the skipped lists then also hold the AUs --aus left out: say so instead of blaming the data
@@ -89,7 +98,13 @@ def run(args) -> int:
             print("checkpoint AUs not in the data: " + " ".join(f"AU{a}" for a in res["skipped_checkpoint_aus"]))
         if res["skipped_data_aus"]:
             print("data AUs the checkpoint does not predict: " + " ".join(f"AU{a}" for a in res["skipped_data_aus"]))
+    from audet.engine.reports import metric_notes
+
+    for line in metric_notes({"this checkpoint": res}):
+        print(line)
     if res.get("prior_text"):
         print(res["prior_text"])
+    if args.save_predictions:
+        print(f"wrote the scored predictions to {args.save_predictions}")
     print(f"wrote {out}.md and {out}.csv")
     return 0

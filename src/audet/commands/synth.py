@@ -6,7 +6,8 @@ import argparse
 HELP = "generate a synthetic FACS benchmark (face videos with known AU labels, BP4D layout)"
 DESCRIPTION = """\
 Generate synthetic face videos with known AU labels (AUs 1,2,4,6,7,9,10,12,14,15,17,23,24,25,26)
-in BP4D's raw release layout, which `audet prepare BP4D` reads:
+in BP4D's raw release layout, which `audet prepare BP4D` reads (--layout DISFA: DISFA's layout for
+`audet prepare DISFA`, docs/synth.md):
 
   DIR/BP4D-training/<subject>/<task>/<frame>.jpg   (e.g. F001/T1/0001.jpg; not aligned)
   DIR/AUCoding/AU_OCC/<subject>_<task>.csv         (header 0,1,2,4,...,26; 1/0, 9 = unknown)
@@ -72,6 +73,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     add_num_workers(p, 1, "parallel processes")
     from audet.commands._common import add_overwrite, add_quiet, deprecated_alias
+    p.add_argument("--layout", choices=("BP4D", "DISFA"), default="BP4D",
+                   help="raw release layout to write: BP4D (default) or DISFA (one video per subject, "
+                        "intensity files, 66-point landmarks; read by `audet prepare DISFA`)")
 
     add_overwrite(p, "replace a data set already in --out (formerly --force)")
     deprecated_alias(p, "--force", "--overwrite", "overwrite", flag=True)
@@ -99,23 +103,40 @@ def run(args: argparse.Namespace) -> int:
     if not args.out:
         raise ValueError("--out is required (or use --grid PNG)")
     log = None if args.quiet else print
-    # what made OUT is checked before anything is written there: the same preset, seed and settings
-    # reuse a finished data set; others are refused unless --overwrite
+    # what made OUT is checked before anything is written there: the same preset, seed, settings and
+    # layout reuse a finished data set; others are refused unless --overwrite
     import dataclasses
     from pathlib import Path
 
     from audet.utils.manifest import check_output, write_manifest
 
-    inputs = {"options": {"preset": args.preset, "seed": args.seed, "settings": dataclasses.asdict(cfg)}}
+    inputs = {"options": {"preset": args.preset, "seed": args.seed, "settings": dataclasses.asdict(cfg),
+                          "layout": args.layout}}
     state = check_output(args.out, inputs, command="synth", fresh=args.overwrite)
-    if state == "same" and not args.overwrite and (Path(args.out) / "synth_meta.json").is_file():
+    out = args.out
+    if args.layout == "DISFA":  # generated in BP4D's layout below OUT, then rewritten in DISFA's
+        out = str(Path(out) / ".bp4d_layout")
+        finished = state == "same" and not Path(out).exists() and any(Path(args.out).glob("*/SN*"))
+    else:
+        finished = state == "same" and (Path(args.out) / "synth_meta.json").is_file()
+    if finished and not args.overwrite:
         if not args.quiet:
-            print(f"{args.out} already holds this data set (same preset, seed and settings); reused")
+            print(f"{args.out} already holds this data set (same preset, seed, settings and layout); reused")
         return 0
     write_manifest(args.out, inputs, command="synth")
     try:
-        generate(cfg, args.out, seed=args.seed, workers=args.num_workers, force=state != "new",
+        generate(cfg, out, seed=args.seed, workers=args.num_workers, force=state != "new",
                  progress=None if not args.quiet else False, log=log)  # fmt: skip
     except FileExistsError as exc:
         raise ValueError(str(exc)) from None
+    if args.layout == "DISFA":
+        import shutil
+
+        from audet.data.synth.disfa_layout import to_disfa_layout
+
+        got = to_disfa_layout(out, args.out)
+        shutil.rmtree(out)
+        if log:
+            log(f"rewrote in DISFA's layout: {len(got['subjects'])} subjects (SN001..), {got['frames']} frames, "
+                f"{got['dropped']} without landmarks or with an unknown label")
     return 0

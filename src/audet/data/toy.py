@@ -76,6 +76,7 @@ def make_toy_prepared(
     image_size: int = 200,
     seed: int = 0,
     jpeg_quality: int = 90,
+    subject_prefix: str = "S",
 ) -> dict:
     """Write a small but valid prepared directory (for tests and benchmarks; NOT ``audet synth``).
 
@@ -84,7 +85,7 @@ def make_toy_prepared(
     (:func:`audet.data.folds.assign_parts`), the fold training lists
     ``<dataset>_combine_<a>_<b>`` (with weights) and ``root/dataset.json`` with ``folds`` in the
     order of :func:`audet.data.folds.fold_prefixes`. Landmarks are a jittered template,
-    labels random with ``missing_rate`` of 9s.
+    labels random with ``missing_rate`` of 9s. Subjects are ``<subject_prefix><k>`` (``S001``, ...).
 
     Returns the ``dataset.json`` content.
     """
@@ -96,7 +97,7 @@ def make_toy_prepared(
     root = Path(root)
     rng = np.random.default_rng(seed)
     template = toy_landmarks() * (image_size / 200.0)
-    subjects = [f"S{k + 1:03d}" for k in range(n_subjects)]
+    subjects = [f"{subject_prefix}{k + 1:03d}" for k in range(n_subjects)]
     rows: dict[str, list] = {s: [] for s in subjects}
     A = len(aus)
     for s in subjects:

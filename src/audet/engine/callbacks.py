@@ -10,7 +10,7 @@ from lightning.pytorch.callbacks import Callback
 
 from audet.models.checkpoint import save_checkpoint
 
-__all__ = ["ExportCheckpoints", "StopAfterSteps", "StopTraining"]
+__all__ = ["ExportCheckpoints", "StopAfterSteps", "StopTraining", "validation_thresholds"]
 
 
 class StopTraining(RuntimeError):
@@ -66,6 +66,10 @@ class ExportCheckpoints(Callback):
         return score > self.best_score if self.mode == "max" else score < self.best_score
 
     def _save(self, trainer: L.Trainer, pl_module, name: str, metrics: dict) -> None:
+        extra = dict(self.extra)
+        thr = validation_thresholds(pl_module, int(trainer.current_epoch))
+        if thr is not None:
+            extra["thresholds"] = thr
         save_checkpoint(
             pl_module.model,
             self.run_dir / f"{name}.safetensors",
@@ -75,7 +79,7 @@ class ExportCheckpoints(Callback):
             metrics=metrics,
             extra={"selection": {"monitor": self.monitor, "mode": self.mode, "on": self.selection_label,
                                  "best_epoch": self.best_epoch, "best_score": self.best_score},
-                   "kind": name, **self.extra},
+                   "kind": name, **extra},
         )
 
     def on_validation_end(self, trainer: L.Trainer, pl_module) -> None:
@@ -100,6 +104,21 @@ class ExportCheckpoints(Callback):
             if self.monitor is None:
                 self._save(trainer, pl_module, "best", metrics)
         trainer.strategy.barrier("audet-export-last")
+
+
+def validation_thresholds(pl_module, epoch: int) -> dict | None:
+    """Per-AU thresholds chosen on THIS epoch's validation pass (held-out training subjects; never
+    the test fold): ``{"aus", "values", "chosen_on", "epoch", "n_frames"}``, or None when the
+    epoch had no validation pass (:func:`audet.metrics.choose_thresholds`)."""
+    ev = (getattr(pl_module, "last_evals", None) or {}).get("val")
+    if not ev or ev.get("epoch") != epoch or len(ev["probs"]) == 0:
+        return None
+    from audet.metrics import choose_thresholds
+
+    t = choose_thresholds(ev["labels"], ev["probs"], mask=ev["mask"])
+    return {"aus": [int(a) for a in pl_module.aus], "values": [float(v) for v in t],
+            "chosen_on": "validation split (held-out training subjects)", "epoch": int(epoch),
+            "n_frames": int(len(ev["probs"]))}
 
 
 class StopAfterSteps(Callback):

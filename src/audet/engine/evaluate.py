@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from audet.data.meta import data_aus
@@ -22,7 +23,9 @@ from audet.engine.scoring import AUEvaluator
 from audet.facs import resolve_aus
 from audet.utils.precision import EVAL_PRECISIONS, inference_precision
 
-__all__ = ["evaluate", "eval_dataset", "run_evaluator", "inference_precision", "EVAL_PRECISIONS"]
+__all__ = ["evaluate", "eval_dataset", "run_evaluator", "inference_precision", "EVAL_PRECISIONS", "stored_thresholds",
+           "prediction_table"]
+
 
 def eval_dataset(root, prefix: str, aus: Sequence[int], preprocess: dict, clip=None):
     """The scoring dataset of ``root``/``prefix``: the model's eval transform and, for a clip model,
@@ -53,6 +56,32 @@ def run_evaluator(model, loader, evaluator: AUEvaluator, device="cpu", precision
     return evaluator
 
 
+def stored_thresholds(meta: dict, aus) -> list[float] | None:
+    """The validation-chosen thresholds a checkpoint's metadata holds, in the order of ``aus``
+    (None when it holds none or not for every AU of ``aus``)."""
+    thr = (meta or {}).get("thresholds") or {}
+    by_au = {int(a): float(v) for a, v in zip(thr.get("aus") or [], thr.get("values") or [])}
+    if not by_au or any(int(a) not in by_au for a in aus):
+        return None
+    return [by_au[int(a)] for a in aus]
+
+
+def prediction_table(ev: AUEvaluator, dataset, aus: Sequence[int]):
+    """The scored frames of ``ev`` as a table: ``sequence`` (the data's sequence name, e.g.
+    ``F001/T1``), ``frame`` and ``AU<nn>_p`` (probabilities, float64 of the float32 values, so a
+    CSV written with 17 significant digits reads back bit for bit), sorted by (sequence, frame)."""
+    import pandas as pd
+
+    probs, _, _ = ev.arrays()
+    keys = ev.keys()
+    names = list(getattr(dataset, "sequences", []) or [])
+    seq = [names[int(i)] if 0 <= int(i) < len(names) else str(int(i)) for i in keys[:, 0]]
+    df = pd.DataFrame({"sequence": seq, "frame": keys[:, 1].astype(np.int64)})
+    for j, a in enumerate(aus):
+        df[f"AU{int(a):02d}_p"] = probs[:, j].astype(np.float64)
+    return df.sort_values(["sequence", "frame"], kind="stable").reset_index(drop=True)
+
+
 def evaluate(
     checkpoint: str | Path,
     root: str | Path,
@@ -67,6 +96,7 @@ def evaluate(
     precision: str = "32",
     vs_prior: int = 0,
     f1_convention: str = "paper",
+    save_predictions: str | Path | None = None,
 ) -> dict:
     """Evaluate ``checkpoint`` on ``root``/``prefix``; returns a dict with the per-AU table.
 
@@ -78,6 +108,11 @@ def evaluate(
     resamples of whole sequences): ``result["prior"]`` (model/prior F1, difference, CI) and
     ``result["prior_text"]`` (one line). ``f1_convention``: ``"paper"`` (default) or a published
     code's (``"aunet"``, ``"cis"``; :func:`audet.metrics.f1_frame`), for comparing with its numbers.
+
+    Beside F1-frame at 0.5 (the headline): ``f1_micro``, ``auc``/``ap`` per AU and, when the
+    checkpoint holds thresholds chosen on its run's validation split (:func:`stored_thresholds`),
+    ``tuned`` (F1 at those thresholds; a second table row). ``save_predictions``: write the scored
+    table (:func:`prediction_table`) to this CSV, which ``audet score`` reads.
     """
     from torch.utils.data import DataLoader
 
@@ -99,8 +134,24 @@ def evaluate(
     ds = eval_dataset(root, prefix, common, model.preprocess)
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     ev = run_evaluator(model, loader, AUEvaluator(common, columns, convention=f1_convention), device, precision)
-    scores = ev.evaluate()
-    table = ev.table(f"{model.model_name} -> {Path(str(root)).name}/{prefix}")
+    meta = getattr(model, "checkpoint_meta", {}) or {}
+    thresholds = stored_thresholds(meta, common)
+    scores = ev.evaluate(thresholds=thresholds)
+    row = f"{model.model_name} -> {Path(str(root)).name}/{prefix}"
+    table = ev.table(row)
+    if "tuned" in scores:
+        import pandas as pd
+
+        from audet.engine.reports import f1_table
+
+        tuned = f1_table({f"{row}, validation thresholds": scores["tuned"]["per_au"]}, common)
+        table = pd.concat([table, tuned])
+        table.index.name = "F1"
+    if save_predictions is not None:
+        from audet.utils.io import write_text_atomic
+
+        write_text_atomic(save_predictions, prediction_table(ev, ds, common).to_csv(index=False,
+                                                                                      float_format="%.17g"))
     result = {
         "table": table,
         "aus": common,
@@ -116,7 +167,14 @@ def evaluate(
         "pretrained": dict(getattr(model, "pretrained_status", {}) or {}),
         "precision": str(precision),
         "f1_convention": f1_convention,
+        "f1_micro": scores["f1_micro"],
+        "auc": scores["auc"],
+        "ap": scores["ap"],
+        "auc_mean": scores["auc_mean"],
+        "ap_mean": scores["ap_mean"],
     }
+    if "tuned" in scores:
+        result["tuned"] = scores["tuned"]
     if vs_prior:
         from audet.metrics import compare_with_prior, prior_comparison_text
 
@@ -158,5 +216,12 @@ def evaluate(
         for part, status in result["pretrained"].items():
             if str(status).startswith("random"):
                 notes.append(f"WARNING: {part} has RANDOM weights ({status}; allow_random_pretrained)")
-        write_table(table, out, title=title or f"{Path(str(checkpoint)).name} on {prefix}", notes=notes)
+        from audet.engine.reports import metric_notes, metrics_table
+
+        notes += metric_notes({"this checkpoint": result})
+        if "tuned" in result:
+            notes.append("the validation-thresholds row uses the thresholds chosen on the checkpoint's own "
+                         "validation split (best.json); the 0.5 row is the headline")
+        write_table(table, out, title=title or f"{Path(str(checkpoint)).name} on {prefix}", notes=notes,
+                    more=[("threshold-free metrics (percent)", metrics_table({"": result}, common))])
     return result

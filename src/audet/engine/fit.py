@@ -465,6 +465,7 @@ def _has_test(inner) -> bool:
 
 def _test_best_and_last(task: AUTask, trainer: L.Trainer, data: FitData, run_dir: Path) -> dict:
     from audet.models.checkpoint import load_weights
+    from audet.engine.evaluate import stored_thresholds
 
     out = {}
     data.inner.setup("test")
@@ -476,10 +477,13 @@ def _test_best_and_last(task: AUTask, trainer: L.Trainer, data: FitData, run_dir
             continue
         load_weights(task.model, path)
         task.results.pop("test", None)
+        meta = json.loads((run_dir / f"{which}.json").read_text())
+        thr = stored_thresholds(meta, task.aus)  # chosen on the validation pass, never on the test fold
+        task.thresholds = {"test": thr} if thr is not None else {}
         trainer.test(task, dataloaders=data.test_dataloader(), verbose=False)
+        task.thresholds = {}
         res = task.results.get("test")
         if res is not None:
-            meta = json.loads((run_dir / f"{which}.json").read_text())
             out[which] = {**res, "epoch": meta.get("epoch")}
     return out
 

@@ -10,7 +10,8 @@ import pandas as pd
 
 from audet.utils.io import write_json_atomic, write_text_atomic
 
-__all__ = ["f1_table", "write_table", "write_run_report", "summary_text"]
+__all__ = ["f1_table", "write_table", "write_run_report", "summary_text", "test_rows", "metrics_table",
+           "metric_notes"]
 
 
 def f1_table(rows: Mapping[str, Mapping[int, float]], aus: Sequence[int], scale: float = 100.0) -> pd.DataFrame:
@@ -28,14 +29,18 @@ def f1_table(rows: Mapping[str, Mapping[int, float]], aus: Sequence[int], scale:
     return df
 
 
-def write_table(df: pd.DataFrame, stem: str | Path, title: str | None = None, notes: Sequence[str] = ()) -> tuple[Path, Path]:
-    """``stem.md`` (Markdown, one decimal) and ``stem.csv`` (one decimal), atomically."""
+def write_table(df: pd.DataFrame, stem: str | Path, title: str | None = None, notes: Sequence[str] = (),
+                more: Sequence[tuple[str, pd.DataFrame]] = ()) -> tuple[Path, Path]:
+    """``stem.md`` (Markdown, one decimal) and ``stem.csv`` (one decimal), atomically. ``more``:
+    further ``(title, table)`` pairs appended to the Markdown only (the CSV holds ``df``)."""
     from audet.metrics import to_csv, to_markdown
 
     stem = Path(stem)
     md = (f"## {title}\n\n" if title else "") + to_markdown(df, decimals=1)
     if notes:
         md += "\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+    for sub, table in more:
+        md += f"\n### {sub}\n\n" + to_markdown(table, decimals=1)
     md_path, csv_path = stem.with_suffix(".md"), stem.with_suffix(".csv")
     write_text_atomic(md_path, md)
     write_text_atomic(csv_path, to_csv(df, decimals=1))
@@ -73,26 +78,85 @@ def _pretrained_lines(results: Mapping) -> list[str]:
             for part, status in (results.get("pretrained") or {}).items() if str(status).startswith("random")]
 
 
+def test_rows(results: Mapping, label: str | None = None) -> dict[str, Mapping]:
+    """Rows of F1 per AU of the test results: best and last at 0.5 and, beside each, at the
+    thresholds chosen on the validation split (when the checkpoint holds them)."""
+    test = results.get("test") or {}
+    rows: dict[str, Mapping] = {}
+    for which in ("best", "last"):
+        if which not in test:
+            continue
+        name = f"{label or results.get('model')} ({which}, epoch {_epoch(test[which].get('epoch'))})"
+        rows[name] = test[which]["per_au"]
+        tuned = test[which].get("tuned")
+        if tuned:
+            rows[f"{name}, validation thresholds"] = tuned["per_au"]
+    return rows
+
+
+def metrics_table(entries: Mapping[str, Mapping], aus: Sequence[int]) -> pd.DataFrame:
+    """Per-AU ROC-AUC and average precision (percent) of test results ``{name: result}``."""
+    rows = {}
+    for name, r in entries.items():
+        for key, label in (("auc", "ROC-AUC"), ("ap", "AP")):
+            if r.get(key):
+                rows[f"{label} {name}".strip()] = r[key]
+    df = f1_table(rows, aus)
+    df.index.name = "metric"
+    return df
+
+
+def metric_notes(entries: Mapping[str, Mapping]) -> list[str]:
+    """One line per result: F1-micro (and at the validation thresholds) beside the F1-frame mean."""
+    out = []
+    for name, r in entries.items():
+        if r.get("f1_micro") is None:
+            continue
+        line = f"{name}: F1-frame (mean over AUs) {_pct(r.get('f1'))}, F1-micro {_pct(r.get('f1_micro'))}"
+        tuned = r.get("tuned")
+        if tuned:
+            thr = ", ".join(f"AU{a} {float(v):.2f}" for a, v in tuned["thresholds"].items())
+            line += (f"; at the validation thresholds F1-frame {_pct(tuned.get('f1'))}, F1-micro "
+                     f"{_pct(tuned.get('f1_micro'))} (thresholds {thr})")
+        out.append(line)
+    return out
+
+
+def _pct(v) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * float(v):.1f}"
+
+
 def write_run_report(run_dir: str | Path, results: Mapping) -> None:
     """``results.json`` plus ``report.md``/``report.csv`` with the test F1 of best and last (and,
-    for a staged run, one line per stage; random pretrained parts are flagged)."""
+    for a staged run, one line per stage; random pretrained parts are flagged), each at 0.5 and at
+    the validation thresholds, ROC-AUC/AP per AU and F1-micro; ``curves.png`` (losses, validation
+    F1 per epoch) and ``per_au.png`` (the table as bars) beside them."""
     run_dir = Path(run_dir)
     write_json_atomic(run_dir / "results.json", _jsonable(results))
     test = results.get("test") or {}
     if not test:
         return
     aus = results.get("test_aus") or results["aus"]
-    rows = {}
-    for which in ("best", "last"):
-        if which in test:
-            label = f"{results.get('model')} ({which}, epoch {_epoch(test[which].get('epoch'))})"
-            rows[label] = test[which]["per_au"]
-    df = f1_table(rows, aus)
+    df = f1_table(test_rows(results), aus)
     notes = [_selection_note(results), *_stage_lines(results), *_pretrained_lines(results)]
     if (results.get("selection") or {}).get("on_test"):
         notes.append("WARNING: selected on the test fold (selection.on_test=true); not comparable to "
                      "validation-selected results")
-    write_table(df, run_dir / "report", title=f"{results.get('name')}: F1-frame on the test prefix", notes=notes)
+    entries = {which: test[which] for which in ("best", "last") if which in test}
+    notes += metric_notes(entries)
+    if any(r.get("tuned") for r in entries.values()):
+        notes.append("thresholds chosen per AU on the validation split (held-out training subjects), stored in "
+                     "best.json/last.json; the 0.5 rows are the headline")
+    more = []
+    mt = metrics_table(entries, aus)
+    if len(mt):
+        more.append(("threshold-free metrics on the test prefix (percent)", mt))
+    write_table(df, run_dir / "report", title=f"{results.get('name')}: F1-frame on the test prefix", notes=notes,
+                more=more)
+    from audet.engine.figures import learning_curves_png, per_au_png
+
+    learning_curves_png([run_dir], run_dir / "curves.png", title=str(results.get("name")))
+    per_au_png(df, run_dir / "per_au.png", title=f"{results.get('name')}: F1-frame per AU (test)")
 
 
 def summary_text(results: Mapping) -> str:
@@ -108,8 +172,9 @@ def summary_text(results: Mapping) -> str:
     if test:
         from audet.metrics import to_markdown
 
-        rows = {f"test ({k}, epoch {_epoch(v.get('epoch'))})": v["per_au"] for k, v in test.items()}
+        rows = test_rows(results, "test")
         lines.append(to_markdown(f1_table(rows, results.get("test_aus") or results["aus"])).rstrip())
+        lines.extend(metric_notes({f"test ({k})": v for k, v in test.items()}))
     return "\n".join(lines)
 
 

@@ -150,23 +150,50 @@ class AUEvaluator:
         keep = self._kept(st)
         return np.stack([st["seq"][keep], st["frame"][keep]], axis=1).astype(np.int64)
 
-    def evaluate(self) -> dict:
-        """``{"f1": mean over AUs, "per_au": {au: f1}, "n": scored frames, "probs", "labels", "mask"}``."""
-        from audet.metrics import f1_frame
+    def evaluate(self, thresholds: Sequence[float] | None = None) -> dict:
+        """The scores of the de-duplicated frames.
+
+        ``{"f1": mean over AUs, "per_au": {au: f1}, "n": scored frames, "f1_micro", "auc": {au},
+        "ap": {au}, "auc_mean", "ap_mean", "probs", "labels", "mask"}``: F1-frame at 0.5 (the
+        headline), F1-micro over every (frame, AU) decision, per-AU ROC-AUC and average precision
+        (:mod:`audet.metrics`). With ``thresholds`` (one per scored AU, chosen on the VALIDATION
+        split: :func:`audet.metrics.choose_thresholds`) also ``"tuned"``: ``{"f1", "per_au",
+        "f1_micro", "thresholds": {au: t}}`` -- beside the 0.5 scores, never instead of them.
+        """
+        from audet.metrics import average_precision_per_au, f1_frame, f1_micro, roc_auc_per_au
 
         probs, labels, mask = self.arrays()
         A = len(self.aus)
+        nan_map = {a: float("nan") for a in self.aus}
         if probs.shape[0] == 0:
-            return {"f1": float("nan"), "per_au": {a: float("nan") for a in self.aus}, "n": 0,
+            return {"f1": float("nan"), "per_au": dict(nan_map), "n": 0, "f1_micro": float("nan"),
+                    "auc": dict(nan_map), "ap": dict(nan_map), "auc_mean": float("nan"), "ap_mean": float("nan"),
                     "probs": probs, "labels": labels, "mask": mask}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            warnings.filterwarnings("ignore", message="f1_frame")
-            f1 = np.asarray(f1_frame(labels, probs, mask=mask, convention=self.convention),
-                            dtype=np.float64).reshape(A)
-        mean = float(np.nanmean(f1)) if np.isfinite(f1).any() else float("nan")
-        return {"f1": mean, "per_au": {int(a): float(v) for a, v in zip(self.aus, f1)}, "n": int(probs.shape[0]),
-                "probs": probs, "labels": labels, "mask": mask}
+
+        def f1_at(t):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                warnings.filterwarnings("ignore", message="f1_frame")
+                return np.asarray(f1_frame(labels, probs, mask=mask, convention=self.convention, threshold=t),
+                                  dtype=np.float64).reshape(A)
+
+        f1 = f1_at(0.5)
+        auc = roc_auc_per_au(labels, probs, mask=mask)
+        ap = average_precision_per_au(labels, probs, mask=mask)
+        out = {"f1": _nanmean(f1), "per_au": _per_au(self.aus, f1), "n": int(probs.shape[0]),
+               "f1_micro": f1_micro(labels, probs, mask=mask),
+               "auc": _per_au(self.aus, auc), "ap": _per_au(self.aus, ap),
+               "auc_mean": _nanmean(auc), "ap_mean": _nanmean(ap),
+               "probs": probs, "labels": labels, "mask": mask}
+        if thresholds is not None:
+            t = np.asarray(thresholds, dtype=np.float64).reshape(-1)
+            if t.shape[0] != A:
+                raise ValueError(f"{t.shape[0]} thresholds for {A} AUs")
+            ft = f1_at(t)
+            out["tuned"] = {"f1": _nanmean(ft), "per_au": _per_au(self.aus, ft),
+                            "f1_micro": f1_micro(labels, probs, mask=mask, threshold=t),
+                            "thresholds": _per_au(self.aus, t)}
+        return out
 
     def table(self, name: str = "F1"):
         """The result as the papers' table (F1 in percent, AU columns and Avg); see :mod:`audet.metrics`."""
@@ -179,6 +206,15 @@ class AUEvaluator:
         table.index = [name]
         table.index.name = "F1"
         return table
+
+
+def _nanmean(x: np.ndarray) -> float:
+    x = np.asarray(x, dtype=np.float64)
+    return float(np.nanmean(x)) if np.isfinite(x).any() else float("nan")
+
+
+def _per_au(aus: Sequence[int], values) -> dict[int, float]:
+    return {int(a): float(v) for a, v in zip(aus, np.asarray(values, dtype=np.float64).reshape(-1))}
 
 
 def _col(batch: dict, key: str, B: int) -> torch.Tensor:

@@ -102,6 +102,9 @@ class AUTask(L.LightningModule):
         self.results: dict[str, dict] = {}
         #: the name the test dataloader is logged under
         self.test_name = "test"
+        #: per-AU decision thresholds by split name (set before testing; chosen on validation)
+        self.thresholds: dict[str, Sequence[float]] = {}
+        self.last_evals: dict[str, dict] = {}
 
     # ------------------------------------------------------------------ model
     def forward(self, images: torch.Tensor) -> ModelOutput:
@@ -250,7 +253,8 @@ class AUTask(L.LightningModule):
         return ev
 
     def _log_split(self, split: str, idx: int) -> None:
-        res = self._gathered(idx).evaluate()
+        thresholds = self.thresholds.get(split)
+        res = self._gathered(idx).evaluate(thresholds=thresholds)
         if res["n"] == 0:
             return
         # every rank computed the same values from the gathered epoch; sync_dist only silences the
@@ -259,8 +263,17 @@ class AUTask(L.LightningModule):
         self.log(f"{split}/f1", res["f1"], prog_bar=(split == "val"), sync_dist=sync)
         for au, v in res["per_au"].items():
             self.log(f"{split}/f1_AU{au}", float(v), sync_dist=sync)
-        self.results[split] = {"f1": res["f1"], "per_au": res["per_au"], "n": res["n"],
-                               "epoch": int(self.current_epoch)}
+        for key in ("f1_micro", "auc_mean", "ap_mean"):
+            if np.isfinite(res[key]):
+                self.log(f"{split}/{key.replace('_mean', '')}", float(res[key]), sync_dist=sync)
+        self.results[split] = {k: res[k] for k in ("f1", "per_au", "n", "f1_micro", "auc", "ap", "auc_mean",
+                                                   "ap_mean") if k in res}
+        self.results[split]["epoch"] = int(self.current_epoch)
+        if "tuned" in res:
+            self.results[split]["tuned"] = res["tuned"]
+        #: the arrays of each split's latest evaluation (the validation split's give the thresholds)
+        self.last_evals[split] = {"probs": res["probs"], "labels": res["labels"], "mask": res["mask"],
+                                  "epoch": int(self.current_epoch)}
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
