@@ -90,8 +90,15 @@ def cross_validate(config: Config | Mapping, *, folds: Sequence[int] | None = No
         sel = out.get("selection") or {}
         notes = [f"{config.model.name}, recipe {config.recipe}; best checkpoint of each fold selected on: "
                  f"{sel.get('on')}"]
-        write_table(df, base_dir / "cv_report", title=f"{config.name}: F1-frame, {len(tables)}-fold CV",
-                    notes=notes)
+        title = f"{config.name}: F1-frame, {len(tables)}-fold CV"
+        if sel.get("on_test"):
+            from audet.engine.reports import TEST_SELECTION
+
+            title += f" ({TEST_SELECTION.upper()})"
+            df.index.name = f"F1 ({TEST_SELECTION})"
+            notes.append(f"WARNING: {TEST_SELECTION}: each fold's best epoch was chosen on its test fold "
+                         "(selection.on_test=true); optimistic, not comparable to validation-selected results")
+        write_table(df, base_dir / "cv_report", title=title, notes=notes)
         if verbose:
             from audet.metrics import to_markdown
 
