@@ -57,6 +57,26 @@ def test_vae_loss_hand_computed():
     masked = aunet_vae_loss(torch.zeros(1, 2), torch.tensor([[1.0, 0.0]]), torch.zeros(1, 1), torch.zeros(1, 1),
                             mask=torch.tensor([[1.0, 0.0]]))
     assert masked["bce"].item() == pytest.approx(math.log(2))
+    # train_vae.py sums over the batch (vae_reduction="sum"): 3 samples -> 3x the mean
+    summed = aunet_vae_loss(torch.zeros(3, 2), torch.tensor([[1.0, 0.0]] * 3), torch.ones(3, 1), torch.zeros(3, 1),
+                            lam=0.1, reduction="sum")
+    assert summed["bce"].item() == pytest.approx(6 * math.log(2)) and summed["kl"].item() == pytest.approx(0.15)
+    with pytest.raises(ValueError, match="reduction"):
+        aunet_vae_loss(torch.zeros(1, 2), torch.zeros(1, 2), torch.zeros(1, 1), torch.zeros(1, 1), reduction="max")
+
+
+def test_model_vae_reduction_option_scales_the_vae_terms():
+    y = torch.tensor([[1.0, 0.0, 1.0, 0.0]] * 5)
+    terms = {}
+    for red in ("mean", "sum"):
+        m = _model("aunet_vae", vae_reduction=red)
+        m.on_stage_start("vae")
+        torch.manual_seed(1)
+        terms[red] = m.vae_terms(y, torch.ones_like(y))
+        assert m.config["vae_reduction"] == red
+    assert terms["sum"]["vae_bce"].item() == pytest.approx(5 * terms["mean"]["vae_bce"].item(), rel=1e-5)
+    with pytest.raises(ValueError, match="vae_reduction"):
+        _model("aunet_vae", vae_reduction="max")
 
 
 def test_consistency_term_uses_frozen_encoder():
@@ -370,3 +390,20 @@ def test_fusion_must_be_two_weights_in_both_networks(name):
         create_model(name, num_aus=4, img_size=64, fusion=(1.0, 1.0, 1.0), **kw)
     m = create_model(name, num_aus=4, img_size=64, fusion=(0.9, 0.1), **kw)
     assert m.config["fusion"] == [0.9, 0.1] and m.config["img_size"] == 64 and m.num_aus == 4
+
+
+def test_final_pooling_is_the_authors_avg_pool2d_bitwise():
+    """The predictor pools with avg_pool2d (kernel 4 at 256 px) exactly as the authors' AUFAN_TDN_
+    (``F.avg_pool2d(x, 4)``): bitwise equal, where ``mean()`` differs by ~1e-6 (float32)."""
+    import torch.nn.functional as F
+
+    from audet.models.aunet import AUNetPredictor
+
+    torch.manual_seed(0)
+    p = AUNetPredictor(3, in_channels=8, width=16, hidden=8, temporal=False).eval()
+    cap = {}
+    p.ConvNet_2.register_forward_hook(lambda mod, i, o: cap.__setitem__("x", o))
+    with torch.no_grad():
+        feats = p.forward_features(torch.randn(2, 8, 64, 64) * 10)
+    assert cap["x"].shape[-2:] == (4, 4)
+    assert torch.equal(feats, F.avg_pool2d(cap["x"], 4).view(2, -1))

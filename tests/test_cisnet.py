@@ -396,6 +396,37 @@ def test_converted_model_maps_audet_input_to_the_authors_bgr_unit(r18_pair):
         assert torch.allclose(c.forward_logits(ours_in[:, None])[:, 0], ref, atol=1e-5)
 
 
+def test_bgr_unit_input_is_the_authors_bitwise_for_every_8bit_level(r18_pair):
+    """All 256 levels through audet's data path (to_tensor: v * (1/255), then (x - 0.5) / 0.5) and
+    the converted model's input mapping give exactly the authors' BGR v / 255: 0.0 difference,
+    so train-mode outputs and gradients equal theirs too (no 1.5e-8 input error to amplify)."""
+    import numpy as np
+
+    from audet.data.transforms import to_tensor
+    from audet.models.convert.cisnet import convert_cisnet
+
+    m, path, subs = r18_pair
+    c = convert_cisnet(path, AUS, subjects=subs)
+    levels = np.arange(256, dtype=np.uint8)
+    img = np.stack([np.tile(levels.reshape(16, 16, 1), (1, 1, 3))[..., [0, 1, 2]]] * 2)  # (2, 16, 16, 3)
+    img[1] = img[1][::-1, ::-1]  # channels see different levels at each position
+    img[1, ..., 1] = 255 - img[1, ..., 1]
+    ours = to_tensor(img, c.preprocess["mean"], c.preprocess["std"])  # (2, 3, 16, 16) as the data path serves it
+    authors = torch.from_numpy(img.astype(np.float64) / 255.0).float().permute(0, 3, 1, 2).flip(1)  # BGR / 255
+    assert torch.equal(c._adapt_input(ours), authors)
+    # anything off the 8-bit grid (colour jitter) is mapped, not snapped
+    off = torch.full((1, 3, 2, 2), 0.123456)
+    assert torch.allclose(c._adapt_input(off), ((off * 0.5) + 0.5).flip(1), atol=0, rtol=0)
+    c.train()
+    x = torch.nn.functional.interpolate(ours, size=64)
+    ref = torch.nn.functional.interpolate(authors, size=64)
+    torch.manual_seed(0)
+    a = c.forward_logits(x)
+    torch.manual_seed(0)
+    b = c.classifier(c.cis(c.projector(c.encoder(ref))))
+    assert torch.equal(a, b)
+
+
 def test_converter_bare_epoch_file_and_errors(r18_pair, tmp_path):
     from audet.models.convert.cisnet import ConversionError, convert_cisnet
 

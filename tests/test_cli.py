@@ -55,3 +55,13 @@ def test_evaluate_rejects_pickles(capsys, tmp_path):
     (tmp_path / "d").mkdir()
     assert main(["evaluate", "-c", str(tmp_path / "x.ckpt"), "--data", str(tmp_path / "d"), "--prefix", "p"]) == 2
     assert "resuming" in capsys.readouterr().err
+
+
+def test_print_config_of_ac2d_code_recipe_shows_the_authors_values(capsys):
+    from audet.cli import main
+
+    assert main(["train", "ac2d_bp4d", "recipe=code", "--print-config"]) == 0
+    out = capsys.readouterr().out
+    for line in ("batch_size: 24", "prototype: epoch_stale", "min_lr: 1.0e-06", "warmup_formula: linspace",
+                 "val_fraction: 0", "on_test: true", "lr = 0.004 x 24 / 256 = 0.000375", "TEST-SET SELECTION"):
+        assert line in out, line

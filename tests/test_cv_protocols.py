@@ -24,7 +24,7 @@ class FakeFit:
         self.calls: list[dict] = []
         self.fail_at = fail_at
 
-    def __call__(self, cfg, verbose=True, callbacks=()):
+    def __call__(self, cfg, verbose=True, callbacks=(), resume=None):
         if self.fail_at is not None and len(self.calls) + 1 == self.fail_at:
             raise KeyboardInterrupt("killed")
         from audet.data.meta import data_aus, read_fold

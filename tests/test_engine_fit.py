@@ -77,7 +77,25 @@ def test_selection_on_validation_by_default_and_on_test_when_asked(tmp_path):
     assert "test/f1" in res["history"][0]
     meta = read_checkpoint_meta(tmp_path / "test/best.json")
     assert meta["selection"]["monitor"] == "test/f1" and "test fold" in meta["selection"]["on"]
-    assert "WARNING: selected on the test fold" in (tmp_path / "test/report.md").read_text()
+    assert "WARNING: test-set selection" in (tmp_path / "test/report.md").read_text()
+
+
+def test_published_habit_every_subject_trains_and_every_table_says_test_set_selection(tmp_path):
+    """data.val_fraction=0 + selection.on_test (AC2D's recipe=code): no validation split, the test
+    fold is scored after every epoch, and each table printed or written is labelled."""
+    from audet.engine.reports import summary_text
+
+    dm = tensor_datamodule()
+    dm.val_dataset, dm.val_subjects = torch.utils.data.TensorDataset(torch.zeros(0)), []  # no validation split
+    res = fit(tensor_config(tmp_path / "t", **{"trainer.max_epochs": 2, "selection.on_test": True,
+                                               "data.val_fraction": 0}), datamodule=dm, verbose=False)
+    assert res["val_subjects"] == [] and res["selection"]["monitor"] == "test/f1"
+    assert [h["epoch"] for h in res["history"]] == [0, 1] and all("test/f1_AU1" in h for h in res["history"])
+    report, epochs = (tmp_path / "t/report.md").read_text(), (tmp_path / "t/report_epochs.md").read_text()
+    assert "TEST-SET SELECTION" in report and "test-set selection" in report.split("\n\n")[1]  # table rows
+    assert "TEST-SET SELECTION" in epochs and "| epoch 1 |" in epochs and "| epoch 2 |" in epochs
+    text = summary_text(res)
+    assert text.count("test-set selection") >= 2 and "per-epoch F1 on the test fold" in text
 
 
 def test_kill_and_resume_reaches_the_same_weights(tmp_path):
@@ -269,3 +287,32 @@ def test_lightning_advertisements_are_dropped_from_the_training_log(caplog):
         lg.info("GPU available: False, used: False")
     messages = [r.getMessage() for r in caplog.records if r.name == _LIGHTNING_RANK_ZERO]
     assert messages == ["GPU available: False, used: False"]
+
+
+def test_ac2d_code_recipe_in_lightning_epoch_zero_leaves_the_intervention_untouched(tmp_path):
+    """Through Lightning (the hook must really run before AdamW's step): epoch_stale prototypes, so
+    epoch 0 has no intervention; its layers are neither decayed nor moved in epoch 0 (grad None, as
+    the authors' AdamW), prototypes exist after it, and epoch 1 trains them."""
+    snaps = {}
+
+    class Snap(L.Callback):
+        def _take(self, pl_module):
+            return {n: p.detach().clone() for n, p in pl_module.model.named_parameters() if ".intervention." in n}
+
+        def on_train_start(self, trainer, pl_module):
+            snaps["start"] = self._take(pl_module)
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            snaps[trainer.current_epoch] = self._take(pl_module)
+            snaps[f"valid{trainer.current_epoch}"] = bool(pl_module.model.proto_valid)
+
+    cfg = tensor_config(tmp_path / "ac2d", **{
+        "model.name": "ac2d", "model.args": {"img_size": 32, "depths": [1, 1, 2], "embed_dim": 16, "causal_dim": 32,
+                                             "drop_path_rate": 0.0, "prototype": "epoch_stale",
+                                             "confounder_scale": "code"},
+        "optim.lr": 0.5, "optim.weight_decay": 0.05, "optim.warmup_formula": "linspace", "optim.min_lr": 1e-6,
+        "selection.on_test": True, "selection.test_after_fit": False})
+    fit(cfg, datamodule=tensor_datamodule(), callbacks=[Snap()], verbose=False)
+    assert snaps["start"] and all(torch.equal(snaps["start"][n], v) for n, v in snaps[0].items())
+    assert snaps["valid0"] and snaps["valid1"]
+    assert any(not torch.equal(snaps[0][n], v) for n, v in snaps[1].items())

@@ -55,7 +55,9 @@ def test_write_run_report(tmp_path):
     # selected on the test fold: the report says so
     res["selection"]["on_test"] = True
     write_run_report(tmp_path, res)
-    assert "WARNING: selected on the test fold" in (tmp_path / "report.md").read_text()
+    md = (tmp_path / "report.md").read_text()
+    assert "WARNING: test-set selection" in md and "(best, epoch 4, test-set selection)" in md
+    assert "TEST-SET SELECTION" in summary_text(res)
 
 
 def _config(tmp_path, root=None, dataset=None) -> dict:

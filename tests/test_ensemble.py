@@ -79,3 +79,20 @@ def test_trained_together_by_the_engine(tmp_path):
     assert "train/m0/au_step" in header and "train/m1/au_step" in header
     model = load_checkpoint(tmp_path / "run/best.safetensors")
     assert isinstance(model, Ensemble) and model.combine == "vote" and len(model.members) == 2
+
+
+def test_members_hooks_for_gradients_and_labels_only_stages_are_prefixed():
+    """An ensemble forwards parameters_without_gradient (prefixed) and batch_keys (the union; None
+    when a member needs the whole batch) of its members."""
+    small = {"img_size": 32, "depths": [1, 1, 2], "embed_dim": 16, "causal_dim": 32, "drop_path_rate": 0.0}
+    ens = create_model("ensemble", num_aus=2, aus=[1, 2], members=[
+        {"model": "ac2d_av", "args": small},
+        {"model": "ac2d", "args": {**small, "prototype": "epoch_stale"}}]).train()
+    ens(torch.randn(2, 3, 32, 32))
+    names = ens.parameters_without_gradient()
+    own = dict(ens.named_parameters())
+    assert names and all(n.startswith("members.1.branches.") and n in own for n in names)
+    assert ens.batch_keys("vae") is None
+    vae = create_model("ensemble", num_aus=2, aus=[1, 2], members=[
+        {"model": "aunet_vae", "args": {"img_size": 64, "allow_random_pretrained": True}}] * 2)
+    assert vae.batch_keys("vae") == ("labels", "mask") and vae.batch_keys("detector") is None

@@ -100,7 +100,7 @@ def test_a_gpu_that_is_not_there_is_a_one_line_error(ckpts, photo, tmp_path, cap
     assert main(["predict", str(photo), "--checkpoint", str(ckpts[0]), "--out", str(tmp_path / "o"), "--device", dev]) == 2
     assert f"--device {dev}" in _one_line(capsys.readouterr().err)
     root = make_prepared(tmp_path / "data")
-    assert main(["evaluate", str(ckpts[0]), "--data", str(root), "--device", dev]) == 2
+    assert main(["evaluate", "--checkpoint", str(ckpts[0]), "--data", str(root), "--device", dev]) == 2
     assert f"--device {dev}" in _one_line(capsys.readouterr().err)
     assert main(["predict", str(photo), "--checkpoint", str(ckpts[0]), "--out", str(tmp_path / "o"), "--device", "tpu"]) == 2
     assert "not a torch device" in capsys.readouterr().err
@@ -148,10 +148,10 @@ def test_export_opset_out_of_range_is_refused_and_the_reported_opset_is_the_file
     import onnx
 
     out = tmp_path / "m.onnx"
-    assert main(["export", str(ckpts[0]), "--onnx", "--out", str(out), "--opset", "3"]) == 2
+    assert main(["export", "--checkpoint", str(ckpts[0]), "--out", str(out), "--opset", "3"]) == 2
     line = _one_line(capsys.readouterr().err)
     assert "--opset 3 is not supported" in line and "13 to 23" in line and not out.exists()
-    assert main(["export", str(ckpts[0]), "--onnx", "--out", str(out), "--opset", "13", "--no-check"]) == 0
+    assert main(["export", "--checkpoint", str(ckpts[0]), "--out", str(out), "--opset", "13", "--no-check"]) == 0
     assert "opset 13" in capsys.readouterr().out
     assert [i.version for i in onnx.load(str(out)).opset_import if i.domain in ("", "ai.onnx")] == [13]
 

@@ -443,8 +443,10 @@ def aunet_vae_loss(
     logvar: torch.Tensor,
     lam: float = 0.1,
     mask: torch.Tensor | None = None,
+    reduction: str = "mean",
 ) -> dict[str, torch.Tensor]:
-    """AU-Net Eq. 2: ``L_vae = L_bce(y, D(E(y~))) + lambda L_kl``, averaged over the batch.
+    """AU-Net Eq. 2: ``L_vae = L_bce(y, D(E(y~))) + lambda L_kl``, averaged over the batch
+    (``reduction="mean"``, default) or summed over it (``"sum"``, as the published train_vae.py).
 
     ``recon_logits`` = D(E(y~)) as logits ``(B, A)`` (the decoder applies no sigmoid), ``labels`` =
     the CLEAN labels y (the encoder saw the corrupted y~), ``mu``/``logvar`` the encoder outputs for
@@ -453,8 +455,14 @@ def aunet_vae_loss(
     ``kl`` already multiplied by ``lam`` (the paper picks lambda from {0.1, 0.2, 0.3}).
     """
     x, y, m = _prepare(recon_logits, labels, mask)
-    bce = (F.binary_cross_entropy_with_logits(x, y, reduction="none") * m).sum(dim=1).mean()
-    kl = aunet_kl_normal(mu.float(), logvar.float()).mean()
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction={reduction!r}; choose mean or sum")
+    bce = (F.binary_cross_entropy_with_logits(x, y, reduction="none") * m).sum(dim=1)
+    kl = aunet_kl_normal(mu.float(), logvar.float())
+    if reduction == "mean":
+        bce, kl = bce.mean(), kl.mean()
+    else:
+        bce, kl = bce.sum(), kl.sum()
     return {"bce": bce, "kl": float(lam) * kl}
 
 

@@ -361,7 +361,7 @@ def epoch_lines(stream=None):
 
     from lightning.pytorch.callbacks import Callback
 
-    shown = (("train/loss_epoch", "loss", False), ("val/f1", "val F1", True), ("test/f1", "test F1", True))
+    shown = (("train/loss_epoch", "loss", False), ("val/f1", "val F1", True), ("test/f1", "test F1 (test-set selection)", True))
 
     class EpochLines(Callback):
         def __init__(self):

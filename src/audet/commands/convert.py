@@ -6,9 +6,13 @@ DESCRIPTION = """Convert an original checkpoint into an audet checkpoint (DST.sa
 
 METHOD picks the converter (ac2d: the net_<epoch>.pth files of github.com/ZhiwenShao/AC2D, either
 the {'model', 'K_data', 'V_data', 'P_data'} dict or a bare state_dict; cisnet: final_model.pt of
-github.com/chen-yingjie/CIS with its subject dictionary, or a bare epoch<N>_model.pt; aunet: the
-AU-Net predictor file, with --vae for its label VAE and --fan-weights for the frozen face-alignment
-network the converted model will load, docs/models/aunet.md). Names are mapped by rule
+github.com/chen-yingjie/CIS with its subject dictionary, or a bare epoch<N>_model.pt together with
+--subjects (the training subjects, which such a file does not hold; ResNet-18/34/50 encoders only);
+aunet: the AU-Net predictor file (103 entries: AU-TDN; 83: AU-FAN), with --vae for its label VAE
+and --fan-weights for the frozen face-alignment network the converted model will load,
+docs/models/aunet.md). The converted model evaluates with the papers' settings; --as-published
+uses the authors' test scripts' instead (aunet: flip averaging; cisnet: no subject dictionary;
+ac2d: the same either way). Names are mapped by rule
 and every shape is checked; a checkpoint of another model or AU count is refused with the
 missing / unexpected / mis-shaped tensors named. Files are read with torch.load(weights_only=True);
 numpy arrays inside are allowed, nothing else is unpickled.
@@ -17,6 +21,7 @@ examples:
   audet convert ac2d net_20.pth --out models/ac2d_bp4d_f3 --aus BP4D
   audet convert ac2d disfa/net_20.pth --out models/ac2d_disfa --aus DISFA
   audet convert cisnet work_dir/1/final_model.pt --out models/cisnet_bp4d_f1 --aus BP4D
+  audet convert cisnet work_dir/1/epoch15_model.pt --subjects train_subjects.txt --out models/cisnet_e15 --aus BP4D
   audet convert aunet predictor.pth --vae vae_50.pth --fan-weights 2DFAN4.pth --out models/aunet_bp4d --aus BP4D
 """
 
@@ -41,6 +46,12 @@ def add_arguments(p) -> None:
     p.add_argument("--vae", metavar="FILE", default=None,
                    help="aunet only: the authors' label-VAE file (vae_<epochs>.pth); without it an AU-Net "
                         "predictor converts to aunet_tdn / aunet_fan")
+    p.add_argument("--subjects", metavar="FILE|LIST", default=None,
+                   help="cisnet only: the training subjects (dictionary rows), a file with one id per line or a "
+                        "comma list; required for a bare epoch<N>_model.pt, optional names for final_model.pt rows")
+    p.add_argument("--as-published", action="store_true",
+                   help="evaluate as the authors' test script does (aunet: mean of the logits of the frames and their "
+                        "flip; cisnet: without the subject dictionary); default: the paper's evaluation")
     p.add_argument("--fan-weights", metavar="FILE", default=None,
                    help="aunet only: the face-alignment network's weights (2DFAN .pth/.pth.tar or the AU-Net "
                         "authors' file), recorded in the checkpoint and loaded whenever it is used")
@@ -99,6 +110,12 @@ def run(args) -> int:
         if key == "vae" and (why := _torch_file_problem(value)):
             raise UsageError(f"--vae {value}: not a PyTorch checkpoint ({why}); give the authors' vae_<epochs>.pth")
         extra[key] = str(value)
+    if getattr(args, "subjects", None) is not None:
+        if args.method != "cisnet":
+            raise UsageError(f"--subjects is an option of `audet convert cisnet`, not of {args.method}")
+        extra["subjects"] = _subject_list(args.subjects)
+    if getattr(args, "as_published", False):
+        extra["as_published"] = True
     import warnings
 
     try:
@@ -116,12 +133,27 @@ def run(args) -> int:
     print(f"converted {args.src} -> {weights} (+ {meta.name})")
     print(f"model {model.model_name}: {model.num_aus} AUs {list(model.aus or [])}, {n:,} parameters, "
           f"{rep.get('tensors', '?')} tensors mapped")
-    if rep.get("summary"):  # a converter's own one-line summary (e.g. cisnet's subject dictionary)
+    if rep.get("summary"):  # each converter's own one-line summary (prototypes, dictionary, predictor)
         print(rep["summary"])
-    elif rep.get("prototypes"):
-        print(f"sample prototypes: K_data, V_data (P_data = {rep.get('P_data')}, N = {rep.get('count'):g}), "
-              f"confounder_scale={args.confounder_scale}")
-    else:
-        print("no sample prototypes in the checkpoint: the model predicts without causal intervention "
-              "until prototypes are computed")
     return 0
+
+
+def _subject_list(value: str) -> list[str]:
+    """``--subjects``: a file with one id per line (blank lines and ``#`` comments skipped) or a comma list."""
+    from pathlib import Path
+
+    from audet.commands._common import UsageError
+
+    p = Path(value)
+    if p.is_file():
+        items = [ln.split("#", 1)[0].strip() for ln in p.read_text().splitlines()]
+    elif "," in value or (value.strip() and not any(c in value for c in "/\\")):
+        items = [s.strip() for s in value.split(",")]
+    else:
+        raise UsageError(f"--subjects {value}: no such file (give a file with one subject id per line, or a comma list)")
+    items = [s for s in items if s]
+    if not items:
+        raise UsageError(f"--subjects {value}: no subject ids")
+    if len(set(items)) != len(items):
+        raise UsageError(f"--subjects {value}: repeated subject ids")
+    return items

@@ -45,9 +45,36 @@ def run(args) -> int:
     cfg = config_from_args(args)  # the whole config is checked here, before any work
     if args.print_config:
         print(dump_config(cfg), end="")
+        print("\n".join(derived_lines(cfg)))
         return 0
     check_data_root(cfg, args)
     from audet.engine.fit import fit
 
     fit(cfg, resume=False if args.overwrite else args.resume, callbacks=[epoch_lines()])
     return 0
+
+
+def derived_lines(cfg: dict) -> list[str]:
+    """Comment lines under ``--print-config``: the values the engine derives from the config
+    (the scaled lr at one process, the warm-up formula, where the best epoch is selected)."""
+    from audet.engine.config import get
+    from audet.engine.optim import scaled_lr
+
+    o = cfg["optim"]
+    bs = int(get(cfg, "data.batch_size"))
+    acc = int(get(cfg, "trainer.accumulate_grad_batches") or 1)
+    lr = scaled_lr(o["lr"], bs, 1, acc, o.get("scale_lr", True))
+    rule = f"{o['lr']:g} x {bs * acc} / 256" if o.get("scale_lr", True) else "not scaled"
+    warm = {"linear": "lr (s + 1) / W", "linspace": "lr s / (W - 1), step 0 at lr 0"}[o.get("warmup_formula") or "linear"]
+    warmup = f"warm-up {o.get('warmup_epochs'):g} epoch(s) as {warm}" if o.get("warmup_epochs") else "no warm-up"
+    out = [(f"# derived (1 process): lr = {rule} = {lr:.6g}; {warmup}; schedule {o.get('schedule')}, "
+            f"min_lr {o.get('min_lr'):g}" + ("; each stage overrides its own optim keys" if cfg.get("stages") else ""))]
+    if get(cfg, "selection.on_test"):
+        out.append("# model selection: TEST-SET SELECTION (selection.on_test=true: per-epoch scores on the test fold, "
+                   "best epoch chosen there; optimistic, as in the published code)")
+    elif not get(cfg, "data.val_fraction"):
+        out.append("# model selection: none (data.val_fraction=0: the last epoch)")
+    else:
+        out.append(f"# model selection: validation subjects (data.val_fraction={get(cfg, 'data.val_fraction'):g} "
+                   "of the training subjects)")
+    return out

@@ -131,8 +131,15 @@ def cross_validate(config: Config | Mapping, *, folds: Sequence[int] | None = No
         mt = metrics_table({f"fold {k}": v for k, v in pf.items()}, aus)
         if len(mt):
             more.append(("threshold-free metrics per fold (percent)", mt))
-        write_table(df, base_dir / "cv_report", title=f"{config.name}: F1-frame, {len(tables)}-fold CV",
-                    notes=notes, more=more)
+        title = f"{config.name}: F1-frame, {len(tables)}-fold CV"
+        if sel.get("on_test"):
+            from audet.engine.reports import TEST_SELECTION
+
+            title += f" ({TEST_SELECTION.upper()})"
+            df.index.name = f"F1 ({TEST_SELECTION})"
+            notes.append(f"WARNING: {TEST_SELECTION}: each fold's best epoch was chosen on its test fold "
+                         "(selection.on_test=true); optimistic, not comparable to validation-selected results")
+        write_table(df, base_dir / "cv_report", title=title, notes=notes, more=more)
         learning_curves_png({f"fold {k}": base_dir / f"fold{k}" for k in ks}, base_dir / "cv_curves.png",
                             title=f"{config.name}: learning curves per fold")
         per_au_png(df.loc[[i for i in df.index if not str(i).startswith("Mean,")]], base_dir / "cv_per_au.png",

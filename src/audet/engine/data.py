@@ -19,7 +19,10 @@
   sampler's state (seed, epoch) is part of the checkpoint (:meth:`FitData.state_dict`). Under DDP
   the loader keeps ``shuffle=True`` and Lightning installs its (equally seeded) DistributedSampler;
 - serves the epoch-end data pass (:meth:`FitData.data_pass_dataloader`: the training set in
-  order, with the training transforms), which a ``collect_only`` stage uses as its training loader.
+  order, with the training transforms), which a ``collect_only`` stage uses as its training loader;
+- serves a ``labels_only`` stage (:meth:`FitData.labels_dataloader`): batches of the training
+  labels (``labels``, ``mask``, ``index``) built from :meth:`FitData.training_labels`, without
+  building an image dataset or reading a frame, in the same ``(seed, epoch)`` order.
 """
 from __future__ import annotations
 
@@ -33,8 +36,8 @@ from torch.utils.data import DataLoader, Sampler
 
 from audet.engine.schema import Config, as_config
 
-__all__ = ["EpochShuffleSampler", "SampleSeeded", "FitData", "build_datamodule", "label_arrays", "label_stats",
-           "sample_seed"]
+__all__ = ["LABEL_KEYS", "EpochShuffleSampler", "SampleSeeded", "FitData", "LabelsDataset", "build_datamodule",
+           "label_arrays", "label_stats", "sample_seed"]
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -80,6 +83,31 @@ class SampleSeeded(torch.utils.data.Dataset):
         if name in ("dataset", "seed"):
             raise AttributeError(name)
         return getattr(self.dataset, name)
+
+
+#: the keys a ``labels_only`` stage can serve (no image is read)
+LABEL_KEYS = ("labels", "mask", "index")
+
+
+class LabelsDataset(torch.utils.data.Dataset):
+    """The training labels as samples ``{"labels": (A,), "mask": (A,), "index": ()}`` (float32 0/1,
+    ``index`` = the row), restricted to ``keys``: what a ``labels_only`` stage trains on."""
+
+    def __init__(self, labels: np.ndarray, mask: np.ndarray, keys: Sequence[str] = LABEL_KEYS):
+        bad = sorted(set(keys) - set(LABEL_KEYS))
+        if bad:
+            raise ValueError(f"a labels_only stage serves only {', '.join(LABEL_KEYS)} (no image is read); "
+                             f"the model's batch_keys ask for {bad}")
+        self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.float32)
+        self.mask = torch.as_tensor(np.asarray(mask), dtype=torch.float32)
+        self.keys = tuple(keys)
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def __getitem__(self, i: int) -> dict:
+        item = {"labels": self.labels[i], "mask": self.mask[i], "index": torch.tensor(int(i))}
+        return {k: item[k] for k in self.keys}
 
 
 class EpochShuffleSampler(Sampler[int]):
@@ -239,8 +267,26 @@ class FitData(L.LightningDataModule):
     collect_only: bool = False
     #: set by the engine when a run resumes: the epoch it resumes at
     resume_epoch: int = 0
+    #: set by the engine for a ``labels_only`` stage: the batch keys to serve (None: a normal stage)
+    labels_only: tuple[str, ...] | None = None
+
+    def labels_dataloader(self, keys: Sequence[str] = LABEL_KEYS) -> DataLoader:
+        """Batches of the training labels only (no image dataset is built, no frame is read), in
+        the seeded ``(seed, epoch)`` order of :class:`EpochShuffleSampler`."""
+        labels, mask = self.training_labels()
+        ds = LabelsDataset(labels, mask, keys)
+        trainer = self.trainer
+        world = trainer.world_size if trainer is not None else 1
+        bs = int(getattr(self.inner, "batch_size", 0) or 32)
+        if world > 1:
+            return DataLoader(ds, batch_size=bs, shuffle=True)
+        sampler = EpochShuffleSampler(len(ds), self.seed)
+        sampler.set_epoch(trainer.current_epoch if trainer is not None else 0)
+        return DataLoader(ds, batch_size=bs, sampler=sampler, generator=sampler.generator)
 
     def train_dataloader(self) -> DataLoader:
+        if self.labels_only is not None:
+            return self.labels_dataloader(self.labels_only)
         if self.collect_only:
             return self.data_pass_dataloader()
         base = self.inner.train_dataloader()

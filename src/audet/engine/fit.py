@@ -372,13 +372,18 @@ def fit(
         if idx > 0:
             L.seed_everything(stage_seed, workers=True, verbose=False)
         clip = config.trainer.gradient_clip_val if stage.gradient_clip_val == "inherit" else stage.gradient_clip_val
+        labels_only = stage.labels_only
         stage_trainer = dataclasses.replace(config.trainer, max_epochs=stage.epochs,
                                             gradient_clip_val=None if stage.collect_only else clip)
+        if labels_only:  # no validation pass; the stage keeps its last epoch
+            stage_trainer = dataclasses.replace(stage_trainer, limit_val_batches=0)
         data.collect_only = stage.collect_only
+        data.labels_only = _labels_keys(model, stage) if labels_only else None
         task = AUTask(config, model, ctx, val_names=data.val_names, optim=stage.optim,
-                      collect_only=stage.collect_only, seed=stage_seed)
+                      collect_only=stage.collect_only, seed=stage_seed, labels_only=labels_only)
         extra = {**({"stage": stage.name, "stage_index": idx} if staged else {}), "trained_on": seen}
-        export = ExportCheckpoints(sdir, config.to_dict(), monitor, config.selection.mode, selection_label,
+        export = ExportCheckpoints(sdir, config.to_dict(), None if labels_only else monitor, config.selection.mode,
+                                   "none (labels-only stage: the last epoch)" if labels_only else selection_label,
                                    extra=extra)
         trainer = build_trainer(dataclasses.replace(config, trainer=stage_trainer), sdir, [export, *callbacks])
         if trainer.is_global_zero and verbose:
@@ -391,7 +396,7 @@ def fit(
         data.resume_epoch = _resume_epoch(ckpt_path) if ckpt_path else 0
         trainer.fit(task, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None)
         res = {"name": stage.name, "index": idx, "epochs": int(trainer.current_epoch),
-               "collect_only": stage.collect_only, "optim": stage.optim.name,
+               "collect_only": stage.collect_only, "labels_only": labels_only, "optim": stage.optim.name,
                "best_epoch": export.best_epoch, "best_score": export.best_score, "history": export.history,
                "run_dir": str(sdir), **trainable}
         stage_results.append(res)
@@ -399,6 +404,7 @@ def fit(
             write_json_atomic(sdir / "stage.json", {**res, "done": True})
         trainer.strategy.barrier("audet-stage-end")
     data.collect_only = False
+    data.labels_only = None
 
     last_stage = stage_results[-1]
     if staged and (trainer is None or trainer.is_global_zero):
@@ -415,6 +421,7 @@ def fit(
         "model": config.model.name,
         "aus": aus,
         "recipe": config.recipe,
+        "f1_convention": config.selection.f1_convention,
         "selection": {"monitor": monitor, "on": selection_label, "on_test": on_test,
                       "best_epoch": last_stage["best_epoch"], "best_score": last_stage["best_score"]},
         "epochs": int(last_stage["epochs"]),
@@ -449,6 +456,22 @@ def _resume_epoch(ckpt_path: Path) -> int:
     """The epoch a run resumed from ``ckpt_path`` starts with (checkpoints are written at epoch ends)."""
     ck = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)
     return int(ck.get("epoch", -1)) + 1
+
+
+def _labels_keys(model, stage: Stage) -> tuple[str, ...]:
+    """The batch keys of a ``labels_only`` stage: ``model.batch_keys(name)`` (it must declare them)."""
+    from audet.engine.data import LABEL_KEYS
+
+    keys = model.batch_keys(stage.name)
+    if keys is None:
+        raise ValueError(f"stage {stage.name!r} is labels_only, but {model.model_name} does not declare which batch "
+                         f"keys that stage needs (AUModel.batch_keys returns None: the full batch, images included)")
+    keys = tuple(keys)
+    missing = [k for k in keys if k not in LABEL_KEYS]
+    if missing:
+        raise ValueError(f"stage {stage.name!r} is labels_only, but {model.model_name}.batch_keys asks for "
+                         f"{missing}; a labels-only batch has only {', '.join(LABEL_KEYS)} (no image is read)")
+    return keys
 
 
 def _stage_done(stage_dir: Path) -> bool:

@@ -10,7 +10,10 @@
   ``cls_token``) and on names the model lists in ``no_weight_decay()`` (the timm convention);
 - a per-step schedule: linear warm-up for ``warmup_epochs`` epochs, then cosine decay to
   ``min_lr`` at the last step. It is a :class:`torch.optim.lr_scheduler.LambdaLR` driven by
-  :class:`WarmupCosine` (a picklable callable, so Lightning's checkpoint restores it).
+  :class:`WarmupCosine` (a picklable callable, so Lightning's checkpoint restores it). Two warm-up
+  formulas (``optim.warmup_formula``): ``linear`` (default, ``(s + 1) / W``: the first step already
+  moves) and ``linspace`` (``s / (W - 1)``: ``numpy.linspace(0, lr, W)``, the first step has lr 0;
+  the per-iteration cosine schedulers of the DeiT/ConvNeXt/ResTv2 family do this).
 """
 from __future__ import annotations
 
@@ -20,9 +23,9 @@ from typing import Iterable, Mapping
 import torch
 from torch import nn
 
-from audet.engine.schema import OPTIMIZERS, SCHEDULES, Optim, section_from_dict
+from audet.engine.schema import DECAY_SCOPES, OPTIMIZERS, SCHEDULES, WARMUP_FORMULAS, Optim, section_from_dict
 
-__all__ = ["param_groups", "scaled_lr", "WarmupCosine", "build_optimizer", "OPTIMIZERS", "SCHEDULES"]
+__all__ = ["param_groups", "scaled_lr", "WarmupCosine", "build_optimizer", "OPTIMIZERS", "SCHEDULES", "WARMUP_FORMULAS"]
 
 _NORM_TYPES = (
     nn.modules.batchnorm._NormBase,
@@ -41,11 +44,16 @@ def param_groups(
     model: nn.Module,
     weight_decay: float,
     no_decay_keywords: Iterable[str] = ("pos_embed", "position", "cls_token"),
+    scope: str = "weights",
 ) -> list[dict]:
     """Two AdamW groups: ``decay`` (weight matrices / conv kernels) and ``no_decay`` (the rest).
 
-    Each group carries ``names`` (the parameter names) so tests and logs can inspect them.
+    ``scope="all"`` (``optim.weight_decay_scope``) decays every trainable parameter, as a plain
+    ``torch.optim.SGD(model.parameters(), weight_decay=...)`` does. Each group carries ``names``
+    (the parameter names) so tests and logs can inspect them.
     """
+    if scope not in DECAY_SCOPES:
+        raise ValueError(f"optim.weight_decay_scope={scope!r}; choose one of {', '.join(DECAY_SCOPES)}")
     keywords = tuple(no_decay_keywords)
     nwd = getattr(model, "no_weight_decay", None)  # AUModel declares it; a plain nn.Module may not
     skip = {str(n) for n in nwd()} if callable(nwd) else set()
@@ -60,7 +68,7 @@ def param_groups(
             continue
         seen.add(id(p))
         leaf = name.rsplit(".", 1)[-1]
-        if (
+        if scope == "weights" and (
             p.ndim <= 1
             or leaf == "bias"
             or id(p) in norm_params
@@ -92,7 +100,9 @@ class WarmupCosine:
 
     With ``W`` warm-up steps and ``T`` total steps:
 
-    - ``s < W``: ``f0 + (1 - f0) * (s + 1) / W`` (linear; reaches 1 at the last warm-up step);
+    - ``s < W``: ``f0 + (1 - f0) * (s + 1) / W`` (``warmup_formula="linear"``; reaches 1 at the
+      last warm-up step), or ``f0 + (1 - f0) * s / (W - 1)`` (``"linspace"``: the values of
+      ``numpy.linspace(f0 * lr, lr, W)``; step 0 has ``f0``, 0 by default; with ``W = 1`` it is 1);
     - ``s >= W``: ``m + (1 - m) * 0.5 * (1 + cos(pi * (s - W) / max(1, T - W)))`` with
       ``m = min_lr / lr``; ``s = W`` gives 1, ``s = T`` would give ``m``.
 
@@ -102,9 +112,12 @@ class WarmupCosine:
     """
 
     def __init__(self, warmup_steps: int, total_steps: int, min_ratio: float = 0.0, start_factor: float = 0.0,
-                 schedule: str = "cosine", step_size: int = 1, gamma: float = 0.1):
+                 schedule: str = "cosine", step_size: int = 1, gamma: float = 0.1, warmup_formula: str = "linear"):
         if schedule not in SCHEDULES:
             raise ValueError(f"optim.schedule={schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        if warmup_formula not in WARMUP_FORMULAS:
+            raise ValueError(f"optim.warmup_formula={warmup_formula!r}; choose one of {', '.join(WARMUP_FORMULAS)}")
+        self.warmup_formula = warmup_formula
         self.warmup_steps = max(0, int(warmup_steps))
         self.total_steps = max(1, int(total_steps))
         self.min_ratio = float(min_ratio)
@@ -117,6 +130,8 @@ class WarmupCosine:
         W, T = self.warmup_steps, self.total_steps
         if step < W:
             f0 = self.start_factor
+            if getattr(self, "warmup_formula", "linear") == "linspace":  # getattr: schedulers pickled before it
+                return f0 + (1.0 - f0) * (step / (W - 1) if W > 1 else 1.0)
             return f0 + (1.0 - f0) * (step + 1) / W
         if self.schedule == "constant":
             return 1.0
@@ -141,7 +156,7 @@ def build_optimizer(
     section (a mapping is checked and completed with the defaults)."""
     o = optim_cfg if isinstance(optim_cfg, Optim) else section_from_dict(Optim, optim_cfg, "optim")
     lr = scaled_lr(o.lr, batch_size, world_size, accumulate, o.scale_lr)
-    groups = param_groups(model, o.weight_decay, o.no_decay_keywords or ())
+    groups = param_groups(model, o.weight_decay, o.no_decay_keywords or (), o.weight_decay_scope)
     if not groups:
         raise ValueError("no trainable parameter: every parameter is frozen (check the stage's trainable/frozen "
                          "patterns, or use collect_only: true for a stage without training)")
@@ -158,6 +173,6 @@ def build_optimizer(
     min_ratio = float(o.min_lr) / lr if lr > 0 else 0.0
     step_size = int(round(float(o.step_epochs) * steps_per_epoch))
     fn = WarmupCosine(warmup, total, min_ratio, float(o.warmup_start_factor), o.schedule, step_size,
-                      float(o.step_gamma))
+                      float(o.step_gamma), o.warmup_formula)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, fn)
     return opt, sched

@@ -10,8 +10,32 @@ import pandas as pd
 
 from audet.utils.io import write_json_atomic, write_text_atomic
 
-__all__ = ["f1_table", "write_table", "write_run_report", "summary_text", "test_rows", "metrics_table",
-           "metric_notes"]
+__all__ = ["TEST_SELECTION", "f1_table", "per_epoch_test_table", "write_table", "write_run_report", "summary_text",
+           "test_rows", "metrics_table", "metric_notes"]
+
+#: the label every table of a run selected on the test fold carries (``selection.on_test``)
+TEST_SELECTION = "test-set selection"
+
+
+def _on_test(results: Mapping) -> bool:
+    return bool((results.get("selection") or {}).get("on_test"))
+
+
+def per_epoch_test_table(results: Mapping) -> pd.DataFrame | None:
+    """Per-epoch F1-frame on the test fold (``test/f1_AU<n>`` of the history; percent), one row per
+    epoch as the published test scripts print them, or None when the run did not score the test
+    fold every epoch (``selection.on_test`` false)."""
+    aus = results.get("aus") or []
+    rows = {}
+    for h in results.get("history") or []:
+        per_au = {int(a): h.get(f"test/f1_AU{a}") for a in aus}
+        if any(v is not None for v in per_au.values()):
+            rows[f"epoch {_epoch(h.get('epoch'))}"] = {a: v for a, v in per_au.items() if v is not None}
+    if not rows:
+        return None
+    df = f1_table(rows, aus)
+    df.index.name = f"F1 ({TEST_SELECTION})"
+    return df
 
 
 def f1_table(rows: Mapping[str, Mapping[int, float]], aus: Sequence[int], scale: float = 100.0) -> pd.DataFrame:
@@ -57,7 +81,8 @@ def _epoch(e, of=None) -> str:
 
 def _selection_note(results: Mapping) -> str:
     sel = results.get("selection") or {}
-    return (f"model selection: {sel.get('on')} (monitor {sel.get('monitor')}, best epoch "
+    tag = f"{TEST_SELECTION.upper()}: " if sel.get("on_test") else ""
+    return (f"model selection: {tag}{sel.get('on')} (monitor {sel.get('monitor')}, best epoch "
             f"{_epoch(sel.get('best_epoch'), results.get('epochs'))})")
 
 
@@ -66,7 +91,8 @@ def _stage_lines(results: Mapping) -> list[str]:
     for st in results.get("stages") or []:
         best = st.get("best_score")
         score = f"best {100 * best:.1f} at epoch {_epoch(st.get('best_epoch'), st.get('epochs'))}" if best is not None else "no selection"
-        kind = "collect only" if st.get("collect_only") else f"optim {st.get('optim')}"
+        kind = ("collect only" if st.get("collect_only") else
+                f"labels only, optim {st.get('optim')}" if st.get("labels_only") else f"optim {st.get('optim')}")
         out.append(f"stage {st.get('index')} {st.get('name')}: {st.get('epochs')} epoch(s), {kind}, "
                    f"{st.get('trainable_params', 0):,} trainable / {st.get('frozen_params', 0):,} frozen parameters; "
                    f"{score}")
@@ -86,7 +112,8 @@ def test_rows(results: Mapping, label: str | None = None) -> dict[str, Mapping]:
     for which in ("best", "last"):
         if which not in test:
             continue
-        name = f"{label or results.get('model')} ({which}, epoch {_epoch(test[which].get('epoch'))})"
+        tag = f", {TEST_SELECTION}" if _on_test(results) else ""
+        name = f"{label or results.get('model')} ({which}, epoch {_epoch(test[which].get('epoch'))}{tag})"
         rows[name] = test[which]["per_au"]
         tuned = test[which].get("tuned")
         if tuned:
@@ -139,9 +166,14 @@ def write_run_report(run_dir: str | Path, results: Mapping) -> None:
     aus = results.get("test_aus") or results["aus"]
     df = f1_table(test_rows(results), aus)
     notes = [_selection_note(results), *_stage_lines(results), *_pretrained_lines(results)]
-    if (results.get("selection") or {}).get("on_test"):
-        notes.append("WARNING: selected on the test fold (selection.on_test=true); not comparable to "
-                     "validation-selected results")
+    if (results.get("f1_convention") or "paper") != "paper":
+        notes.append(f"F1 under the published code's {results['f1_convention']!r} convention "
+                     "(selection.f1_convention; docs/metrics.md), not the papers' F1-frame")
+    title = f"{results.get('name')}: F1-frame on the test prefix"
+    if _on_test(results):
+        title += f" ({TEST_SELECTION.upper()})"
+        notes.append(f"WARNING: {TEST_SELECTION}: the best epoch was chosen on the test fold (selection.on_test=true, "
+                     "the published code's habit); optimistic, not comparable to validation-selected results")
     entries = {which: test[which] for which in ("best", "last") if which in test}
     notes += metric_notes(entries)
     if any(r.get("tuned") for r in entries.values()):
@@ -151,8 +183,13 @@ def write_run_report(run_dir: str | Path, results: Mapping) -> None:
     mt = metrics_table(entries, aus)
     if len(mt):
         more.append(("threshold-free metrics on the test prefix (percent)", mt))
-    write_table(df, run_dir / "report", title=f"{results.get('name')}: F1-frame on the test prefix", notes=notes,
-                more=more)
+    write_table(df, run_dir / "report", title=title, notes=notes, more=more)
+    per_epoch = per_epoch_test_table(results)
+    if per_epoch is not None:
+        write_table(per_epoch, run_dir / "report_epochs",
+                    title=f"{results.get('name')}: F1-frame on the test fold after every epoch ({TEST_SELECTION.upper()})",
+                    notes=[(f"{TEST_SELECTION}: every epoch scored on the test fold, as the published test scripts "
+                            "do; the best row is what test-set selection reports")])
     from audet.engine.figures import learning_curves_png, per_au_png
 
     learning_curves_png([run_dir], run_dir / "curves.png", title=str(results.get("name")))
@@ -175,6 +212,10 @@ def summary_text(results: Mapping) -> str:
         rows = test_rows(results, "test")
         lines.append(to_markdown(f1_table(rows, results.get("test_aus") or results["aus"])).rstrip())
         lines.extend(metric_notes({f"test ({k})": v for k, v in test.items()}))
+    per_epoch = per_epoch_test_table(results)
+    if per_epoch is not None:
+        lines.append(f"per-epoch F1 on the test fold ({TEST_SELECTION}):")
+        lines.append(to_markdown(per_epoch).rstrip())
     return "\n".join(lines)
 
 

@@ -23,13 +23,18 @@ from audet.engine.checks import (Bad, aus, betas, boolean, choice, device_list, 
                                  plain_text, text, text_list)
 
 __all__ = ["Config", "Model", "Data", "Optim", "Trainer", "Selection", "Output", "Stage", "ConfigError",
-           "DEFAULTS", "SCHEMA", "STAGE_KEYS", "FREE_FORM", "OPTIMIZERS", "SCHEDULES", "PRECISIONS",
+           "DEFAULTS", "SCHEMA", "STAGE_KEYS", "FREE_FORM", "OPTIMIZERS", "SCHEDULES", "WARMUP_FORMULAS", "DECAY_SCOPES",
+           "PRECISIONS",
            "check_stages", "as_config", "section_from_dict"]
 
 #: the optimisers ``optim.name`` may name (built by :func:`audet.engine.optim.build_optimizer`)
 OPTIMIZERS = ("adamw", "adam", "sgd")
 #: the learning-rate schedules of ``optim.schedule`` (:class:`audet.engine.optim.WarmupCosine`)
 SCHEDULES = ("cosine", "constant", "step")
+#: the warm-up formulas of ``optim.warmup_formula`` (:class:`audet.engine.optim.WarmupCosine`)
+WARMUP_FORMULAS = ("linear", "linspace")
+#: the parameters ``optim.weight_decay_scope`` decays (:func:`audet.engine.optim.param_groups`)
+DECAY_SCOPES = ("weights", "all")
 #: the values ``trainer.precision`` accepts (Lightning's, plus ``auto``)
 PRECISIONS = ("auto", "32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16", "16-true", "bf16-true",
               "64-true", "64", 32, 16, 64)
@@ -95,11 +100,15 @@ class Optim:
     warmup_epochs: float = key(1.0, number(lo=0), "linear warm-up, per step")
     warmup_start_factor: float = key(0.0, number(0, 1),
                                      "lr at step 0 = lr * (factor + (1 - factor) / warmup_steps)")
+    warmup_formula: str = key("linear", choice(*WARMUP_FORMULAS),
+                              "linear: lr (s + 1) / W; linspace: lr s / (W - 1), step 0 at lr 0")
     min_lr: float = key(0.0, number(lo=0), "floor of the cosine schedule (absolute)")
     schedule: str = key("cosine", choice(*SCHEDULES), " | ".join(SCHEDULES))
     step_epochs: float = key(1.0, number(lo=0, lo_open=True), "step schedule: lr *= step_gamma every step_epochs")
     step_gamma: float = key(0.1, number(lo=0, lo_open=True))
     no_decay_keywords: list = key(["pos_embed", "position", "cls_token"], text_list())
+    weight_decay_scope: str = key("weights", choice(*DECAY_SCOPES),
+                                  "weights: not norms/biases/1-d/no_decay_keywords; all: every parameter (plain torch)")
 
 
 @dataclass(frozen=True)
@@ -135,6 +144,8 @@ class Selection:
     mode: str = key("max", choice("max", "min"))
     on_test: bool = key(False, boolean(), "True reproduces the published habit (select on the test fold)")
     test_after_fit: bool = key(True, boolean(), "evaluate best and last on the test prefix when training ends")
+    f1_convention: str = key("paper", lambda v: _f1_convention(v),
+                             "F1 edge cases of the training-time scores: a convention of audet.metrics")
 
 
 @dataclass(frozen=True)
@@ -142,6 +153,13 @@ class Output:
     dir: str | None = key(None, text(), "default: runs/<name>")
     resume: Any = key("auto", choice("auto", True, False, "true", "false"),
                       "auto: resume when <dir>/checkpoints/last.ckpt exists; true; false")
+
+
+def _f1_convention(v):
+    """One of audet.metrics' F1 conventions (imported when checked: the metrics pull in pandas)."""
+    from audet.metrics import _CONVENTIONS
+
+    return choice(*_CONVENTIONS)(v)
 
 
 def _stage_name(v):
@@ -174,6 +192,8 @@ class Stage:
     frozen: list = key([], text_list("['vae.*'] (fnmatch patterns)"),
                        "patterns: requires_grad False, kept in eval mode, not optimised")
     collect_only: bool = key(False, boolean(), "no training step: only the model's data pass")
+    labels_only: bool = key(False, boolean(), "batches of labels only (model.batch_keys(stage); no image read, no "
+                            "forward), no validation, the last epoch kept")
     init: str = key("previous", _init, "previous | none (as built) | PATH")
     gradient_clip_val: Any = key("inherit", either(choice("inherit"), number(lo=0, none=True),
                                                    what="'inherit', null or a number >= 0"),
@@ -375,6 +395,8 @@ def check_stages(stages: Any, source: str = "config", *, optim: Optim | Mapping 
         if vals["name"] in names:
             raise ConfigError(f"{source}: stage name {vals['name']!r} is used twice")
         names.add(vals["name"])
+        if vals.get("labels_only") and vals.get("collect_only"):
+            raise ConfigError(f"{source}: {label}: collect_only and labels_only exclude each other")
         if vals.get("epochs") is None:
             if not vals.get("collect_only"):
                 raise ConfigError(f"{source}: {label} needs epochs >= 1 (got {st.get('epochs')!r})")

@@ -9,12 +9,16 @@ The task never names a method; everything method-specific is a hook of
   (``model.loss_context(data_info, labels, mask)`` over the training labels) and sums the named
   terms of ``model.loss_terms(output, batch, ctx)`` in ``training_step``, logging each term
   (``train/<term>``) and the total (``train/loss``);
+- before every optimiser step, drops the gradients of the parameters the model lists in
+  ``parameters_without_gradient()`` (so the optimiser skips them: no weight decay);
 - calls the model's state hooks: ``on_train_epoch_start(epoch)`` before the epoch,
   ``on_train_batch_end(output, batch)`` after every optimiser step (no grad), and -- right after
   the epoch's LAST training batch, before that epoch's validation and checkpoint (Lightning itself
   would validate first) -- the epoch-end data pass when ``model.wants_data_pass(epoch)``
   (``data_pass_step(batch)`` over the training set in order, eval mode, no grad, then
   ``data_pass_end(results)``) followed by ``on_train_epoch_end(epoch)``;
+- in a ``labels_only`` stage trains on batches of labels (the keys ``model.batch_keys(stage)``
+  names; no image is read) and calls no forward: ``loss_terms`` gets zero logits;
 - in a ``collect_only`` stage runs no training step at all: the training loader IS the data-pass
   loader, each batch goes to ``data_pass_step`` and the epoch ends with ``data_pass_end``;
 - evaluates with :class:`audet.engine.scoring.AUEvaluator` on ``model.forward_logits`` (every
@@ -78,12 +82,13 @@ class AUTask(L.LightningModule):
         val_names: names under which validation dataloaders are logged (default ``["val"]``).
         optim: the optimiser section to use (default ``config.optim``; a stage's ``stage.optim``).
         collect_only: no training steps, only the data pass (a ``collect_only`` stage).
+        labels_only: batches hold labels only; no forward (a ``labels_only`` stage).
         seed: the seed of the epoch re-seeding (default ``config.seed``).
     """
 
     def __init__(self, config: Config | Mapping, model, ctx: LossContext | None = None,
                  val_names: Sequence[str] | None = None, *, optim: Optim | None = None,
-                 collect_only: bool = False, seed: int | None = None):
+                 collect_only: bool = False, seed: int | None = None, labels_only: bool = False):
         super().__init__()
         self.config = config = as_config(config)
         self.model = model
@@ -92,6 +97,7 @@ class AUTask(L.LightningModule):
         self.val_names = list(val_names or ["val"])
         self.optim_cfg = optim if optim is not None else config.optim
         self.collect_only = bool(collect_only)
+        self.labels_only = bool(labels_only)
         self.automatic_optimization = not self.collect_only
         self.seed = int(config.seed or 0) if seed is None else int(seed)
         self._evaluators: dict[int, AUEvaluator] = {}
@@ -143,7 +149,12 @@ class AUTask(L.LightningModule):
             with torch.no_grad():
                 self._pass_results.append(self.model.data_pass_step(batch))
             return None
-        out = self.model(batch["image"])
+        if self.labels_only:  # no image in the batch: the stage's losses use the labels only
+            bs = batch["labels"].shape[0]
+            out = ModelOutput(batch["labels"].new_zeros(bs, self.model.num_aus), {})
+        else:
+            bs = batch["image"].shape[0]
+            out = self.model(batch["image"])
         terms = self.model.loss_terms(out, batch, self._ctx())
         if not terms:
             raise ValueError(f"{self.model.model_name}.loss_terms returned no terms")
@@ -151,7 +162,6 @@ class AUTask(L.LightningModule):
         if not torch.isfinite(loss):
             bad = {k: float(v.detach()) for k, v in terms.items()}
             raise FloatingPointError(f"non-finite loss at epoch {self.current_epoch} step {self.global_step}: {bad}")
-        bs = batch["image"].shape[0]
         for name, value in terms.items():
             self.log(f"train/{name}", value.detach().float(), on_step=True, on_epoch=True, batch_size=bs)
         self.log("train/loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True, batch_size=bs)
@@ -204,6 +214,16 @@ class AUTask(L.LightningModule):
         finally:
             self.model.train(was_training)
 
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """Parameters the model says took no part in this step's loss get ``grad = None``: the
+        optimiser then skips them (no weight decay, no moment update), as for a parameter outside
+        the graph (:meth:`audet.models.base.AUModel.parameters_without_gradient`)."""
+        names = set(self.model.parameters_without_gradient())
+        if names:
+            for name, p in self.model.named_parameters():
+                if name in names:
+                    p.grad = None
+
     def configure_optimizers(self):
         if self.collect_only:
             return None
@@ -226,7 +246,8 @@ class AUTask(L.LightningModule):
     def _eval_step(self, batch: dict, dataloader_idx: int) -> None:
         ev = self._evaluators.get(dataloader_idx)
         if ev is None:
-            ev = self._evaluators[dataloader_idx] = AUEvaluator(self.aus)
+            conv = self.config.selection.f1_convention
+            ev = self._evaluators[dataloader_idx] = AUEvaluator(self.aus, convention=conv)
         ev.process(batch, self.model.forward_logits(batch["image"]))
 
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -242,7 +263,8 @@ class AUTask(L.LightningModule):
         self._evaluators = {}
 
     def _gathered(self, idx: int) -> AUEvaluator:
-        ev = self._evaluators.get(idx) or AUEvaluator(self.aus)
+        conv = self.config.selection.f1_convention
+        ev = self._evaluators.get(idx) or AUEvaluator(self.aus, convention=conv)
         if self.trainer is not None and self.trainer.world_size > 1:
             # DistributedSampler gives every rank the same number of samples (padding by repeats);
             # the evaluator's (sequence, frame) keys remove the repeats

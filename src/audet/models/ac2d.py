@@ -54,9 +54,12 @@ averaged over (the published code; with N ~ 1e5 the confounder term almost vanis
 
 Prototype state lives in registered buffers ``proto_k`` (K = bar f), ``proto_v`` (V),
 ``proto_count`` (N, float64) and ``proto_valid`` (bool), so checkpoints and DDP carry them; the
-epoch accumulators are plain attributes (DDP broadcasts buffers from rank 0 each step, which would
-clobber per-rank sums) and are all-reduced (sum of features and counts) in ``on_train_epoch_end``
-when ``torch.distributed`` is initialised.
+bookkeeping (which mean a step uses, V from K, the epoch accumulator all-reduced across processes)
+is :mod:`audet.models.layers.prototypes`. A training step that skips the intervention (no
+prototypes yet: epoch 0 of ``epoch_stale``/``epoch``) keeps its layers in the graph with a zero
+term (DDP) and lists them in :meth:`AC2D.parameters_without_gradient`, so the engine drops their
+gradients and AdamW neither decays nor moves them, as the authors' optimiser skips parameters whose
+gradient is None.
 
 Stage-3 evaluation (``branch_impl=``): ``"auto"`` (default) is ``"batched"`` for a batch of one
 image or off the CPU and ``"loop"`` otherwise (measured: stacking wins only at batch 1 on the
@@ -68,18 +71,21 @@ float rounding (tests: atol 1e-5, and the golden parity with the authors' output
 paths). ``forward_logits`` (evaluation, inference, ONNX) forms no attention summaries, so
 the constrained block also runs the fused ``scaled_dot_product_attention``.
 
-Training recipe, paper vs published code (protocol section 7), also in ``model_info(name)["recipe"]``:
+Training recipe, paper vs published code (protocol section 7; the ``recipe=code`` table of
+docs/models/ac2d.md), also in ``model_info(name)["recipe"]``:
 
-=============  ==========================  ==========================
-               paper (section 4.1.2)       published code
-=============  ==========================  ==========================
-optimizer      AdamW, wd 0.05              AdamW, wd 0.05
-lr             2e-3 * batch / 256          4e-3 * batch / 256
-schedule       cosine, 1 warm-up epoch     cosine, 1 warm-up epoch
+=============  ==========================  ===============================================
+               paper (section 4.1.2)       published code (``recipe=code``)
+=============  ==========================  ===============================================
+optimizer      AdamW, wd 0.05              AdamW, wd 0.05 (params with grad None skipped)
+lr             2e-3 * batch / 256          4e-3 * 24 / 256 (batch 24)
+schedule       cosine, 1 warm-up epoch     cosine to 1e-6, warm-up lr * s / (W - 1)
 epochs         20                          20
 grad clip      max norm 3.0                max norm 1.0
+prototypes     batch mean (C^e(d))         previous epoch's mean, none in epoch 0; V = K/N
+selection      (not stated)                every training subject trains; test fold every epoch
 other                                      AMP, seed 4
-=============  ==========================  ==========================
+=============  ==========================  ===============================================
 """
 from __future__ import annotations
 
@@ -88,12 +94,18 @@ import warnings
 from typing import Sequence
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from audet.models.base import AUModel, DataInfo, LossContext, ModelOutput
 from audet.models.layers import Block, CausalIntervention, ConvStem, PatchEmbed, init_restv2_weights, tokens_to_map
 from audet.models.layers.embed import LN_EPS
+from audet.models.layers.prototypes import (
+    CONFOUNDER_SCALES,
+    PROTOTYPE_MODES,
+    FeatureMean,
+    confounder_value,
+    training_prototype,
+)
 from audet.models.layers.stacked import (
     stacked_block,
     stacked_intervention,
@@ -114,8 +126,6 @@ __all__ = [
     "RECIPES",
 ]
 
-PROTOTYPE_MODES = ("batch", "epoch_stale", "epoch")
-CONFOUNDER_SCALES = ("paper", "code")
 #: how stage 3 evaluates the m AU branches (same maths, same parameters): see ``AC2D.forward``
 BRANCH_IMPLS = ("auto", "batched", "loop")
 ATTENTION_LOSSES = ("average", "each", "none")
@@ -130,8 +140,10 @@ RECIPES = {
     },
     "code": {
         "optimizer": "AdamW", "base_lr": 4e-3, "lr_rule": "base_lr * batch_size / 256", "weight_decay": 0.05,
-        "epochs": 20, "warmup_epochs": 1, "schedule": "cosine", "grad_clip_norm": 1.0, "amp": True, "seed": 4,
-        "source": "published code (protocol section 7)",
+        "batch_size": 24, "epochs": 20, "warmup_epochs": 1, "warmup": "lr * s / (W - 1)", "schedule": "cosine",
+        "min_lr": 1e-6, "grad_clip_norm": 1.0, "amp": True, "seed": 4, "prototype": "epoch_stale",
+        "confounder_scale": "code", "validation": "none (every training subject)",
+        "selection": "per-epoch evaluation on the test fold", "source": "published code (protocol section 7)",
     },
 }
 
@@ -245,7 +257,9 @@ class AC2D(AUModel):
             self.register_buffer("proto_v", torch.zeros(shape))
             self.register_buffer("proto_count", torch.zeros((), dtype=torch.float64))
             self.register_buffer("proto_valid", torch.zeros((), dtype=torch.bool))
-        self._reset_accumulators()
+        self._proto_acc = FeatureMean()
+        #: names of the intervention parameters the last training forward skipped (zero-touched)
+        self._skipped: tuple[str, ...] = ()
         self._fresh_pass = False
         self._warned_no_pass = False
 
@@ -278,10 +292,10 @@ class AC2D(AUModel):
         """(K, V) to intervene with, or None (no intervention). ``source``: this batch's features."""
         if enabled is False or not self.has_intervention:
             return None
-        if self.training and self.prototype == "batch":
-            k = source.detach().mean(dim=0)  # Eq. 12a over the mini-batch (C^e(d))
-            v = k if self.confounder_scale == "paper" else k / source.shape[0]
-            return k, v
+        if self.training:  # "batch": Eq. 12a over the mini-batch (C^e(d)); else the stored ones
+            own = training_prototype(self.prototype, source, self.confounder_scale)
+            if own is not None:
+                return own
         if bool(self.proto_valid):
             if self.proto_k.shape != source.shape[1:]:
                 raise ValueError(
@@ -314,6 +328,8 @@ class AC2D(AUModel):
         rich, H, W = self.forward_trunk(images)
         aux: dict[str, torch.Tensor] = {}
         zero = None
+        if self.training and torch.is_grad_enabled():
+            self._skipped = ()
         if self.rich_intervention is not None:
             if self.training:
                 aux["rich_features"] = rich.detach()
@@ -323,6 +339,7 @@ class AC2D(AUModel):
                 rich = self.rich_intervention(rich, k.unsqueeze(-2), v.unsqueeze(-2))
             elif self.training and torch.is_grad_enabled():
                 zero = self.rich_intervention.zero_touch()
+                self._skipped = tuple(f"rich_intervention.{n}" for n, _ in self.rich_intervention.named_parameters())
         rich_map = tokens_to_map(rich, H, W)
 
         wants = ["mean"]
@@ -401,6 +418,8 @@ class AC2D(AUModel):
             for br in self.branches:
                 t = br.intervention.zero_touch()
                 zero = t if zero is None else zero + t
+            self._skipped = tuple(f"branches.{j}.intervention.{n}" for j, br in enumerate(self.branches)
+                                  for n, _ in br.intervention.named_parameters())
         if not self._batched(features):
             logits = []
             for j, br in enumerate(self.branches):
@@ -447,19 +466,15 @@ class AC2D(AUModel):
 
     # ------------------------------------------------------------------------------------------
     # sample prototypes (cross-batch state)
-    def _reset_accumulators(self) -> None:
-        self._acc_sum: torch.Tensor | None = None
-        self._acc_n = 0
-
-    def _accumulate(self, src: torch.Tensor) -> None:
-        s = src.detach().sum(dim=0).to(torch.float64)
-        if self._acc_sum is None or self._acc_sum.device != s.device:
-            self._acc_sum = torch.zeros_like(s)
-        self._acc_sum += s
-        self._acc_n += int(src.shape[0])
+    def parameters_without_gradient(self) -> tuple[str, ...]:
+        """The intervention layers' parameters when the last training step skipped the
+        intervention (no prototypes yet): kept in the graph by a zero term for DDP, but they took
+        no part in the loss, so the engine drops their gradients (no AdamW weight decay in epoch 0
+        of ``epoch_stale``, as in the authors' code, where their gradient is None)."""
+        return self._skipped
 
     def on_train_epoch_start(self, epoch: int) -> None:
-        self._reset_accumulators()
+        self._proto_acc.reset()
         self._fresh_pass = False
 
     def on_train_batch_end(self, output: ModelOutput, batch: dict) -> None:
@@ -468,7 +483,7 @@ class AC2D(AUModel):
             return
         src = output.aux.get("rich_features" if self.intervention == "shared" else "features")
         if src is not None:
-            self._accumulate(src)
+            self._proto_acc.add(src)
 
     def on_train_epoch_end(self, epoch: int) -> None:
         """Turn the epoch's features into prototypes (all-reduced across processes)."""
@@ -476,7 +491,7 @@ class AC2D(AUModel):
             return
         if self._static_prototypes:
             if self._fresh_pass:
-                self._reset_accumulators()
+                self._proto_acc.reset()
                 return
             if not self._warned_no_pass:
                 warnings.warn(
@@ -496,17 +511,10 @@ class AC2D(AUModel):
         """
         if not self.has_intervention:
             return False
-        total = self._acc_sum
-        if total is None:
-            total = torch.zeros(self.proto_k.shape, dtype=torch.float64, device=self.proto_k.device)
-        n = torch.tensor(float(self._acc_n), dtype=torch.float64, device=total.device)
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(total)
-            dist.all_reduce(n)
-        self._reset_accumulators()
-        if float(n) <= 0:
+        got = self._proto_acc.finish(self.proto_k.shape, self.proto_k.device)
+        if got is None:
             return False
-        self.set_prototypes(total / n, float(n))
+        self.set_prototypes(*got)
         return True
 
     @torch.no_grad()
@@ -518,7 +526,7 @@ class AC2D(AUModel):
         if tuple(k.shape) != tuple(self.proto_k.shape):
             raise ValueError(f"prototype shape {tuple(k.shape)} != expected {tuple(self.proto_k.shape)}")
         if value is None:
-            value = k if self.confounder_scale == "paper" else k / float(count)
+            value = confounder_value(k, count, self.confounder_scale)
         self.proto_k.copy_(k.to(self.proto_k.dtype))
         self.proto_v.copy_(value.to(self.proto_v.device, self.proto_v.dtype))
         self.proto_count.fill_(float(count))
@@ -532,29 +540,16 @@ class AC2D(AUModel):
         return self.forward(images, intervention=False).aux["features"]
 
     @torch.no_grad()
-    def update_prototypes(self, features) -> bool:
-        """C^e(s): prototypes from an iterable of feature batches (from :meth:`prototype_features`)
-        computed with the current parameters. Collective under torch.distributed."""
-        return self.data_pass_end([self._feature_sum(f) for f in features])
-
-    @staticmethod
-    def _feature_sum(src: torch.Tensor) -> tuple[torch.Tensor, int]:
-        return src.detach().sum(dim=0).to(torch.float64), int(src.shape[0])
-
-    @torch.no_grad()
     def data_pass_step(self, batch: dict) -> tuple[torch.Tensor, int]:
         """One batch of the epoch-end pass: the sum (float64) and count of its prototype features."""
-        return self._feature_sum(self.prototype_features(batch["image"]))
+        return FeatureMean.batch_sum(self.prototype_features(batch["image"]))
 
     @torch.no_grad()
     def data_pass_end(self, results: list) -> bool:
         """Set the prototypes from the pass's ``(sum, count)`` pairs (all-reduced under DDP)."""
-        self._reset_accumulators()
+        self._proto_acc.reset()
         for total, n in results:
-            if self._acc_sum is None or self._acc_sum.device != total.device:
-                self._acc_sum = torch.zeros_like(total)
-            self._acc_sum += total
-            self._acc_n += int(n)
+            self._proto_acc.add_sum(total, n)
         ok = self.finalize_prototypes()
         self._fresh_pass = True
         return ok

@@ -44,6 +44,9 @@ Options, paper default first (published-code value for checkpoint parity / ``rec
   ``mse(mu_p, mu_g) + mean(std_p)`` (train_video_vae.py).
 - ``vae_eval_sampling``: False (paper: the encoder's mean in eval); True = the published VAE
   samples z = mu + eps std even in eval mode (and returns std for logvar in eval).
+- ``vae_reduction``: ``"mean"`` (default: Eq. 2 is a per-sample loss, averaged over the batch) or
+  ``"sum"`` (the published ``train_vae.py`` sums it over the batch: the same minimum, gradients
+  scaled by the batch size; with Adam that mostly changes the effective step early on).
 - ``flip_tta``: average the logits of the frame(s) and their horizontal flip (the published test
   script does this); default False.
 - ``fan_pool``: ``"max"`` (AU-Net's FAN, default) or ``"avg"`` (face-alignment package).
@@ -89,6 +92,8 @@ __all__ = [
 ]
 
 CONSISTENCY_MODES = ("paper", "code")
+#: how the label VAE's loss (Eq. 2) is reduced over the batch: mean (paper reading) or sum (train_vae.py)
+VAE_REDUCTIONS = ("mean", "sum")
 STAGES = ("vae", "detector")
 
 #: where a user gets the FAN weights (docs/models/aunet.md has the details)
@@ -108,7 +113,8 @@ RECIPES = {
         "source": "AUNet paper, section V-C",
     },
     "code": {
-        "fusion": (0.9, 0.1), "consistency": "code", "vae_eval_sampling": True,
+        "fusion": (0.9, 0.1), "consistency": "code", "vae_eval_sampling": True, "vae_reduction": "sum",
+        "flip_tta": True, "f1_convention": "aunet",
         "source": "published code (original-checkpoints/aunet_tdn_12au.tsv, aunet_vae_bp4d.tsv)",
     },
 }
@@ -208,7 +214,8 @@ class AUNetPredictor(nn.Module):
             d = self.ConvNet_diff(d)  # (2) Convblock on the motion features
             x = self._fuse(x, d)
         x = self.ConvNet_2(x)
-        return x.mean(dim=(2, 3))
+        # the authors' avg_pool2d (kernel 4 at 256 px): bitwise their value; mean() differs by ~1e-5
+        return F.avg_pool2d(x, (int(x.shape[-2]), int(x.shape[-1]))).flatten(1)  # a constant kernel (ONNX)
 
     def forward_head(self, feats: torch.Tensor) -> torch.Tensor:
         return self.predictor(feats)
@@ -229,12 +236,13 @@ class _AUNetBase(AUModel):
     def __init__(self, aus, data, *, img_size: int, crop_rule: str, preprocess: dict | None,
                  fusion: Sequence[float], hidden: int, temporal: bool, use_vae: bool, frame_offset: int,
                  vae_latent: int | None, vae_lambda: float, vae_noise: float, gamma: float, consistency: str,
-                 vae_eval_sampling: bool, vae_frozen: bool, flip_tta: bool):
+                 vae_eval_sampling: bool, vae_frozen: bool, flip_tta: bool, vae_reduction: str = "mean"):
         """The options both networks share; sets ``self.fusion`` (alpha, beta)."""
         fusion = tuple(float(f) for f in fusion)
         if len(fusion) != 2:
             raise ValueError(f"fusion must be (alpha, beta), got {fusion}")
         _check("consistency", consistency, CONSISTENCY_MODES)
+        _check("vae_reduction", vae_reduction, VAE_REDUCTIONS)
         preprocess = _preprocess(img_size, crop_rule, preprocess)
         if temporal:
             T = int(frame_offset)
@@ -251,6 +259,7 @@ class _AUNetBase(AUModel):
         self.consistency = consistency
         self.vae_eval_sampling = bool(vae_eval_sampling)
         self.flip_tta = bool(flip_tta)
+        self.vae_reduction = vae_reduction
         self.vae = None
         if self.use_vae:
             k = int(vae_latent) if vae_latent else vae_latent_dim(self.num_aus, data.dataset if data else None)
@@ -312,6 +321,11 @@ class _AUNetBase(AUModel):
         if self.use_vae and stage and stage != "vae":
             self.freeze(["vae.*"])
 
+    def batch_keys(self, stage: str) -> tuple[str, ...] | None:
+        """The ``vae`` stage (Eq. 2) needs the labels only: run it ``labels_only: true`` and no frame
+        is decoded; the other stages need the full batch (None)."""
+        return ("labels", "mask") if stage == "vae" else None
+
     def _vae_frozen(self) -> bool:
         return self.vae is not None and all(not p.requires_grad for p in self.vae.parameters())
 
@@ -337,7 +351,7 @@ class _AUNetBase(AUModel):
             y = y * (mask > 0)
         noisy = y + (torch.rand_like(y) * 2 - 1) * self.vae_noise
         recon, mu, logvar = self.vae(noisy, sample=True)
-        t = aunet_vae_loss(recon, labels, mu, logvar, self.vae_lambda, mask)
+        t = aunet_vae_loss(recon, labels, mu, logvar, self.vae_lambda, mask, reduction=self.vae_reduction)
         return {"vae_bce": t["bce"], "vae_kl": t["kl"]}
 
     def consistency_term(self, logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -431,6 +445,7 @@ class AUNet(_AUNetBase):
         flip_tta: bool = False,
         crop_rule: str = "paper",
         preprocess: dict | None = None,
+        vae_reduction: str = "mean",
     ):
         _check("fan_pool", fan_pool, POOL_MODES)
         if img_size % 64:
@@ -440,6 +455,7 @@ class AUNet(_AUNetBase):
             hidden=hidden, temporal=temporal, use_vae=use_vae, frame_offset=frame_offset, vae_latent=vae_latent,
             vae_lambda=vae_lambda, vae_noise=vae_noise, gamma=gamma, consistency=consistency,
             vae_eval_sampling=vae_eval_sampling, vae_frozen=vae_frozen, flip_tta=flip_tta,
+            vae_reduction=vae_reduction,
         )
         # registration order: fan, vae, predictor (the authors' AU_NET: feature.fan, predictor)
         self.fan = FAN(2, pool=fan_pool)
@@ -503,6 +519,7 @@ class ResNet18A(_AUNetBase):
         flip_tta: bool = False,
         crop_rule: str = "paper",
         preprocess: dict | None = None,
+        vae_reduction: str = "mean",
     ):
         from torchvision.models import resnet18
         from torchvision.models.resnet import BasicBlock
@@ -514,6 +531,7 @@ class ResNet18A(_AUNetBase):
             hidden=hidden, temporal=temporal, use_vae=use_vae, frame_offset=frame_offset, vae_latent=vae_latent,
             vae_lambda=vae_lambda, vae_noise=vae_noise, gamma=gamma, consistency=consistency,
             vae_eval_sampling=vae_eval_sampling, vae_frozen=vae_frozen, flip_tta=flip_tta,
+            vae_reduction=vae_reduction,
         )
         self.alpha, self.beta = self.fusion
         r = resnet18(weights=None)
@@ -534,7 +552,8 @@ class ResNet18A(_AUNetBase):
             ft, fp, fn = f[:B], f[B:2 * B], f[2 * B:]
             d = self.diff_block(self.diff_conv(F.avg_pool2d(torch.cat((ft - fp, ft - fn), dim=1), 2)))
             x = self.alpha * ft + self.beta * F.interpolate(d, size=ft.shape[-2:], mode="nearest")
-        return self.layers(x).mean(dim=(2, 3))
+        x = self.layers(x)
+        return F.avg_pool2d(x, (int(x.shape[-2]), int(x.shape[-1]))).flatten(1)  # a constant kernel (ONNX)
 
     def _head(self, feats) -> torch.Tensor:
         return self.classifier(feats)

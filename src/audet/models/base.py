@@ -23,10 +23,10 @@ losses
 state across batches
     ``on_train_epoch_start(epoch)``, ``on_train_batch_end(output, batch)``,
     ``on_train_epoch_end(epoch)``; the epoch-end data pass ``wants_data_pass(epoch)`` /
-    ``data_pass_step(batch)`` / ``data_pass_end(results)``; ``on_stage_start(stage)`` and
-    ``self.stage``. State lives in registered buffers so checkpoints and DDP carry it.
+    ``data_pass_step(batch)`` / ``data_pass_end(results)``; ``on_stage_start(stage)``,
+    ``self.stage`` and ``batch_keys(stage)`` (what a ``labels_only`` stage serves). State lives in registered buffers so checkpoints and DDP carry it.
 optimisation and transfer
-    ``no_weight_decay()``, ``au_module_lists``, ``au_state_keys``, ``au_fresh_keys``,
+    ``no_weight_decay()``, ``parameters_without_gradient()``, ``au_module_lists``, ``au_state_keys``, ``au_fresh_keys``,
     ``flop_count_context()``, ``pretrained_parts()`` (:class:`PretrainedPart`, loaded by
     :func:`load_pretrained_parts`), ``freeze(patterns)``.
 
@@ -341,10 +341,33 @@ class AUModel(nn.Module):
         """Called when a training stage starts (and when a run resumes inside it); sets ``self.stage``."""
         self.stage = str(stage)
 
+    def batch_keys(self, stage: str) -> tuple[str, ...] | None:
+        """The batch keys a training stage's :meth:`loss_terms` needs, or None (default): the full
+        batch, images included.
+
+        A stage configured ``labels_only: true`` is served batches of exactly these keys, built
+        from the training labels without reading an image (``labels``, ``mask``, ``index`` are
+        available); the engine then calls no forward: ``loss_terms`` gets a
+        :class:`ModelOutput` with zero logits. Such a stage has no validation pass and keeps its
+        last epoch. A model whose stage needs ``"image"`` cannot run it labels-only.
+        """
+        return None
+
     # --- optimisation and transfer ------------------------------------------------------------
     def no_weight_decay(self) -> set[str]:
         """Parameter names (full or leaf) the optimiser must not decay (timm convention)."""
         return set()
+
+    def parameters_without_gradient(self) -> Iterable[str]:
+        """Names of parameters that took no part in the current training step's loss although
+        a zero-valued term keeps them in the autograd graph (so DDP needs no
+        ``find_unused_parameters``). Default: none.
+
+        The engine sets their ``.grad`` to None before the optimiser step, so torch's optimisers
+        skip them exactly as they skip a parameter outside the graph: no weight decay, no moment
+        update, no step count (e.g. AC2D's intervention layers in an epoch without prototypes).
+        """
+        return ()
 
     def flop_count_context(self):
         """Context manager entered around the forward pass whose FLOPs are counted (default none)."""

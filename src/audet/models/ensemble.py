@@ -155,6 +155,16 @@ class Ensemble(AUModel):
     def no_weight_decay(self) -> set[str]:
         return {f"members.{i}.{n}" for i, m in enumerate(self.members) for n in m.no_weight_decay()}
 
+    def parameters_without_gradient(self) -> tuple[str, ...]:
+        return tuple(f"members.{i}.{n}" for i, m in enumerate(self.members) for n in m.parameters_without_gradient())
+
+    def batch_keys(self, stage: str) -> tuple[str, ...] | None:
+        """The union of the members' keys; None when any member needs the full batch."""
+        keys = [m.batch_keys(stage) for m in self.members]
+        if any(k is None for k in keys):
+            return None
+        return tuple(dict.fromkeys(k for ks in keys for k in ks))
+
     @property
     def au_module_lists(self) -> tuple[str, ...]:  # type: ignore[override]
         return tuple(f"members.{i}.{n}" for i, m in enumerate(self.members) for n in m.au_module_lists)

@@ -256,6 +256,7 @@ def convert_ac2d(
     model_name: str | None = None,
     confounder_scale: str = "code",
     prototype: str = "epoch_stale",
+    as_published: bool = False,
     **cfg,
 ):
     """Build an audet AC2D model from the authors' checkpoint ``src`` (path or loaded object).
@@ -264,7 +265,8 @@ def convert_ac2d(
     ``model_name``: registry name; default ``"ac2d"``, or ``"ac2d_av"`` when the checkpoint has
     no ``aus_data_attention`` layers. ``confounder_scale="code"`` keeps ``V_data`` as the authors
     use it; ``"paper"`` sets V = K (Eq. 13), which changes the outputs. Returns the model (eval mode)
-    with ``model.conversion_report``.
+    with ``model.conversion_report``. ``as_published`` changes nothing: the authors' test script
+    evaluates with the stored prototypes, which is what a converted model does by default.
     """
     from audet.models.registry import create_model
 
@@ -310,6 +312,12 @@ def convert_ac2d(
             value = K
         model.set_prototypes(K, count if math.isfinite(count) else 0.0, value=value)
         report.update(prototypes=True, P_data=P, count=count)
+        report["summary"] = (f"sample prototypes: K_data, V_data (P_data = {P}, N = {count:g}), "
+                             f"confounder_scale={confounder_scale}")
+    elif model.has_intervention:
+        report["summary"] = ("no sample prototypes in the checkpoint: the model predicts without causal intervention "
+                             "until prototypes are computed")
+    report["as_published"] = bool(as_published)
     model.eval()
     model.conversion_report = report
     return model

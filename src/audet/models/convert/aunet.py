@@ -6,8 +6,10 @@
   with the file's entries and ignores the stored names), so we do the same: entry i of the file
   goes to the i-th tensor of our :class:`audet.models.aunet.AUNetPredictor` (same order:
   ``conv1x1``, ``ConvNet_1``, ``ConvNet_diff``, ``ConvNet_2``, ``predictor``, ``conv1x1_diff`` last),
-  each shape checked. 103 entries = AU-TDN/AUNet predictor; 82 = the AU-FAN part (no
-  ``ConvNet_diff`` / ``conv1x1_diff``). The AU count comes from the classifier's last weight.
+  each shape checked. 103 entries = AU-TDN/AUNet predictor; 83 = the AU-FAN part (103 minus the
+  18 entries of ``ConvNet_diff.0`` and the 2 of ``conv1x1_diff``: conv1x1 2 + ConvNet_1 18 +
+  ConvNet_2 54 + predictor 9, the BatchNorm1d's 5 with its ``num_batches_tracked``; counted from
+  ``original-checkpoints/aunet_tdn_12au.tsv``). The AU count comes from the classifier's last weight.
   The authors' difference is ``cat(F_t - F_{t-T}, F_{t+T} - F_t)``; ours follows the paper,
   ``cat(F_t - F_{t-T}, F_t - F_{t+T})``, so the second half of ``conv1x1_diff.weight`` is negated
   (the outputs are identical).
@@ -16,8 +18,11 @@
 - **FAN** (``2dfan2.pth``): not converted; it is the model's pretrained part (``fan_weights=``),
   read by :func:`audet.models.layers.fan.load_fan_weights`.
 
-The converted model uses the published code's settings (``fusion=(0.9, 0.1)``; override with
-``fusion=``). Files are read with ``torch.load(weights_only=True)`` only.
+The converted model uses the published code's ``fusion=(0.9, 0.1)`` (what the weights were
+trained with; override with ``fusion=``) and the paper's evaluation (no flip averaging);
+``as_published=True`` evaluates as the authors' test.py does instead (``flip_tta=True``: the mean of
+the logits of the frames and their horizontal flip). Files are read with
+``torch.load(weights_only=True)`` only.
 """
 from __future__ import annotations
 
@@ -38,7 +43,7 @@ __all__ = [
 
 #: the published code's (alpha, beta), constructor floats not stored in the checkpoints
 CODE_FUSION = (0.9, 0.1)
-_N_TDN, _N_FAN = 103, 82
+_N_TDN, _N_FAN = 103, 83
 
 
 class ConversionError(ValueError):
@@ -127,13 +132,14 @@ def convert_vae_state(src, vae) -> dict[str, torch.Tensor]:
 
 
 def convert_aunet(src, aus=None, *, model_name: str | None = None, vae=None, fan_weights: str | None = None,
-                  fusion=CODE_FUSION, **cfg: Any):
+                  fusion=CODE_FUSION, as_published: bool = False, **cfg: Any):
     """An audet AU-Net model from the authors' predictor file ``src`` (path or loaded mapping).
 
     ``aus``: AU numbers, a dataset name (``"BP4D"``) or None. ``model_name``: default ``aunet``
     (``aunet_tdn`` without ``vae``) for a 103-entry file, ``aunet_fan`` for an 82-entry one.
     ``vae``: the authors' ``vae_<epochs>.pth`` (its latent size sets ``vae_latent``).
     ``fan_weights``: recorded as the model's FAN file (loaded by ``load_pretrained_parts``; not here).
+    ``as_published``: the authors' test-script settings (``flip_tta=True``) instead of the paper's.
     Returns the model in eval mode with ``conversion_report``.
     """
     from audet.models.registry import create_model
@@ -153,6 +159,8 @@ def convert_aunet(src, aus=None, *, model_name: str | None = None, vae=None, fan
         cfg.setdefault("vae_latent", int(vae_sd["fc1.weight"].shape[0]))
     for k in ("confounder_scale", "prototype"):  # AC2D-only options of `audet convert`
         cfg.pop(k, None)
+    if as_published:
+        cfg.setdefault("flip_tta", True)
     model = create_model(model_name, num_aus=n, aus=aus_list, fusion=tuple(fusion), fan_weights=fan_weights, **cfg)
     if model.predictor.temporal != temporal:
         raise ConversionError(f"{source}: a {'TDN' if temporal else 'single-frame'} predictor does not fit {model_name!r}")
@@ -163,7 +171,13 @@ def convert_aunet(src, aus=None, *, model_name: str | None = None, vae=None, fan
             raise ConversionError(f"model {model_name!r} has no label VAE to load {vae} into")
         convert_vae_state(vae_sd, model.vae)
         report["vae"] = str(vae)
-    report.update(num_aus=n, temporal=temporal, fusion=list(fusion))
+    report.update(num_aus=n, temporal=temporal, fusion=list(fusion), as_published=bool(as_published))
+    kind = "AUFAN_TDN_ (AU-TDN)" if temporal else "AU-FAN"
+    report["summary"] = (f"AU-Net {kind} predictor: {len(sd)} entries by position; fusion {tuple(fusion)}; "
+                         f"label VAE {'loaded' if vae_sd is not None else 'none'}; FAN file "
+                         f"{fan_weights or 'not given (model.args.fan_weights)'}; evaluation "
+                         + ("as the authors' test.py (flip averaging)" if model.flip_tta
+                            else "as the paper (no flip averaging; --as-published for test.py's)"))
     model.eval()
     model.conversion_report = report
     return model

@@ -121,10 +121,26 @@ def load_cis_checkpoint(src) -> dict[str, Any]:
     return {"model": dict(sd), "K_subject": tens(K), "V_subject": tens(V), "P_subject": tens(P), "source": where}
 
 
+#: backbones a converted CISNet can have (the authors' code also offers alexnet and vgg16)
+SUPPORTED_BACKBONES = ("resnet18", "resnet34", "resnet50")
+
+
 def detect_backbone(sd: Mapping[str, torch.Tensor]) -> str | None:
-    """``resnet18``/``resnet34``/``resnet50`` from the encoder keys (None for a head-only file)."""
+    """``resnet18``/``resnet34``/``resnet50`` from the encoder keys (None for a head-only file).
+
+    Raises :class:`ConversionError` for an encoder that is not a torchvision ResNet (the authors'
+    ``alexnet``/``vgg16`` options: ``features`` children, keys ``encoder.0.<i>.weight``)."""
     if not any(k.startswith("encoder.") for k in sd):
         return None
+    conv1 = sd.get("encoder.0.weight")
+    if conv1 is None or tuple(conv1.shape) != (64, 3, 7, 7):
+        first = sd.get("encoder.0.0.weight")
+        name = ("an AlexNet" if first is not None and tuple(first.shape[-2:]) == (11, 11) else
+                "a VGG-16" if first is not None and tuple(first.shape[-2:]) == (3, 3) else "not a ResNet")
+        raise ConversionError(
+            f"the checkpoint's encoder is {name} (first encoder key "
+            f"{next(k for k in sd if k.startswith('encoder.'))}); audet converts CISNet with "
+            f"{', '.join(SUPPORTED_BACKBONES)} encoders only")
     if "encoder.4.0.conv3.weight" in sd:
         return "resnet50"
     return "resnet34" if "encoder.4.2.conv1.weight" in sd else "resnet18"
@@ -138,13 +154,16 @@ def convert_cisnet(
     backbone: str | None = None,
     model_name: str | None = None,
     input_convention: str = "bgr_unit",
+    as_published: bool = False,
     **cfg,
 ):
     """Build an audet CISNet from the authors' ``final_model.pt`` or ``epoch*_model.pt``.
 
     ``aus``: AU numbers, a dataset name (``"BP4D"``) or None (count from ``final.2``).
     ``subjects``: names of the dictionary rows (default placeholders). ``backbone``: needed only
-    for a head-only file. Returns the model in eval mode with ``model.conversion_report``.
+    for a head-only file. ``as_published``: the authors' stand-alone test settings
+    (``eval_intervention=False``: evaluated without the subject dictionary, as their test phase)
+    instead of the paper's (with it). Returns the model in eval mode with ``model.conversion_report``.
     """
     from audet.models.registry import create_model
     from audet.models.base import DataInfo
@@ -156,7 +175,12 @@ def convert_cisnet(
             f"{ck['source']}: not a CISNet checkpoint (no projector.weight / final.2.weight; first keys: "
             f"{', '.join(list(sd)[:5])})"
         )
-    found = detect_backbone(sd)
+    try:
+        found = detect_backbone(sd)
+    except ConversionError as exc:
+        raise ConversionError(f"{ck['source']}: {exc}") from None
+    if as_published:
+        cfg.setdefault("eval_intervention", False)
     if found and backbone and found != backbone:
         raise ConversionError(f"{ck['source']}: the encoder is a {found}, not the requested {backbone}")
     backbone = found or backbone
@@ -174,7 +198,7 @@ def convert_cisnet(
         if S == 0:
             raise ConversionError(
                 f"{ck['source']}: a bare epoch file has no subject dictionary; pass subjects=[...] (the training "
-                "subjects) so the model can be built, then fill the dictionary with a data pass"
+                "subjects; CLI: --subjects FILE or a comma list) so the model can be built, then fill the dictionary with a data pass"
             )
         names = [str(s) for s in subjects] if subjects else [f"subject_{i:02d}" for i in range(S)]
         if len(names) != S:
@@ -198,7 +222,10 @@ def convert_cisnet(
             state[ours] = sd[theirs].detach().clone().to(own[ours].dtype)
     model.load_state_dict(state, strict=True)
     report = {"source": ck["source"], "backbone": backbone, "num_aus": n, "tensors": len(sd), "dictionary": False,
-              "missing_encoder": head_only, "input_convention": input_convention}
+              "missing_encoder": head_only, "input_convention": input_convention,
+              "as_published": bool(as_published)}
+    evaluation = ("without the subject dictionary (the authors' stand-alone test; --as-published)"
+                  if not model.eval_intervention else "with the subject dictionary (the paper; --as-published: without)")
     if K is not None:
         if P is None:
             raise ConversionError(f"{ck['source']}: K_subject without P_subject")
@@ -211,10 +238,12 @@ def convert_cisnet(
             report["V_minus_PK_max_abs"] = float((V - P.reshape(-1, 1) * K).abs().max())
         report.update(dictionary=True, subjects=len(names))
         report["summary"] = (f"subject dictionary: {len(names)} subjects (K_subject, V_subject, P_subject); rows named "
-                             f"{names[0]} ... {names[-1]}; input {input_convention}")
+                             f"{names[0]} ... {names[-1]}; input {input_convention}; evaluated {evaluation}")
     elif has_cis:
-        report["summary"] = ("no subject dictionary in the checkpoint (a bare epoch file): the model runs without CIS "
-                             "until a data pass fills it")
+        report["summary"] = (f"no subject dictionary in the checkpoint (a bare epoch file; {len(names)} training subjects "
+                             f"{names[0]} ... {names[-1]}): the model runs without CIS until a data pass fills it")
+    else:
+        report["summary"] = f"CISNet without CIS ({backbone}); input {input_convention}"
     model.eval()
     model.conversion_report = report
     return model
