@@ -147,7 +147,8 @@ def first_face_inputs(det, video) -> list:
 
 def test_clip_model_gets_the_same_face_at_the_trained_offsets_in_order(tmp_path):
     ck = make_checkpoint(tmp_path / "clip.safetensors", clip={"offsets": [-2, 0, 2], "targets": "centre"})
-    det = audet.Detector(checkpoint=ck, batch_size=4, min_face_size=40)
+    # detect_every=1: compared below with each frame analysed on its own (first_face_inputs)
+    det = audet.Detector(checkpoint=ck, batch_size=4, min_face_size=40, detect_every=1)
     det.model = rec = Recorder(det.model)
     n = 9
     vid = write_video(tmp_path / "v.mp4", n=n, schedule=lambda t: [(10 + 4 * t, 30, False)])
@@ -169,7 +170,7 @@ def test_align_clip_model_gets_its_frames_aligned_to_the_centre_frame_as_in_trai
 
     ck = make_checkpoint(tmp_path / "clip.safetensors", clip={"offsets": [-2, 0, 2], "targets": "centre"},
                          align_clip="five_point")
-    det = audet.Detector(checkpoint=ck, batch_size=4, min_face_size=40)
+    det = audet.Detector(checkpoint=ck, batch_size=4, min_face_size=40, detect_every=1)
     assert det.aligner.align_clip
     det.model = rec = Recorder(det.model)
     n = 7

@@ -23,6 +23,11 @@ DESCRIPTION = """Facial action unit (AU) detection toolkit.
 ablation variants, plus small baselines. Start with `audet demo`."""
 
 
+#: commands that compute with torch: they take ``--threads`` and get audet's thread policy
+#: (:mod:`audet.utils.threads`: waiting threads sleep, threads chosen from the free CPUs)
+COMPUTE_COMMANDS = ("demo", "train", "cv", "evaluate", "finetune", "predict", "visualize")
+
+
 class Parser(argparse.ArgumentParser):
     """argparse with one-line errors: ``audet CMD: error: MESSAGE (see `audet CMD --help`)``, exit 2."""
 
@@ -49,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         mod.add_arguments(p)
+        if name in COMPUTE_COMMANDS and not any("--threads" in a.option_strings for a in p._actions):
+            p.add_argument("--threads", type=int, default=None, metavar="N",
+                           help="compute threads (default: the CPUs not busy with other programs; "
+                                "AUDET_THREADS=N does the same)")
         p.set_defaults(_run=mod.run)
     return parser
 
@@ -72,6 +81,9 @@ def error_line(exc: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     import os
 
+    from audet.utils.threads import prepare_environment
+
+    prepare_environment()  # before any command imports torch: waiting OpenMP threads sleep, not spin
     parser = build_parser()
     try:
         args, extra = parser.parse_known_args(argv)
@@ -93,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         finish_args(args)  # e.g. the old positional checkpoint (an error here is a usage error)
+        if getattr(args, "command", None) in COMPUTE_COMMANDS:
+            from audet.utils.threads import configure
+
+            configure(getattr(args, "threads", None))
         with console_logging():  # library progress and notes (logging) reach the user on stdout
             return int(args._run(args) or 0)
     except KeyboardInterrupt:

@@ -12,7 +12,9 @@ HELP = "detect AUs of every face in images, folders, videos or a camera (one tab
 DESCRIPTION = """\
 Run a trained checkpoint on your own media, offline: faces are detected (MTCNN), given 68 landmarks
 (dlib), aligned as in training (protocol section 2) and preprocessed with the checkpoint's own
-transform; faces of several frames go through the model in batches.
+transform; faces of several frames go through the model in batches. In videos the face detector runs
+every --detect-every frames (and when a face is lost or a new one may have entered); in between,
+each face is followed by its own landmarks. Decoding runs ahead in a reader thread.
 
 INPUT is an image, a folder (its images make one table, each video in it its own table), a video
 file or a camera index (0, 1, ...). For each input OUT/<name>.csv holds one row per face per frame:
@@ -38,15 +40,16 @@ Examples:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from audet.commands._common import (add_batch_size, add_checkpoint, add_device, add_overwrite, add_precision,
-                                        add_quiet, nonnegative_float)
+                                        add_quiet, nonnegative_float, positive_int)
 
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image, folder, video file or camera index")
     add_checkpoint(p, "audet checkpoint (.safetensors) or an ONNX file from `audet export`", old_before=None,
                    required=False)
     p.add_argument("--out", "-o", default="predictions", help="output folder (default: %(default)s)")
     p.add_argument("--format", choices=("csv", "parquet"), default="csv", help="table format (parquet needs pyarrow)")
-    p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
-                   help="model runtime (onnxruntime exports <checkpoint>.onnx beside the checkpoint if missing)")
+    p.add_argument("--backend", choices=("auto", "torch", "onnxruntime"), default="auto",
+                   help="model runtime; auto (default): onnxruntime on the CPU where it is installed, agrees with "
+                        "PyTorch and is faster, else PyTorch (onnxruntime exports <checkpoint>.onnx beside the checkpoint)")
     add_device(p)
     p.add_argument("--face-detector", default="mtcnn", choices=("mtcnn", "dlib-hog", "dlib-cnn", "haar"),
                    help="face detector (default: %(default)s; docs/inference.md compares them)")
@@ -55,6 +58,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_batch_size(p, 32, "faces per model call")
     add_precision(p, "32 (default) | bf16 autocast (torch backend; faster on CPUs with AVX-512 bf16) | "
                      "16 (fp16 autocast, CUDA only)")
+    p.add_argument("--detect-every", type=positive_int, default=10, metavar="K",
+                   help="videos: run the face detector every K frames and follow the faces by their landmarks in "
+                        "between (it also runs when a face is lost or a new one may have entered); 1: every frame "
+                        "(default: %(default)s)")
     p.add_argument("--threshold", type=float, default=0.5, help="presence threshold on the probability (default: %(default)s)")
     p.add_argument("--max-pixels", type=nonnegative_float, default=100e6,
                    help="refuse larger images/frames (0: no limit; default 100e6)")
@@ -83,7 +90,8 @@ def _signature(item, args, detector) -> dict:
     ck = args.checkpoint
     return {"input": _source(item), "checkpoint": _stat(ck) if ck and os.path.exists(ck) else str(ck),
             "aus": detector.aus, "threshold": args.threshold, "face_detector": args.face_detector, "min_face_size": args.min_face_size,
-            "landmarker": args.landmarker, "offsets": detector.offsets}
+            "landmarker": args.landmarker, "offsets": detector.offsets, "detect_every": detector.detect_every,
+            "backend": detector.model.name}
 
 
 def _folder_inputs(args, detector) -> dict:
@@ -137,9 +145,10 @@ def _process(item, detector, args, out: Path, stats: dict | None = None) -> tupl
         frames = tqdm(frames, total=total, initial=start, unit="frame" if track else "image", desc=item.name,
                       dynamic_ncols=True, file=sys.stderr)
     problems = []
+    chunks = detector.iter_chunks(frames, track=track, tracker_state=(state or {}).get("tracker"),
+                                  skip_before=int((state or {}).get("skip_before", 0)))
     try:
-        for chunk in detector.iter_chunks(frames, track=track, tracker_state=(state or {}).get("tracker"),
-                                          skip_before=int((state or {}).get("skip_before", 0))):
+        for chunk in chunks:
             writer.append(chunk.rows, chunk.resume)
             problems.extend(chunk.problems)
             stats["frames"] = stats.get("frames", 0) + chunk.frames
@@ -147,6 +156,7 @@ def _process(item, detector, args, out: Path, stats: dict | None = None) -> tupl
             if len(chunk.rows):
                 stats["frames_with_face"] = stats.get("frames_with_face", 0) + int(chunk.rows["frame"].nunique())
     except KeyboardInterrupt:
+        chunks.close()  # the reader thread stops before the video is closed
         if item.kind == "camera":
             print(f"{item.name}: stopped", file=sys.stderr)
         else:
@@ -154,6 +164,7 @@ def _process(item, detector, args, out: Path, stats: dict | None = None) -> tupl
                 src.close()
             raise
     finally:
+        chunks.close()
         if hasattr(frames, "close") and not args.quiet:
             frames.close()
     if src is not None:
@@ -207,7 +218,8 @@ def run(args: argparse.Namespace) -> int:
                             backend=args.backend, device=args.device, batch_size=args.batch_size,
                             precision=args.precision,
                             threshold=args.threshold, max_pixels=int(args.max_pixels) or None,
-                            min_face_size=args.min_face_size)
+                            min_face_size=args.min_face_size, detect_every=args.detect_every,
+                            threads=getattr(args, "threads", None))
     except (CheckpointProblem, FaceModelsMissing) as exc:
         print(f"audet predict: error: {exc}", file=sys.stderr)
         return 2

@@ -7,13 +7,21 @@ two do not import each other.
 from __future__ import annotations
 
 import json
+import logging
+import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from audet.inference.backends import NO_CHECKPOINT, CheckpointProblem, OnnxBackend, TorchBackend
 
-__all__ = ["load_model", "load_backend"]
+__all__ = ["load_model", "load_backend", "auto_backend", "AUTO_ATOL"]
+
+log = logging.getLogger(__name__)
+
+#: largest difference of probabilities allowed between onnxruntime and PyTorch when ``auto`` checks them
+AUTO_ATOL = 1e-4
 
 
 def load_model(path) -> torch.nn.Module:
@@ -34,6 +42,57 @@ def load_model(path) -> torch.nn.Module:
         raise
 
 
+def _sample_input(preprocess: dict, offsets: list[int], batch: int = 2, seed: int = 0) -> torch.Tensor:
+    c = int(preprocess.get("crop_size") or preprocess.get("aligned_size") or 200)
+    shape = (batch, 3, c, c) if len(offsets) == 1 else (batch, len(offsets), 3, c, c)
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+
+
+def _seconds(backend, x: torch.Tensor, repeats: int = 2) -> float:
+    backend(x)  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        backend(x)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def auto_backend(model: torch.nn.Module, checkpoint, threads: int | None = None, atol: float = AUTO_ATOL):
+    """The faster of PyTorch and onnxruntime for ``model`` on the CPU.
+
+    onnxruntime is used when it is installed, the model exports (``<checkpoint>.onnx``, cached beside
+    the checkpoint), its probabilities agree with PyTorch's within ``atol`` on a random batch,
+    and it is faster on that batch; otherwise PyTorch, with a logged warning when the ONNX file
+    disagrees or cannot be made."""
+    torch_be = TorchBackend(model, "cpu")
+    if getattr(model, "onnx_unsupported", None):
+        return torch_be
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return torch_be
+    from audet.inference.onnx_export import cached_onnx
+
+    try:
+        ort_be = OnnxBackend(cached_onnx(model, checkpoint), threads)
+    except Exception as exc:  # noqa: BLE001 - any export/load failure: PyTorch is always there
+        log.warning("onnxruntime not used (the model could not be exported or loaded: %s); running PyTorch",
+                    " ".join(str(exc).split())[:300])
+        return torch_be
+    x = _sample_input(torch_be.preprocess, torch_be.offsets)
+    diff = float(np.abs(ort_be(x) - torch_be(x)).max())
+    if not np.isfinite(diff) or diff > atol:
+        log.warning("onnxruntime not used: its probabilities differ from PyTorch's by %.3g (> %.0e) on a "
+                    "check batch; running PyTorch (re-export with `audet export` to investigate)", diff, atol)
+        return torch_be
+    t_ort, t_torch = _seconds(ort_be, x), _seconds(torch_be, x)
+    chosen = ort_be if t_ort <= t_torch else torch_be
+    log.info("model runtime: %s (onnxruntime %.1f ms, PyTorch %.1f ms per check batch; max difference %.1e)",
+             chosen.name, 1000 * t_ort, 1000 * t_torch, diff)
+    return chosen
+
+
 def load_backend(checkpoint, backend: str = "torch", device: str = "cpu", threads: int | None = None,
                  precision: str = "32"):
     """A backend for ``checkpoint``: a path (.safetensors checkpoint or .onnx file) or a loaded model.
@@ -41,7 +100,19 @@ def load_backend(checkpoint, backend: str = "torch", device: str = "cpu", thread
     ``backend="onnxruntime"`` with a .safetensors checkpoint uses ``<checkpoint>.onnx`` beside it
     when that is current (written by ``audet export``), else exports one into a cache folder.
     ``precision``: ``"32"``, ``"bf16"`` or ``"16"`` autocast of the torch backend (onnxruntime: 32 only).
+    ``backend="auto"``: a checkpoint file on the CPU in fp32 gets :func:`auto_backend` (onnxruntime
+    where installed, matching and faster); an .onnx file onnxruntime; a loaded model, another
+    device or another precision PyTorch.
     """
+    if checkpoint is None or checkpoint == "":
+        raise CheckpointProblem(NO_CHECKPOINT)
+    if backend == "auto":
+        if isinstance(checkpoint, torch.nn.Module) or torch.device(device).type != "cpu" or str(precision) != "32":
+            backend = "torch"
+        elif Path(checkpoint).suffix == ".onnx":
+            backend = "onnxruntime"
+        else:
+            return auto_backend(load_model(Path(checkpoint)), Path(checkpoint), threads)
     if backend != "torch" and str(precision) != "32":
         raise CheckpointProblem(f"precision {precision} needs the torch backend (onnxruntime runs the fp32 export)")
     if checkpoint is None or checkpoint == "":
@@ -71,7 +142,7 @@ def load_backend(checkpoint, backend: str = "torch", device: str = "cpu", thread
     if backend == "torch":
         return TorchBackend(load_model(p), device, precision)
     if backend not in ("onnxruntime", "onnx"):
-        raise CheckpointProblem(f"unknown backend {backend!r}: torch or onnxruntime")
+        raise CheckpointProblem(f"unknown backend {backend!r}: auto, torch or onnxruntime")
     from audet.inference.onnx_export import cached_onnx
 
     model = load_model(p)

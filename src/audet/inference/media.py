@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +30,7 @@ __all__ = [
     "Frame",
     "FrameError",
     "image_frames",
+    "prefetch",
     "InputItem",
     "expand_inputs",
 ]
@@ -250,6 +253,78 @@ class VideoSource:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class _Raised:
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
+_END = object()
+
+
+def prefetch(frames, size: int = 8, name: str = "audet-reader") -> Iterator:
+    """Iterate ``frames`` in a reader thread, up to ``size`` items ahead, so that decoding overlaps
+    with the caller's work (OpenCV and Pillow release the GIL while decoding).
+
+    Items come out in order; an exception raised by ``frames`` (a corrupt file, a
+    ``KeyboardInterrupt`` in a test's stand-in) is raised in the caller at its place in the order.
+    When the caller stops early (``close()``, an exception, Ctrl+C), the reader stops at its next
+    item, ``frames`` is closed in the reader thread, and the thread is joined before this returns.
+    ``size`` < 1 iterates in the caller's thread.
+    """
+    if size < 1:
+        yield from frames
+        return
+    q: queue.Queue = queue.Queue(maxsize=int(size))
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work():
+        it = iter(frames)
+        try:
+            for item in it:
+                if not put(item):
+                    break
+            else:
+                put(_END)
+        except BaseException as exc:  # handed to the caller, in order
+            put(_Raised(exc))
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception as exc:  # noqa: BLE001 - closing must not hide the first problem
+                    log.debug("closing the frame source failed: %s", exc)
+
+    thread = threading.Thread(target=work, name=name, daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _END:
+                return
+            if isinstance(item, _Raised):
+                raise item.exc
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():
+            try:
+                while True:
+                    q.get_nowait()
+            except queue.Empty:
+                pass
+            thread.join(timeout=0.05)
 
 
 @dataclass

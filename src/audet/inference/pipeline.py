@@ -32,7 +32,8 @@ import torch
 from audet.inference.align import FaceAligner
 from audet.inference.loading import load_backend
 from audet.faces import DetectedFace, make_face_detector, make_landmarker
-from audet.inference.media import MAX_PIXELS, Frame, FrameError, VideoSource, image_frames, read_image
+from audet.inference.follow import FaceFollower, jsonable
+from audet.inference.media import MAX_PIXELS, Frame, FrameError, VideoSource, image_frames, prefetch, read_image
 from audet.inference.tracking import IoUTracker
 from audet.inference.headpose import head_pose
 from audet.inference.writers import POSE_COLUMNS, result_columns
@@ -88,7 +89,8 @@ class Detector:
             (see :mod:`audet.faces`).
         landmarker: ``"dlib"`` (default), a dlib 68-point .dat path, or an object with
             ``landmarks(image, boxes)``.
-        backend: ``"torch"`` or ``"onnxruntime"``.
+        backend: ``"auto"`` (onnxruntime on the CPU where it agrees with PyTorch and is faster,
+            see :func:`audet.inference.loading.auto_backend`), ``"torch"`` or ``"onnxruntime"``.
         batch_size: faces per model call (faces of several frames are batched together).
         threshold: presence (``AUxx_c``) is probability >= threshold (0.5 as in protocol F1).
         detect_max_side: images larger than this are downscaled for face DETECTION only
@@ -97,13 +99,24 @@ class Detector:
         iou_threshold, max_age: face tracking in videos (:class:`IoUTracker`).
         min_face_size: smallest face side (pixels) MTCNN looks for; larger is faster.
         precision: ``"32"`` (default), ``"bf16"`` or ``"16"`` (CUDA) autocast of the torch backend.
+        detect_every: videos: the face detector runs every this many frames, and faces are followed
+            by their landmarks in between (:mod:`audet.inference.follow`: it also runs when a face
+            is lost or a new one may have entered); 1 detects on every frame.
+        threads: compute threads (None: :mod:`audet.utils.threads` chooses).
+        prefetch: frames decoded ahead in a reader thread (0: decode in the caller's thread).
     """
 
-    def __init__(self, checkpoint=None, *, face_detector="mtcnn", landmarker="dlib", backend: str = "torch",
+    def __init__(self, checkpoint=None, *, face_detector="mtcnn", landmarker="dlib", backend: str = "auto",
                  device: str = "cpu", batch_size: int = 32, threshold: float = 0.5, detect_max_side: int = 1280,
                  max_pixels: int | None = MAX_PIXELS, iou_threshold: float = 0.3, max_age: int = 10,
-                 threads: int | None = None, min_face_size: int = 20, precision: str = "32"):
-        self.model = load_backend(checkpoint, backend, device, threads, precision)
+                 threads: int | None = None, min_face_size: int = 20, precision: str = "32", detect_every: int = 10,
+                 prefetch: int = 8):
+        from audet.utils.threads import configure
+
+        if detect_every < 1:
+            raise ValueError(f"detect_every must be >= 1, got {detect_every}")
+        self.threads = configure(threads)
+        self.model = load_backend(checkpoint, backend, device, self.threads, precision)
         self.aus = list(self.model.aus)
         self.preprocess = dict(self.model.preprocess)
         self.offsets, self.centre = list(self.model.offsets), int(self.model.centre)
@@ -118,6 +131,7 @@ class Detector:
         self.detect_max_side = int(detect_max_side) if detect_max_side else 0
         self.max_pixels = max_pixels
         self.iou_threshold, self.max_age = float(iou_threshold), int(max_age)
+        self.detect_every, self.prefetch = int(detect_every), int(prefetch)
         self.columns = result_columns(self.aus)
         self.timings: dict[str, float] = defaultdict(float)
         self.counts: dict[str, int] = defaultdict(int)
@@ -150,17 +164,46 @@ class Detector:
         return list(self.face_detector.detect(image))
 
     def analyse_frame(self, image: np.ndarray, index: int = 0, timestamp: float = float("nan"), file: str = "",
-                      tracker: IoUTracker | None = None) -> _FrameRec:
-        """Detection, landmarks, ids and model inputs of one RGB uint8 frame (no model call)."""
+                      tracker: IoUTracker | None = None, follower: FaceFollower | None = None) -> _FrameRec:
+        """Detection (or following, see :mod:`audet.inference.follow`), landmarks, ids and model
+        inputs of one RGB uint8 frame (no model call)."""
         self._warn_synthetic()
-        t0 = time.perf_counter()
-        found = self._detect(image)
-        t1 = time.perf_counter()
+        clock = time.perf_counter
+        t_det = t_lm = 0.0
+        t0 = clock()
+        reason = follower.due(index, image) if follower is not None else "every frame"
+        if reason:
+            found = self._detect(image)
+            self.counts["detections"] += 1
+        else:
+            found = [DetectedFace(tuple(b), s) for b, s in follower.followed_boxes()]
         if tracker is None:  # still images: ids by position, left to right
             found.sort(key=lambda f: (f.box[0], f.box[1]))
+        t1 = clock()
+        t_det += t1 - t0
         boxes = [f.box for f in found]
         lms = self.landmarker.landmarks(image, boxes) if found else []
-        t2 = time.perf_counter()
+        t2 = clock()
+        t_lm += t2 - t1
+        if follower is not None:
+            why = follower.lost(image, lms) if not reason else None
+            if why:  # a face lost: the detector looks at this frame
+                reason = f"face lost ({why})"
+                found = self._detect(image)
+                self.counts["detections"] += 1
+                t1 = clock()
+                t_det += t1 - t2
+                boxes = [f.box for f in found]
+                lms = self.landmarker.landmarks(image, boxes) if found else []
+                t2 = clock()
+                t_lm += t2 - t1
+            if reason:
+                follower.detected(index, image, boxes, [f.score for f in found], lms, reason)
+                self.counts[f"detections: {reason}"] += 1
+            else:
+                follower.followed(lms)
+                self.counts["followed_frames"] += 1
+            t2 = clock()
         ids = tracker.update(index, boxes) if tracker is not None else list(range(len(found)))
         faces = []
         for f, lm, fid in zip(found, lms, ids):
@@ -176,8 +219,8 @@ class Detector:
             pose = head_pose(lm, image.shape[1], image.shape[0]) if lm is not None else (float("nan"),) * 3
             faces.append(_Face(int(fid), tuple(float(v) for v in f.box), float(f.score), lm, x, pose))
         t3 = time.perf_counter()
-        self.timings["detection"] += t1 - t0
-        self.timings["landmarks"] += t2 - t1
+        self.timings["detection"] += t_det
+        self.timings["landmarks"] += t_lm
         self.timings["alignment"] += t3 - t2
         self.counts["frames"] += 1
         self.counts["faces"] += len(faces)
@@ -265,6 +308,10 @@ class Detector:
         """
         tracker = (IoUTracker.from_state(tracker_state) if tracker_state else
                    IoUTracker(self.iou_threshold, self.max_age)) if track else None
+        follower = None
+        if track and self.detect_every > 1:
+            follower = FaceFollower(self.detect_every)
+            follower.load_state((tracker_state or {}).get("follow"))
         lo, hi = min(self.offsets), max(self.offsets)
         warm = max(0, -lo)
         pending: list[_FrameRec] = []
@@ -273,7 +320,7 @@ class Detector:
         problems: list[str] = []
         last_seen = -1
         n_read = 0
-        it = iter(frames)
+        it = prefetch(frames, self.prefetch)
 
         first_index: int | None = None  # the first frame this run reads (its resume point)
         done_next = skip_before  # rows of all frames before this one are out
@@ -286,7 +333,7 @@ class Detector:
             if tracker is not None and start > 0:
                 keys = [k for k in snaps if k <= start - 1]
                 state = snaps[max(keys)] if keys else (tracker_state or None)
-            return {"start": start, "skip_before": max(next_frame, skip_before), "tracker": state}
+            return {"start": start, "skip_before": max(next_frame, skip_before), "tracker": jsonable(state)}
 
         def emit(ready: list[_FrameRec]) -> Chunk:
             nonlocal problems, n_read
@@ -323,44 +370,47 @@ class Detector:
             return chunk
 
         ready: list[_FrameRec] = []
-        while True:
-            t0 = time.perf_counter()
-            try:
-                fr = next(it)
-            except StopIteration:
-                break
-            self.timings["decode"] += time.perf_counter() - t0
-            n_read += 1
-            if first_index is None:
-                first_index = fr.index
-            if isinstance(fr, FrameError):
-                problems.append(fr.message)
-                self.counts["unreadable"] += 1
-                rec = _FrameRec(fr.index, float("nan"), fr.file, [])  # keeps its place in the order
-            else:
-                rec = self._analyse_safely(fr, tracker, track, problems)
-            if tracker is not None and not isinstance(fr, FrameError):
-                snaps[fr.index] = tracker.state()
-            if len(self.offsets) > 1:  # clip models: keep each face's inputs for its neighbours
-                for f in rec.faces:
-                    if f.x is not None:
-                        hist[f.face_id][rec.index] = f.x
-            pending.append(rec)
-            last_seen = rec.index
-            while pending and pending[0].index + hi <= last_seen:
-                ready.append(pending.pop(0))
-            n_faces = sum(len(r.faces) for r in ready)
-            if ready and (n_faces >= self.batch_size or len(ready) >= self.batch_size):
-                yield emit(ready)
-                ready = []
+        try:
+            while True:
+                t0 = time.perf_counter()
+                try:
+                    fr = next(it)
+                except StopIteration:
+                    break
+                self.timings["decode"] += time.perf_counter() - t0
+                n_read += 1
+                if first_index is None:
+                    first_index = fr.index
+                if isinstance(fr, FrameError):
+                    problems.append(fr.message)
+                    self.counts["unreadable"] += 1
+                    rec = _FrameRec(fr.index, float("nan"), fr.file, [])  # keeps its place in the order
+                else:
+                    rec = self._analyse_safely(fr, tracker, follower, track, problems)
+                if tracker is not None and not isinstance(fr, FrameError):
+                    snaps[fr.index] = {**tracker.state(), "follow": follower.state()} if follower else tracker.state()
+                if len(self.offsets) > 1:  # clip models: keep each face's inputs for its neighbours
+                    for f in rec.faces:
+                        if f.x is not None:
+                            hist[f.face_id][rec.index] = f.x
+                pending.append(rec)
+                last_seen = rec.index
+                while pending and pending[0].index + hi <= last_seen:
+                    ready.append(pending.pop(0))
+                n_faces = sum(len(r.faces) for r in ready)
+                if ready and (n_faces >= self.batch_size or len(ready) >= self.batch_size):
+                    yield emit(ready)
+                    ready = []
+        finally:
+            it.close()  # the reader thread stops and is joined
         ready.extend(pending)
         pending = []
         if ready or problems or n_read:
             yield emit(ready)
 
-    def _analyse_safely(self, fr: Frame, tracker, track: bool, problems: list[str]) -> _FrameRec:
+    def _analyse_safely(self, fr: Frame, tracker, follower, track: bool, problems: list[str]) -> _FrameRec:
         try:
-            return self.analyse_frame(fr.image, fr.index, fr.timestamp, fr.file, tracker)
+            return self.analyse_frame(fr.image, fr.index, fr.timestamp, fr.file, tracker, follower)
         except Exception as exc:  # a detector/landmarker failing on one frame
             what = fr.file if not track else f"frame {fr.index}"
             problems.append(f"{what}: face analysis failed ({type(exc).__name__}: {exc})")
@@ -396,13 +446,15 @@ class Detector:
     def stream(self, video, start: int = 0, progress: bool = False) -> Iterator[pd.DataFrame]:
         """Rows of a video file (or camera index), one DataFrame per chunk, with flat memory."""
         src = VideoSource(video, self.max_pixels)
+        chunks = None
         try:
             frames = src.frames(0)
             if progress:
                 from tqdm.auto import tqdm
 
                 frames = tqdm(frames, total=src.frame_count, unit="frame", desc=str(src.name), dynamic_ncols=True)
-            for c in self.iter_chunks(frames, track=True, skip_before=start):
+            chunks = self.iter_chunks(frames, track=True, skip_before=start)
+            for c in chunks:
                 for p in c.problems:
                     log.warning("%s", p)
                 yield c.rows
@@ -410,6 +462,8 @@ class Detector:
                 log.warning("%s: video ended after %d of %d frames (truncated file?)", src.name, src.frames_read,
                             src.frame_count)
         finally:
+            if chunks is not None:
+                chunks.close()  # the reader thread stops before the video is closed
             src.close()
 
     def detect_video(self, video, progress: bool = False) -> pd.DataFrame:
