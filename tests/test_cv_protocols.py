@@ -41,6 +41,11 @@ class FakeFit:
                "test": {"best": {"f1": float(np.mean(list(per_au.values()))), "per_au": per_au, "epoch": 0}},
                "test_subjects": subjects, "data_root": root}
         Path(cfg.output.dir).mkdir(parents=True, exist_ok=True)
+        # as fit does: the run directory records the config that made it before results are written
+        from audet.engine.fit import run_inputs
+        from audet.utils.manifest import write_manifest
+
+        write_manifest(cfg.output.dir, run_inputs(cfg), command="train", paths={"run_dir": str(cfg.output.dir)})
         write_json_atomic(Path(cfg.output.dir) / "results.json", res)
         self.calls.append({"root": root, "fold": k, "name": cfg.name, "subjects": subjects})
         return res

@@ -207,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "parquet" and not parquet_available():
         print("audet predict: error: Parquet output needs pyarrow: pip install pyarrow (or use --format csv)", file=sys.stderr)
         return 2
-    if args.backend == "torch":
+    if args.backend in ("torch", "auto"):  # auto runs PyTorch on any device but the CPU
         check_device(args.device)
     items, problems = expand_inputs(args.inputs)
     failures = list(problems)

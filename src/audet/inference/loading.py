@@ -111,7 +111,7 @@ def load_backend(checkpoint, backend: str = "torch", device: str = "cpu", thread
             backend = "torch"
         elif Path(checkpoint).suffix == ".onnx":
             backend = "onnxruntime"
-        else:
+        elif not Path(checkpoint).is_dir():  # a folder gets the one-line error below
             return auto_backend(load_model(Path(checkpoint)), Path(checkpoint), threads)
     if backend != "torch" and str(precision) != "32":
         raise CheckpointProblem(f"precision {precision} needs the torch backend (onnxruntime runs the fp32 export)")
