@@ -165,7 +165,7 @@ def _n_params(path: Path) -> int:
     from safetensors import safe_open
 
     with safe_open(str(path), "pt") as f:
-        return int(sum(np.prod(f.get_slice(k).get_shape()) for k in f))
+        return int(sum(np.prod(f.get_slice(k).get_shape()) for k in f.keys()))  # noqa: SIM118 (safe_open is not iterable)
 
 
 def _last_loss(run: Path) -> float:

@@ -81,6 +81,6 @@ def run(args) -> int:
     write_json_atomic(out.with_suffix(".json"), info)
     print(f"FAN ({args.pool} pool, {args.size} px input) trained {args.steps} steps in {minutes:.1f} min on "
           f"{fold['train']}; test {fold['test']}: NME {nme['nme']:.2f}% of the inter-ocular distance "
-          f"({nme['n']} frames; {nme['nme_mean_shape']:.2f}% for the training mean shape)")
+          f"({nme['n']} frames; {nme['nme_mean_shape']:.2f}% for the test frames' own mean shape)")
     print(f"wrote {out} (use model.args.fan_weights={out} model.args.fan_pool={args.pool})")
     return 0
