@@ -501,7 +501,7 @@ def test_stacked_block_equals_each_block_with_attention_outputs(sr):
 def test_intervention_identity_init_starts_as_bnet_head_and_default_is_the_authors():
     paper = tiny("ac2d")
     assert paper.config["intervention_init"] == "restv2"
-    w = paper.branches[0].intervention.w_x.weight
+    w = paper.branches[0].intervention.w_x.weight.detach()
     assert not torch.equal(w, torch.eye(w.shape[0])) and float(w.std()) < 0.03  # std-0.02 init
     m = tiny("ac2d", intervention_init="identity")
     for br in m.branches:
