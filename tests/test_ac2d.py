@@ -496,3 +496,23 @@ def test_stacked_block_equals_each_block_with_attention_outputs(sr):
         torch.testing.assert_close(fused[j], ref, atol=1e-5, rtol=0)
         for k in ("mean", "logmean"):
             torch.testing.assert_close(info[k][j], ref_info[k], atol=1e-5, rtol=0)
+
+
+def test_intervention_identity_init_starts_as_bnet_head_and_default_is_the_authors():
+    paper = tiny("ac2d")
+    assert paper.config["intervention_init"] == "restv2"
+    w = paper.branches[0].intervention.w_x.weight.detach()
+    assert not torch.equal(w, torch.eye(w.shape[0])) and float(w.std()) < 0.03  # std-0.02 init
+    m = tiny("ac2d", intervention_init="identity")
+    for br in m.branches:
+        iv = br.intervention
+        assert torch.equal(iv.w_x.weight, torch.eye(iv.dim)) and not iv.w_z.weight.any()
+        assert not iv.w_x.bias.any() and not iv.w_z.bias.any()
+    # Eq. 10 then returns f itself for any prototypes, so the logits are head(f) (B-Net's classifier)
+    f = torch.randn(3, m.embed_dim)
+    keys = torch.randn(1, m.embed_dim)
+    torch.testing.assert_close(m.branches[0].intervention(f, keys, keys), f)
+    shared = tiny("ac2d_avcsd", intervention_init="identity").rich_intervention
+    assert torch.equal(shared.w_x.weight, torch.eye(shared.dim))
+    with pytest.raises(ValueError, match="intervention_init"):
+        tiny("ac2d", intervention_init="zeros")

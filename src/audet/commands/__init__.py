@@ -5,7 +5,7 @@ One module per subcommand (``HELP``, ``add_arguments(p)``, ``run(args)``; heavy 
 imported by name below, so a misspelt or missing one fails at import (never skipped silently).
 """
 from audet.commands import (compare, complexity, convert, cv, demo, evaluate, export, finetune, models, predict,
-                            prepare, score, synth, train, visualize)
+                            prepare, pretrain_fan, score, synth, train, visualize)
 
 #: command name -> module, in the order ``audet --help`` lists them
 COMMANDS = {
@@ -24,4 +24,5 @@ COMMANDS = {
     "export": export,
     "convert": convert,
     "models": models,
+    "pretrain-fan": pretrain_fan,
 }

@@ -52,6 +52,16 @@ Confounder scale (``confounder_scale=``): ``"paper"`` (default) uses ``V = bar f
 averaged over (the published code; with N ~ 1e5 the confounder term almost vanishes). Use
 ``"code"`` for checkpoint parity (the converter sets it).
 
+Intervention initialisation (``intervention_init=``): ``"restv2"`` (default; the authors' code
+initialises every Linear layer, W_X and W_Z included, with a truncated normal of std 0.02) or
+``"identity"`` (W_X = I, W_Z = 0, biases 0: the layer starts as ``f`` itself and the model as
+B-Net's ``head(f)``; not in the paper). Why the option exists (issue 17, measured with
+``benchmarks/loss_terms.py`` on 64 fixed frames of the synthetic test preset, narrow model at
+64 px, AdamW lr 3e-3, lambda_a = 128): with ``"restv2"`` the classifier path
+``head(W_X f + W_Z bar f)`` is a product of two std-0.02 matrices, the logits' spread across
+images is 0.0006 at initialisation and still 0.016 after 40 steps (the AU loss barely moves); with
+``"identity"`` it is 0.012 at initialisation and 0.76 after 40 steps, as for B-Net (0.42).
+
 Prototype state lives in registered buffers ``proto_k`` (K = bar f), ``proto_v`` (V),
 ``proto_count`` (N, float64) and ``proto_valid`` (bool), so checkpoints and DDP carry them; the
 bookkeeping (which mean a step uses, V from K, the epoch accumulator all-reduced across processes)
@@ -126,6 +136,7 @@ __all__ = [
     "RECIPES",
 ]
 
+INTERVENTION_INITS = ("restv2", "identity")
 #: how stage 3 evaluates the m AU branches (same maths, same parameters): see ``AC2D.forward``
 BRANCH_IMPLS = ("auto", "batched", "loop")
 ATTENTION_LOSSES = ("average", "each", "none")
@@ -206,6 +217,7 @@ class AC2D(AUModel):
         intervention: str = "per_au",
         prototype: str = "batch",
         confounder_scale: str = "paper",
+        intervention_init: str = "restv2",
         lambda_a: float = 12800.0,
         sigma: float = 3.0,
         branch_impl: str = "auto",
@@ -218,6 +230,7 @@ class AC2D(AUModel):
         _check("intervention", intervention, INTERVENTIONS)
         _check("prototype", prototype, PROTOTYPE_MODES)
         _check("confounder_scale", confounder_scale, CONFOUNDER_SCALES)
+        _check("intervention_init", intervention_init, INTERVENTION_INITS)
         _check("branch_impl", branch_impl, BRANCH_IMPLS)
         depths, num_heads, sr_ratios = tuple(map(int, depths)), tuple(map(int, num_heads)), tuple(map(int, sr_ratios))
         if not (len(depths) == len(num_heads) == len(sr_ratios) == 3) or min(depths) < 1:
@@ -250,6 +263,10 @@ class AC2D(AUModel):
             for _ in range(self.num_aus)
         )
         self.apply(init_restv2_weights)
+        if intervention_init == "identity":
+            for mod in self.modules():
+                if isinstance(mod, CausalIntervention):
+                    mod.identity_init()
 
         if intervention != "none":
             shape = (self.num_aus, C) if intervention == "per_au" else ((img_size // 4) ** 2, C)

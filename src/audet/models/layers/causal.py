@@ -39,6 +39,15 @@ class CausalIntervention(nn.Module):
         self.w_x = nn.Linear(dim, dim)
         self.w_z = nn.Linear(dim, dim)
 
+    @torch.no_grad()
+    def identity_init(self) -> None:
+        """``W_X = I``, ``W_Z = 0`` (biases 0): Eq. 10 starts as ``f`` itself (not in the paper; AC2D's
+        ``intervention_init="identity"``)."""
+        nn.init.eye_(self.w_x.weight)
+        nn.init.zeros_(self.w_x.bias)
+        nn.init.zeros_(self.w_z.weight)
+        nn.init.zeros_(self.w_z.bias)
+
     def confounder(self, f: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         """``E_z[g(z)]`` of Eq. 13 for features ``f`` ``(..., C)``.
 

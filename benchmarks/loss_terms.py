@@ -1,0 +1,99 @@
+"""Per-term gradient diagnostics of a registered model's loss on fixed training frames.
+
+    python benchmarks/loss_terms.py --model ac2d --data PREPARED --prefix PREFIX \\
+        [--args '{"img_size": 64}'] [--steps 100] [--lr 3e-3] [--clip 3.0] [--batch 16] [--every 10]
+
+Builds the model (``create_model`` with the data's :class:`~audet.models.base.DataInfo`), takes the
+first ``--batch`` x ``--batches`` frames of PREFIX with the evaluation transform (no augmentation)
+and runs AdamW steps (no weight decay, constant lr) over them in a fixed order, printing every
+``--every`` steps: each loss term's value and the norm of its own gradient (``autograd.grad`` of
+the term alone over all trainable parameters), the total gradient norm before clipping, how many
+steps so far were clipped, and the spread of the logits (std over the batch, averaged over AUs;
+mean |logit|). A term whose gradient dwarfs the AU term, a clip that acts on most steps, or logits
+that do not spread across images show here within a few dozen steps (issue 13's AC2D finding,
+issue 17's learnability). The engine's hooks (data passes, stages) are not run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--args", default="{}", help="factory arguments as JSON")
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--prefix", required=True)
+    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--clip", type=float, default=3.0, help="gradient norm clip (0 = none)")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--batches", type=int, default=4, help="distinct batches cycled through")
+    ap.add_argument("--every", type=int, default=10)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(argv)
+
+    import torch
+    from torch.utils.data import DataLoader, Subset
+
+    from audet.data import AUDataset
+    from audet.data.dataset import subject_vocabulary
+    from audet.data.listfile import read_list
+    from audet.data.meta import data_aus
+    from audet.data.transforms import EvalTransform
+    from audet.engine.data import label_arrays, label_stats
+    from audet.models import create_model
+    from audet.models.base import DataInfo, load_pretrained_parts
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    aus = data_aus(args.data, required=True)
+    lf = read_list(args.data, args.prefix)
+    y, m = label_arrays(lf.labels)
+    subjects = subject_vocabulary(args.data, [args.prefix])
+    train_subjects = sorted({i.subject for i in lf.info})
+    info = DataInfo(aus=aus, subjects=subjects, train_subjects=train_subjects,
+                    label_stats=label_stats(y, m, [i.subject for i in lf.info]))
+    model = create_model(args.model, aus=aus, data=info, **json.loads(args.args))
+    load_pretrained_parts(model)
+    ds = AUDataset(args.data, args.prefix, aus=aus, transform=EvalTransform.from_preprocess(model.preprocess),
+                   clip=model.preprocess.get("clip"), subjects=subjects)
+    n = min(len(ds), args.batch * args.batches)
+    batches = list(DataLoader(Subset(ds, range(n)), batch_size=args.batch, shuffle=False))
+    ctx = model.loss_context(info, y, m)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
+    model.train()
+    clipped = 0
+    print(f"{args.model} {json.loads(args.args)}: {sum(p.numel() for p in params):,} trainable parameters, "
+          f"{n} frames in {len(batches)} batches, AdamW lr {args.lr}, clip {args.clip or 'none'}")
+    for step in range(args.steps):
+        batch = batches[step % len(batches)]
+        out = model(batch["image"])
+        terms = model.loss_terms(out, batch, ctx)
+        report = step % args.every == 0 or step == args.steps - 1
+        norms = {}
+        if report:
+            for name, t in terms.items():
+                g = torch.autograd.grad(t, params, retain_graph=True, allow_unused=True)
+                norms[name] = float(torch.sqrt(sum((x.float() ** 2).sum() for x in g if x is not None)))
+        loss = sum(terms.values())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        total = float(torch.nn.utils.clip_grad_norm_(params, args.clip if args.clip > 0 else float("inf")))
+        clipped += int(args.clip > 0 and total > args.clip)
+        opt.step()
+        if report:
+            lg = out.logits.detach().float().reshape(-1, out.logits.shape[-1])
+            spread = float(lg.std(0).mean())
+            parts = "  ".join(f"{k} {float(v):.4f} (|g| {norms[k]:.3g})" for k, v in terms.items())
+            print(f"step {step:4d}  {parts}  total |g| {total:.3g}  clipped {clipped}/{step + 1}  "
+                  f"logit std {spread:.4f}  mean |logit| {float(lg.abs().mean()):.3f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

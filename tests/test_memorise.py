@@ -1,0 +1,55 @@
+"""benchmarks/memorise.py (issue 17, item 3): a model that can learn fits a few fixed training
+frames; the script says so per model and fails when one stays below the target."""
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("memorise", BENCH / "memorise.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    return tmp_path_factory.mktemp("memorise")
+
+
+def test_memorise_quick_resnet_tiny_passes_and_an_unreachable_target_fails(work, capsys):
+    mem = _load()
+    rc = mem.main(["--models", "resnet_tiny", "--frames", "16", "--steps", "60", "--lr", "1e-2",
+                   "--keep", str(work)])
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("resnet_tiny"))
+    assert rc == 0, out
+    assert line.split()[-2] == "steps" and int(line.split()[-1]) >= 60
+    assert float(line.split("train F1")[1].split()[0]) >= 95.0
+    # the same run against a target no model can reach: exit status 1, the model named
+    rc = mem.main(["--models", "resnet_tiny", "--frames", "16", "--steps", "4", "--target", "101",
+                   "--keep", str(work)])
+    out = capsys.readouterr().out
+    assert rc == 1 and "below 101.0: resnet_tiny" in out
+
+
+def test_memorise_prefix_takes_equal_runs_of_every_sequence(work):
+    from audet.data.listfile import read_list
+
+    mem = _load()
+    prep = mem.make_release(work / "data", 16)
+    lf = read_list(prep, mem.PREFIX)
+    seqs = [(i.subject, i.sequence) for i in lf.info]
+    assert len(lf) == 16 and len(set(seqs)) == 8  # 4 subjects x 2 sequences, 2 consecutive frames each
+    frames = np.asarray([i.frame for i in lf.info]).reshape(8, 2)
+    assert (np.diff(frames, axis=1) == 1).all()
+
+
+def test_memorise_unknown_pattern_is_a_clear_error():
+    mem = _load()
+    with pytest.raises(SystemExit, match="no registered model matches"):
+        mem.main(["--models", "no_such_model*"])
