@@ -352,6 +352,18 @@ class BootstrapResult:
     diffs: np.ndarray = field(repr=False)
 
 
+def _bootstrap_units(groups, n_frames: int) -> tuple[np.ndarray | None, int]:
+    """The resampling units of a bootstrap: ``(unit index per frame, number of units)`` for
+    ``groups`` (one id per frame: whole groups are resampled), or ``(None, n_frames)`` (frames)."""
+    if groups is None:
+        return None, n_frames
+    g = _np(groups).reshape(-1)
+    if g.shape[0] != n_frames:
+        raise ValueError(f"groups has {g.shape[0]} entries for {n_frames} frames")
+    _, unit_idx = np.unique(g, return_inverse=True)
+    return unit_idx, (int(unit_idx.max()) + 1 if n_frames else 0)
+
+
 def _unit_sums(y, known, preds, unit_idx, n_units):
     """Per-unit sums of (tp, fp, fn) for each model -> (U, 3 * n_models * A) float32."""
     cols = []
@@ -404,15 +416,8 @@ def paired_bootstrap_f1_diff(
     N, A = y.shape
     pa = _predict(sa, threshold, convention) & known
     pb = _predict(sb, threshold, convention) & known
-    if groups is not None:
-        g = _np(groups).reshape(-1)
-        if g.shape[0] != N:
-            raise ValueError(f"groups has {g.shape[0]} entries for {N} frames")
-        _, unit_idx = np.unique(g, return_inverse=True)
-        n_units = int(unit_idx.max()) + 1 if N else 0
-        unit = "group"
-    else:
-        unit_idx, n_units, unit = None, N, "frame"
+    unit_idx, n_units = _bootstrap_units(groups, N)
+    unit = "frame" if groups is None else "group"
     S = _unit_sums(y, known, (pa, pb), unit_idx, n_units)  # (U, 6A)
 
     def mean_f1(counts):  # counts (..., 6A) -> (mean_a, mean_b)
@@ -569,14 +574,7 @@ def bootstrap_f1_ci(labels, scores, *, groups=None, n_boot: int = 1000, seed: in
     y, s, known = _prepare(labels, scores, mask)
     N, A = y.shape
     pred = (s >= np.asarray(threshold, dtype=np.float64)) & known
-    if groups is not None:
-        g = _np(groups).reshape(-1)
-        if g.shape[0] != N:
-            raise ValueError(f"groups has {g.shape[0]} entries for {N} frames")
-        _, unit_idx = np.unique(g, return_inverse=True)
-        n_units = int(unit_idx.max()) + 1 if N else 0
-    else:
-        unit_idx, n_units = None, N
+    unit_idx, n_units = _bootstrap_units(groups, N)
     S = _unit_sums(y, known, (pred,), unit_idx, n_units)  # (U, 3A)
 
     def f1_of(counts):

@@ -110,6 +110,17 @@ def learning_curves_png(runs: Sequence[str | Path] | Mapping[str, str | Path], p
     return _save(fig, Path(path))
 
 
+def _finish_f1_axes(fig, ax, path, title: str | None) -> Path:
+    """The F1 axes of the per-AU figures (0-100 %, grid, legend, title), saved to ``path``."""
+    ax.set(ylabel="F1 (%)", ylim=(0, 100))
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, Path(path))
+
+
 def per_au_png(table: pd.DataFrame, path: str | Path, title: str | None = None) -> Path | None:
     """Grouped bars of a per-AU F1 table (rows = runs/folds, columns ``AU<n>`` and ``Avg``, in
     percent, as :func:`audet.engine.reports.f1_table` makes it)."""
@@ -124,13 +135,7 @@ def per_au_png(table: pd.DataFrame, path: str | Path, title: str | None = None) 
     for i, (name, row) in enumerate(table.iterrows()):
         ax.bar(x + (i - (k - 1) / 2) * width, row.to_numpy(dtype=float), width, label=str(name))
     ax.set_xticks(x, cols, rotation=45 if n > 10 else 0)
-    ax.set(ylabel="F1 (%)", ylim=(0, 100))
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7)
-    if title:
-        ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    return _save(fig, Path(path))
+    return _finish_f1_axes(fig, ax, path, title)
 
 
 def per_au_ci_png(f1: Mapping[str, Sequence[float]], low: Mapping[str, Sequence[float]],
@@ -148,13 +153,7 @@ def per_au_ci_png(f1: Mapping[str, Sequence[float]], low: Mapping[str, Sequence[
         ax.errorbar(x + off, v, yerr=[np.nan_to_num(v - lo), np.nan_to_num(hi - v)], fmt="o", ms=4, capsize=2,
                     label=n)
     ax.set_xticks(x, [f"AU{a}" for a in aus])
-    ax.set(ylabel="F1 (%)", ylim=(0, 100))
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7)
-    if title:
-        ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    return _save(fig, Path(path))
+    return _finish_f1_axes(fig, ax, path, title)
 
 
 def forest_png(rows: Sequence[tuple[str, float, float, float]], path: str | Path, title: str | None = None,

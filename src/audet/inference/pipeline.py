@@ -169,41 +169,38 @@ class Detector:
         inputs of one RGB uint8 frame (no model call)."""
         self._warn_synthetic()
         clock = time.perf_counter
-        t_det = t_lm = 0.0
-        t0 = clock()
+        spent = {"detection": 0.0, "landmarks": 0.0}
+
+        def faces_and_landmarks(detect: bool):
+            t0 = clock()
+            if detect:
+                found = self._detect(image)
+                self.counts["detections"] += 1
+            else:
+                found = [DetectedFace(tuple(b), s) for b, s in follower.followed_boxes()]
+            if tracker is None:  # still images: ids by position, left to right
+                found.sort(key=lambda f: (f.box[0], f.box[1]))
+            t1 = clock()
+            boxes = [f.box for f in found]
+            lms = self.landmarker.landmarks(image, boxes) if found else []
+            spent["detection"] += t1 - t0
+            spent["landmarks"] += clock() - t1
+            return found, boxes, lms
+
         reason = follower.due(index, image) if follower is not None else "every frame"
-        if reason:
-            found = self._detect(image)
-            self.counts["detections"] += 1
-        else:
-            found = [DetectedFace(tuple(b), s) for b, s in follower.followed_boxes()]
-        if tracker is None:  # still images: ids by position, left to right
-            found.sort(key=lambda f: (f.box[0], f.box[1]))
-        t1 = clock()
-        t_det += t1 - t0
-        boxes = [f.box for f in found]
-        lms = self.landmarker.landmarks(image, boxes) if found else []
-        t2 = clock()
-        t_lm += t2 - t1
+        found, boxes, lms = faces_and_landmarks(bool(reason))
         if follower is not None:
             why = follower.lost(image, lms) if not reason else None
             if why:  # a face lost: the detector looks at this frame
                 reason = f"face lost ({why})"
-                found = self._detect(image)
-                self.counts["detections"] += 1
-                t1 = clock()
-                t_det += t1 - t2
-                boxes = [f.box for f in found]
-                lms = self.landmarker.landmarks(image, boxes) if found else []
-                t2 = clock()
-                t_lm += t2 - t1
+                found, boxes, lms = faces_and_landmarks(True)
             if reason:
                 follower.detected(index, image, boxes, [f.score for f in found], lms, reason)
                 self.counts[f"detections: {reason}"] += 1
             else:
                 follower.followed(lms)
                 self.counts["followed_frames"] += 1
-            t2 = clock()
+        t2 = clock()
         ids = tracker.update(index, boxes) if tracker is not None else list(range(len(found)))
         faces = []
         for f, lm, fid in zip(found, lms, ids):
@@ -219,8 +216,8 @@ class Detector:
             pose = head_pose(lm, image.shape[1], image.shape[0]) if lm is not None else (float("nan"),) * 3
             faces.append(_Face(int(fid), tuple(float(v) for v in f.box), float(f.score), lm, x, pose))
         t3 = time.perf_counter()
-        self.timings["detection"] += t_det
-        self.timings["landmarks"] += t_lm
+        self.timings["detection"] += spent["detection"]
+        self.timings["landmarks"] += spent["landmarks"]
         self.timings["alignment"] += t3 - t2
         self.counts["frames"] += 1
         self.counts["faces"] += len(faces)
