@@ -26,21 +26,22 @@ examples:
 
 
 def add_arguments(p) -> None:
-    from audet.commands._common import positive_int
+    from audet.commands._common import add_batch_size, add_num_workers, add_overwrite, deprecated_alias, positive_int
 
     p.add_argument("--data", required=True, help="prepared directory (audet prepare / audet synth + prepare)")
     p.add_argument("--fold", type=int, default=0, help="fold of dataset.json: train on its training prefix (default 0)")
     p.add_argument("--out", required=True, help="output .safetensors (a .json with the training record beside it)")
     p.add_argument("--size", type=positive_int, default=64, help="AUNet's img_size the FAN will serve (multiple of 64; default 64)")
     p.add_argument("--steps", type=positive_int, default=1500, help="optimiser steps (default 1500)")
-    p.add_argument("--batch-size", type=positive_int, default=16)
+    add_batch_size(p, 16, "images per optimiser step")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam lr, cosine to 0 (default 1e-3)")
     p.add_argument("--sigma", type=float, default=1.0, help="Gaussian std in heatmap pixels (default 1.0)")
     p.add_argument("--pool", choices=("max", "avg"), default="max", help="the FAN's pooling (AUNet: max)")
     p.add_argument("--eval-frames", type=positive_int, default=2000, help="test frames scored for the NME (default 2000)")
-    p.add_argument("--num-workers", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    add_num_workers(p, 1, "DataLoader worker processes")
+    p.add_argument("--seed", type=int, default=0, help="seed of the initialisation and the batch order (default 0)")
+    add_overwrite(p, "replace --out if it exists (formerly --force)")
+    deprecated_alias(p, "--force", "--overwrite", "overwrite", flag=True)
 
 
 def run(args) -> int:
@@ -50,7 +51,7 @@ def run(args) -> int:
     out = Path(args.out)
     if out.suffix != ".safetensors":
         raise ValueError(f"--out {out}: must end in .safetensors (the format AUNet's fan_weights reads)")
-    if out.exists() and not args.force:
+    if out.exists() and not args.overwrite:
         raise FileExistsError(f"--out {out} exists; pass --force to replace it")
     if args.size % 64:
         raise ValueError(f"--size {args.size}: must be a multiple of 64 (AUNet's img_size)")
