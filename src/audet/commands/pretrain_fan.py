@@ -52,7 +52,7 @@ def run(args) -> int:
     if out.suffix != ".safetensors":
         raise ValueError(f"--out {out}: must end in .safetensors (the format AUNet's fan_weights reads)")
     if out.exists() and not args.overwrite:
-        raise FileExistsError(f"--out {out} exists; pass --force to replace it")
+        raise FileExistsError(f"--out {out} exists; add --overwrite to replace it")
     if args.size % 64:
         raise ValueError(f"--size {args.size}: must be a multiple of 64 (AUNet's img_size)")
 
