@@ -198,7 +198,16 @@ def test_auto_backend_takes_onnxruntime_when_it_agrees_and_is_faster(ckpt, monke
 def test_thread_choice_precedence(tmp_path):
     load = tmp_path / "loadavg"
     load.write_text("3.00 2.00 1.00 4/300 12345\n")
-    assert threads.busy_cpus(samples=1, path=str(load)) == 3.0  # 4 running, one of them this process
+    assert threads.busy_cpus(samples=1, path=str(load), own=lambda: 1) == 3.0  # 4 running, one of them ours
+    # this process's own running threads are not other programs' (torch's threads after its import)
+    assert threads.busy_cpus(samples=1, path=str(load), own=lambda: 3) == 1.0
+    tasks = tmp_path / "task"
+    for tid, state in ((11, "R"), (12, "S"), (13, "R")):
+        (tasks / str(tid)).mkdir(parents=True)
+        (tasks / str(tid) / "stat").write_text(f"{tid} (python (x)) {state} 1 2 3\n")
+    assert threads.own_running_threads(str(tasks)) == 2
+    assert threads.own_running_threads(str(tmp_path / "none")) == 1
+    assert threads.own_running_threads() >= 1
     assert threads.busy_cpus(samples=1, path=str(tmp_path / "missing")) == 0.0
     env = {"AUDET_THREADS": "3", "OMP_NUM_THREADS": "4"}
     assert threads.choose_threads(2, environ=env)[0] == 2

@@ -28,7 +28,7 @@ import logging
 import os
 import time
 
-__all__ = ["ENV_THREADS", "prepare_environment", "available_cpus", "busy_cpus",
+__all__ = ["ENV_THREADS", "prepare_environment", "available_cpus", "own_running_threads", "busy_cpus",
            "choose_threads", "apply_threads", "configure"]
 
 log = logging.getLogger(__name__)
@@ -57,10 +57,29 @@ def available_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def busy_cpus(samples: int = 5, interval: float = 0.01, path: str = "/proc/loadavg") -> float:
+def own_running_threads(task_dir: str = "/proc/self/task") -> int:
+    """How many threads of this process are running now (state ``R`` in ``/proc/self/task/*/stat``;
+    at least 1: the thread asking)."""
+    n = 0
+    try:
+        for tid in os.listdir(task_dir):
+            try:
+                with open(os.path.join(task_dir, tid, "stat")) as f:
+                    n += f.read().rsplit(")", 1)[1].split()[0] == "R"
+            except (OSError, IndexError):
+                continue
+    except OSError:
+        return 1
+    return max(1, n)
+
+
+def busy_cpus(samples: int = 5, interval: float = 0.01, path: str = "/proc/loadavg",
+              own=own_running_threads) -> float:
     """How many CPUs other programs keep busy now: the median over ``samples`` readings of the
     running-task count in ``/proc/loadavg`` (4th field, ``running/total``), less this process's
-    own running thread. 0.0 where the file does not exist (not Linux)."""
+    own running threads (``own()``: after ``import torch`` more than the one reading; counting
+    them as other programs' made an idle 2-core machine look half busy). 0.0 where the file does
+    not exist (not Linux)."""
     vals = []
     for i in range(max(1, samples)):
         try:
@@ -68,7 +87,7 @@ def busy_cpus(samples: int = 5, interval: float = 0.01, path: str = "/proc/loada
                 running = int(f.read().split()[3].split("/")[0])
         except (OSError, ValueError, IndexError):
             return 0.0
-        vals.append(max(0, running - 1))
+        vals.append(max(0, running - own()))
         if i + 1 < samples:
             time.sleep(interval)
     vals.sort()
