@@ -42,12 +42,6 @@ def load_model(path) -> torch.nn.Module:
         raise
 
 
-def _sample_input(preprocess: dict, offsets: list[int], batch: int = 2, seed: int = 0) -> torch.Tensor:
-    c = int(preprocess.get("crop_size") or preprocess.get("aligned_size") or 200)
-    shape = (batch, 3, c, c) if len(offsets) == 1 else (batch, len(offsets), 3, c, c)
-    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
-
-
 def _seconds(backend, x: torch.Tensor, repeats: int = 2) -> float:
     backend(x)  # warm-up
     best = float("inf")
@@ -72,7 +66,7 @@ def auto_backend(model: torch.nn.Module, checkpoint, threads: int | None = None,
         import onnxruntime  # noqa: F401
     except ImportError:
         return torch_be
-    from audet.inference.onnx_export import cached_onnx
+    from audet.inference.onnx_export import cached_onnx, example_input
 
     try:
         ort_be = OnnxBackend(cached_onnx(model, checkpoint), threads)
@@ -80,7 +74,7 @@ def auto_backend(model: torch.nn.Module, checkpoint, threads: int | None = None,
         log.warning("onnxruntime not used (the model could not be exported or loaded: %s); running PyTorch",
                     " ".join(str(exc).split())[:300])
         return torch_be
-    x = _sample_input(torch_be.preprocess, torch_be.offsets)
+    x = example_input(model)  # the export's own check batch (its crop, its clip)
     diff = float(np.abs(ort_be(x) - torch_be(x)).max())
     if not np.isfinite(diff) or diff > atol:
         log.warning("onnxruntime not used: its probabilities differ from PyTorch's by %.3g (> %.0e) on a "
