@@ -60,7 +60,7 @@ def main(argv=None) -> int:
     model = create_model(args.model, aus=aus, data=info, **json.loads(args.args))
     load_pretrained_parts(model)
     ds = AUDataset(args.data, args.prefix, aus=aus, transform=EvalTransform.from_preprocess(model.preprocess),
-                   clip=model.preprocess.get("clip"), subjects=subjects)
+                   clip=model.preprocess.get("clip"), subject_vocab=subjects)
     n = min(len(ds), args.batch * args.batches)
     batches = list(DataLoader(Subset(ds, range(n)), batch_size=args.batch, shuffle=False))
     ctx = model.loss_context(info, y, m)
