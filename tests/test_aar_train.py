@@ -97,3 +97,38 @@ class _StopInStage(StopAfterSteps):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if pl_module.model.stage == self.stage:
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+
+def test_frames_stage_trains_on_single_frames_then_the_relation_stage_on_clips(tmp_path):
+    """``frames: true``: the attention stage's batches are single frames, batch_size x clip length of
+    them, drawn across sequences; the next stage is back on clips; validation stays on clips."""
+    import lightning as L
+
+    root = make_prepared(tmp_path / "data", n_subjects=6, frames=6)
+    cfg = _config(root, tmp_path / "run")
+    cfg["stages"][0]["frames"] = True
+    shapes = []
+
+    class Shapes(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            shapes.append((pl_module.model.stage, tuple(batch["image"].shape), tuple(batch["labels"].shape)))
+
+        def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+            shapes.append(("val", tuple(batch["image"].shape), tuple(batch["labels"].shape)))
+
+    res = fit(cfg, callbacks=[Shapes()], verbose=False)
+    att = [s for s in shapes if s[0] == "attention"]
+    rel = [s for s in shapes if s[0] == "relation"]
+    assert att and rel and res["stages"][0]["epochs"] == 2
+    assert att[0][1] == (6, 3, 32, 32) and att[0][2] == (6, 4)  # 2 clips x 3 frames = 6 single frames
+    assert all(len(s[1]) == 4 for s in att)
+    assert all(len(s[1]) == 5 and s[1][1] == 3 for s in rel)  # clips of 3 again
+    assert all(len(s[1]) == 5 for s in shapes if s[0] == "val")
+
+
+def test_frames_stage_excludes_labels_only_and_collect_only():
+    from audet.engine.config import ConfigError, check_stages
+
+    with pytest.raises(ConfigError, match="frames trains on images"):
+        check_stages([{"name": "x", "epochs": 1, "frames": True, "labels_only": True}])
+    assert check_stages([{"name": "x", "epochs": 1}])[0].frames is False

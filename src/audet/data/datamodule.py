@@ -249,6 +249,26 @@ class AUDataModule(L.LightningDataModule):
             self.setup("fit")
         return self._loader(self.train_dataset, True)
 
+    def train_frames_dataloader(self) -> DataLoader:
+        """The training subjects' frames one by one (training transform), ``batch_size`` x the clip
+        length of them a batch: as many frames a step as a batch of clips, drawn across sequences
+        (a training stage with ``frames: true``). Without clips it is :meth:`train_dataloader`."""
+        if self.train_dataset is None:
+            self.setup("fit")
+        length = int((self.clip or {}).get("length") or 1)
+        if length <= 1:
+            return self.train_dataloader()
+        if getattr(self, "_train_frames", None) is None:
+            lists = self._lists()
+            self._train_frames = AUDataset(self.root, self.train_prefix, aus=self._aus, transform=self.train_transform,
+                                           clip=None, subjects=self.train_subjects, lists=lists,
+                                           subject_vocab=self.subject_vocabulary())
+        loader = self._loader(self._train_frames, True)
+        return DataLoader(loader.dataset, batch_size=self.batch_size * length, shuffle=True,
+                          num_workers=loader.num_workers, worker_init_fn=loader.worker_init_fn,
+                          collate_fn=loader.collate_fn, persistent_workers=loader.persistent_workers,
+                          pin_memory=loader.pin_memory, drop_last=loader.drop_last, generator=loader.generator)
+
     def val_dataloader(self):
         if self.train_dataset is None:
             self.setup("fit")

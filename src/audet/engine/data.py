@@ -20,6 +20,8 @@
   the loader keeps ``shuffle=True`` and Lightning installs its (equally seeded) DistributedSampler;
 - serves the epoch-end data pass (:meth:`FitData.data_pass_dataloader`: the training set in
   order, with the training transforms), which a ``collect_only`` stage uses as its training loader;
+- serves a ``frames`` stage (``FitData.frames``): single training frames, ``batch_size`` x the clip
+  length a batch, in the same seeded order, instead of the model's clips;
 - serves a ``labels_only`` stage (:meth:`FitData.labels_dataloader`): batches of the training
   labels (``labels``, ``mask``, ``index``) built from :meth:`FitData.training_labels`, without
   building an image dataset or reading a frame, in the same ``(seed, epoch)`` order.
@@ -269,6 +271,8 @@ class FitData(L.LightningDataModule):
     resume_epoch: int = 0
     #: set by the engine for a ``labels_only`` stage: the batch keys to serve (None: a normal stage)
     labels_only: tuple[str, ...] | None = None
+    #: set by the engine for a ``frames`` stage: single training frames instead of clips
+    frames: bool = False
 
     def labels_dataloader(self, keys: Sequence[str] = LABEL_KEYS) -> DataLoader:
         """Batches of the training labels only (no image dataset is built, no frame is read), in
@@ -289,7 +293,10 @@ class FitData(L.LightningDataModule):
             return self.labels_dataloader(self.labels_only)
         if self.collect_only:
             return self.data_pass_dataloader()
-        base = self.inner.train_dataloader()
+        if self.frames and not hasattr(self.inner, "train_frames_dataloader"):
+            raise ValueError(f"a frames stage needs a data module with train_frames_dataloader(); "
+                             f"{type(self.inner).__name__} has none")
+        base = self.inner.train_frames_dataloader() if self.frames else self.inner.train_dataloader()
         trainer = self.trainer
         world = trainer.world_size if trainer is not None else 1
         # Lightning creates the loader's iterator (and DataLoader workers fetch the first indices)

@@ -379,6 +379,7 @@ def fit(
             stage_trainer = dataclasses.replace(stage_trainer, limit_val_batches=0)
         data.collect_only = stage.collect_only
         data.labels_only = _labels_keys(model, stage) if labels_only else None
+        data.frames = bool(stage.frames)
         task = AUTask(config, model, ctx, val_names=data.val_names, optim=stage.optim,
                       collect_only=stage.collect_only, seed=stage_seed, labels_only=labels_only)
         extra = {**({"stage": stage.name, "stage_index": idx} if staged else {}), "trained_on": seen}
@@ -405,6 +406,7 @@ def fit(
         trainer.strategy.barrier("audet-stage-end")
     data.collect_only = False
     data.labels_only = None
+    data.frames = False
 
     last_stage = stage_results[-1]
     if staged and (trainer is None or trainer.is_global_zero):

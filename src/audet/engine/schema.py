@@ -194,6 +194,8 @@ class Stage:
     collect_only: bool = key(False, boolean(), "no training step: only the model's data pass")
     labels_only: bool = key(False, boolean(), "batches of labels only (model.batch_keys(stage); no image read, no "
                             "forward), no validation, the last epoch kept")
+    frames: bool = key(False, boolean(), "train on single frames, data.batch_size x the clip length of them "
+                       "a step, instead of the model's clips (validation keeps the clips)")
     init: str = key("previous", _init, "previous | none (as built) | PATH")
     gradient_clip_val: Any = key("inherit", either(choice("inherit"), number(lo=0, none=True),
                                                    what="'inherit', null or a number >= 0"),
@@ -397,6 +399,8 @@ def check_stages(stages: Any, source: str = "config", *, optim: Optim | Mapping 
         names.add(vals["name"])
         if vals.get("labels_only") and vals.get("collect_only"):
             raise ConfigError(f"{source}: {label}: collect_only and labels_only exclude each other")
+        if vals.get("frames") and (vals.get("labels_only") or vals.get("collect_only")):
+            raise ConfigError(f"{source}: {label}: frames trains on images; it excludes collect_only and labels_only")
         if vals.get("epochs") is None:
             if not vals.get("collect_only"):
                 raise ConfigError(f"{source}: {label} needs epochs >= 1 (got {st.get('epochs')!r})")
