@@ -2,7 +2,7 @@
 
     python benchmarks/loss_terms.py --model ac2d --data PREPARED --prefix PREFIX \\
         [--args '{"img_size": 64}'] [--steps 100] [--lr 3e-3] [--clip 3.0] [--batch 16] [--every 10]
-        [--fresh] [--optimizer adamw|sgd] [--weight-decay WD]
+        [--fresh] [--optimizer adamw|sgd] [--weight-decay WD] [--clip-length T]
 
 ``--fresh``: instead of cycling fixed batches, every step takes a NEW batch of PREFIX (shuffled,
 seeded, none seen twice) and every ``--every`` steps prints the MEAN of each term over the last
@@ -47,6 +47,9 @@ def main(argv=None) -> int:
     ap.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw",
                     help="adamw (default) or sgd with Nesterov momentum 0.9")
     ap.add_argument("--weight-decay", type=float, default=0.0)
+    ap.add_argument("--clip-length", type=int, default=None,
+                    help="clips of this many frames (disjoint windows; --batch clips a step); 0: single "
+                         "frames; default: the model's own clip")
     args = ap.parse_args(argv)
 
     import torch
@@ -73,7 +76,7 @@ def main(argv=None) -> int:
     model = create_model(args.model, aus=aus, data=info, **json.loads(args.args))
     load_pretrained_parts(model)
     ds = AUDataset(args.data, args.prefix, aus=aus, transform=EvalTransform.from_preprocess(model.preprocess),
-                   clip=model.preprocess.get("clip"), subject_vocab=subjects)
+                   clip=_clip(model, args.clip_length), subject_vocab=subjects)
     ctx = model.loss_context(info, y, m)
     params = [p for p in model.parameters() if p.requires_grad]
     if args.optimizer == "sgd":
@@ -112,6 +115,12 @@ def main(argv=None) -> int:
             print(f"step {step:4d}  {parts}  total |g| {total:.3g}  clipped {clipped}/{step + 1}  "
                   f"logit std {spread:.4f}  mean |logit| {float(lg.abs().mean()):.3f}", flush=True)
     return 0
+
+
+def _clip(model, length):
+    if length is None:
+        return model.preprocess.get("clip")
+    return {"length": int(length), "windows": "disjoint"} if length > 1 else None
 
 
 def _fresh(model, ds, ctx, params, opt, args, head) -> int:
