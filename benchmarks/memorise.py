@@ -82,24 +82,20 @@ def model_args(name: str) -> tuple[dict, dict]:
     start, AUNet's random FAN), overridden by the registry's small config, with ``preprocess.resize`` = the crop: the whole aligned face,
     shrunk to the model's input, is the input in training and scoring alike (no random crop).
     Returns ``(factory arguments, the model's preprocessing)``."""
-    import inspect
-
     from audet.models import create_model, model_info
-    from audet.models.registry import model_signature
+    from audet.models.registry import _REGISTRY, _accepts
 
     from audet.engine.config import load_config
 
+    factory = _REGISTRY[name]
     family = dict(load_config(family_config(name))["model"].get("args") or {})
     family.pop("preprocess", None)
-    sig = model_signature(name)
-    params = {} if sig is None else sig.parameters
-    open_kw = sig is None or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    if not open_kw:  # the family config's arguments this factory takes (resnet18 has no width, ...)
-        family = {k: v for k, v in family.items() if k in params}
+    # only the family config's arguments this factory takes (resnet18 has no width, ...)
+    family = {k: v for k, v in family.items() if _accepts(factory, k)}
     args = {**family, **dict(model_info(name).get("small_config") or {})}
     probe_name = name if not model_info(name).get("needs_subjects") else f"{name}_base"
     pre = create_model(probe_name, aus=_AUS, **args).preprocess
-    if open_kw or "preprocess" in params:
+    if _accepts(factory, "preprocess"):
         args["preprocess"] = {**dict(args.get("preprocess") or {}), "resize": int(pre.get("crop_size", 176))}
         pre = create_model(probe_name, aus=_AUS, **args).preprocess
     return args, dict(pre)

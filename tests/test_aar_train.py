@@ -132,3 +132,12 @@ def test_frames_stage_excludes_labels_only_and_collect_only():
     with pytest.raises(ConfigError, match="frames trains on images"):
         check_stages([{"name": "x", "epochs": 1, "frames": True, "labels_only": True}])
     assert check_stages([{"name": "x", "epochs": 1}])[0].frames is False
+
+
+def test_frames_stage_on_a_data_module_without_single_frames_is_refused_by_name(tmp_path):
+    from helpers import tensor_config, tensor_datamodule
+
+    dm = tensor_datamodule()
+    cfg = tensor_config(tmp_path / "r", stages=[{"name": "frames1", "epochs": 1, "frames": True}])
+    with pytest.raises(ValueError, match="a frames stage needs a data module with train_frames_dataloader"):
+        fit(cfg, datamodule=dm, verbose=False)

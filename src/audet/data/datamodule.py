@@ -104,6 +104,7 @@ class AUDataModule(L.LightningDataModule):
         self.pin_memory = bool(pin_memory)
         self.drop_last = bool(drop_last)
         self.train_dataset: AUDataset | None = None
+        self._train_frames: AUDataset | None = None  # single frames of a clip module (frames stage)
         self.val_dataset: AUDataset | None = None
         self.test_dataset: AUDataset | None = None
         self.train_subjects: list[str] = []
@@ -235,11 +236,13 @@ class AUDataModule(L.LightningDataModule):
             self.setup("fit")
         return self.train_dataset.labels
 
-    def _loader(self, ds, train: bool) -> DataLoader:
+    def _loader(self, ds, train: bool, batch_size: int | None = None) -> DataLoader:
         kw = {}
         if train:
             kw["generator"] = torch.Generator().manual_seed(self.seed)
-        return DataLoader(ds, batch_size=self.batch_size if train else self.eval_batch_size, shuffle=train,
+        if batch_size is None:
+            batch_size = self.batch_size if train else self.eval_batch_size
+        return DataLoader(ds, batch_size=batch_size, shuffle=train,
                           num_workers=self.num_workers, worker_init_fn=worker_init, collate_fn=collate,
                           persistent_workers=self.num_workers > 0, pin_memory=self.pin_memory,
                           drop_last=self.drop_last if train else False, **kw)
@@ -258,16 +261,11 @@ class AUDataModule(L.LightningDataModule):
         length = int((self.clip or {}).get("length") or 1)
         if length <= 1:
             return self.train_dataloader()
-        if getattr(self, "_train_frames", None) is None:
-            lists = self._lists()
+        if self._train_frames is None:
             self._train_frames = AUDataset(self.root, self.train_prefix, aus=self._aus, transform=self.train_transform,
-                                           clip=None, subjects=self.train_subjects, lists=lists,
+                                           clip=None, subjects=self.train_subjects, lists=self._lists(),
                                            subject_vocab=self.subject_vocabulary())
-        loader = self._loader(self._train_frames, True)
-        return DataLoader(loader.dataset, batch_size=self.batch_size * length, shuffle=True,
-                          num_workers=loader.num_workers, worker_init_fn=loader.worker_init_fn,
-                          collate_fn=loader.collate_fn, persistent_workers=loader.persistent_workers,
-                          pin_memory=loader.pin_memory, drop_last=loader.drop_last, generator=loader.generator)
+        return self._loader(self._train_frames, True, batch_size=self.batch_size * length)
 
     def val_dataloader(self):
         if self.train_dataset is None:
