@@ -407,3 +407,19 @@ def test_final_pooling_is_the_authors_avg_pool2d_bitwise():
         feats = p.forward_features(torch.randn(2, 8, 64, 64) * 10)
     assert cap["x"].shape[-2:] == (4, 4)
     assert torch.equal(feats, F.avg_pool2d(cap["x"], 4).view(2, -1))
+
+
+def test_training_transform_has_no_colour_jitter_as_section_v_c():
+    """AUNet section V-C lists flip, rotation, shift, scaling, blur, compression and dropout: no colour
+    jitter. The model declares it off and the data module's training transform follows."""
+    from audet.data.datamodule import AUDataModule
+    from audet.data.transforms import TrainTransform
+    from audet.models.fan_pretrain import fan_preprocess
+
+    m = _model("aunet_tdn")
+    assert m.preprocess["augment"] == {"brightness": 0.0, "contrast": 0.0}
+    tf = TrainTransform.from_preprocess(m.preprocess)
+    assert (tf.brightness, tf.contrast, tf.flip_p) == (0.0, 0.0, 0.5)
+    dm = AUDataModule("unused", "BP4D", preprocess=m.preprocess)
+    assert (dm.train_transform.brightness, dm.train_transform.contrast) == (0.0, 0.0)
+    assert fan_preprocess(64)["augment"] == {"brightness": 0.0, "contrast": 0.0}

@@ -60,3 +60,19 @@ def test_pretrain_fan_cli_writes_weights_aunet_loads(tmp_path, capsys):
     torch.testing.assert_close(m.fan.conv1.weight, load_file(str(out))["conv1.weight"])
     # an existing output is not overwritten without --force
     assert main(["pretrain-fan", "--data", str(root), "--steps", "1", "--out", str(out)]) != 0
+
+
+def test_fan_training_keeps_its_own_colour_jitter_where_aunet_has_none(tmp_path):
+    """The FAN's pretraining augments brightness and contrast (0.5 each, as the reported FAN was
+    trained); AUNet's detector training does not (section V-C), so the two transforms differ there."""
+    from audet.data.toy import make_toy_prepared
+    from audet.data.transforms import TrainTransform
+    from audet.models.fan_pretrain import _dataset, fan_preprocess
+
+    root = tmp_path / "data"
+    make_toy_prepared(root)  # dataset SYNTH, lists SYNTH_part1..3
+    tf = _dataset(root, "SYNTH_part1", 64, train=True).transform
+    assert (tf.brightness, tf.contrast) == (0.5, 0.5)
+    aunet_tf = TrainTransform.from_preprocess(fan_preprocess(64))
+    assert (aunet_tf.brightness, aunet_tf.contrast) == (0.0, 0.0)
+    assert (tf.crop, tf.resize, tf.flip_p) == (aunet_tf.crop, aunet_tf.resize, aunet_tf.flip_p)

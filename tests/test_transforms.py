@@ -299,3 +299,25 @@ def test_resize_then_random_crop_draws_inside_the_resized_image():
         np.testing.assert_allclose(out, (lm + 0.5) * 0.6 - 0.5 - [p["left"], p["top"]], atol=1e-5)
     with pytest.raises(ValueError, match="larger than resize"):
         TrainTransform(crop=176, resize=120)
+
+
+# ------------------------------------------------------------------ a model's declared augmentation
+
+
+def test_train_transform_reads_the_models_declared_augmentation():
+    pre = {"crop_size": 4, "augment": {"brightness": 0.0, "contrast": 0.0, "flip_p": 0.25}}
+    t = TrainTransform.from_preprocess(pre)
+    assert (t.brightness, t.contrast, t.flip_p) == (0.0, 0.0, 0.25)
+    # no colour change at all: every draw keeps brightness and contrast 1, pixels pass unchanged
+    img = np.random.default_rng(0).integers(0, 256, (1, 4, 4, 3)).astype(np.uint8)
+    for seed in range(5):
+        p = t.draw(4, 4, rng=np.random.default_rng(seed))
+        assert p["brightness"] == 1.0 and p["contrast"] == 1.0
+    x, _ = t(img, np.zeros((1, 49, 2), np.float32), rng=np.random.default_rng(1))
+    plain, _ = EvalTransform.from_preprocess(pre)(img, np.zeros((1, 49, 2), np.float32))
+    assert torch.equal(x, plain) or torch.equal(x, torch.flip(plain, dims=[-1]))
+    # an explicit argument overrides the declaration; without one the defaults (0.5) hold
+    assert TrainTransform.from_preprocess(pre, brightness=0.5).brightness == 0.5
+    assert TrainTransform.from_preprocess({"crop_size": 4}).brightness == 0.5
+    with pytest.raises(ValueError, match="unknown key.*'hue'"):
+        TrainTransform.from_preprocess({"crop_size": 4, "augment": {"hue": 0.1}})

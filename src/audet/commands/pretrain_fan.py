@@ -11,8 +11,9 @@ error is then reported on the fold's test prefix: NME = mean point-to-point erro
 points divided by the inter-ocular distance (outer eye corners), in percent.
 
 Inputs are exactly what AUNet's FAN sees at model.args.img_size=--size (the model's own
-preprocessing: aligned face resized, cropped, RGB in [0, 1]); training adds AUNet's random crop,
-flip and colour jitter, with the landmarks following the pixels. Targets: one Gaussian
+preprocessing: aligned face resized, cropped, RGB in [0, 1]); training adds AUNet's random crop
+and flip and a colour jitter of its own (brightness and contrast 0.5, which AUNet does not use),
+with the landmarks following the pixels. Targets: one Gaussian
 (--sigma heatmap pixels) per landmark on the size/4 heatmaps of both stacks (intermediate
 supervision), mean squared error. The prepared data carry the 49 inner points; the 19 other
 channels of the 68-point layout (jaw, inner mouth corners) are trained towards zero, so AUNet's

@@ -176,7 +176,24 @@ class EvalTransform(_Base):
 
 
 class TrainTransform(_Base):
-    """Random crop, horizontal flip and colour jitter, drawn once per sample, applied to every frame."""
+    """Random crop, horizontal flip and colour jitter, drawn once per sample, applied to every frame.
+
+    :meth:`from_preprocess` also reads the model's declared training augmentation,
+    ``preprocess["augment"]`` (keys ``flip_p``, ``brightness``, ``contrast``; e.g. AUNet's paper
+    lists no colour jitter, so it declares ``{"brightness": 0.0, "contrast": 0.0}``); explicit
+    keyword arguments override it.
+    """
+
+    #: the keys a model's ``preprocess["augment"]`` may set
+    AUGMENT_KEYS = ("flip_p", "brightness", "contrast")
+
+    @classmethod
+    def from_preprocess(cls, preprocess: dict, **kwargs):
+        declared = dict(preprocess.get("augment") or {})
+        bad = sorted(set(declared) - set(cls.AUGMENT_KEYS))
+        if bad:
+            raise ValueError(f"preprocess['augment'] has unknown key(s) {bad}; choose from {list(cls.AUGMENT_KEYS)}")
+        return super().from_preprocess(preprocess, **{**declared, **kwargs})
 
     def __init__(self, crop: int | None = 176, flip_p: float = 0.5, brightness: float = 0.5, contrast: float = 0.5,
                  mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), resize: int | None = None,

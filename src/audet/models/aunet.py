@@ -411,6 +411,12 @@ def _preprocess(img_size: int, crop_rule: str, extra: dict | None) -> dict:
     shift = int(round(10 * img_size / 256))  # section V-C: centre shift +-10 px at 256
     return {"aligned_size": 200, "resize": int(img_size) + 2 * shift, "crop_size": int(img_size),
             "mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0), "color": "RGB", "crop_rule": crop_rule,
+            # section V-C lists flips, rotation, shift, scaling, blur, compression and dropout, no
+            # colour jitter: the training transform's default brightness/contrast jitter is off.
+            # (With it, dark jittered frames drove a pretrained FAN's basis to 30x its usual size,
+            # the predictor's BatchNorm statistics followed, and in eval the logits no longer
+            # varied across images: issue 17, docs/models/aunet.md "Learnability".)
+            "augment": {"brightness": 0.0, "contrast": 0.0},
             **(extra or {})}
 
 

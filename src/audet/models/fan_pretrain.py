@@ -10,8 +10,8 @@ the 68-point layout); the other 19 channels (jaw 0-16, inner mouth corners 60 an
 targets, so the summed heatmaps M of AU-Net's basis cover brows, eyes, nose and mouth.
 
 Inputs are the frames as AUNet's FAN receives them at ``img_size=size``
-(:func:`fan_preprocess`: AUNet's own preprocessing), with its training augmentation (random crop,
-flip, colour jitter; landmarks follow the pixels, :mod:`audet.data.transforms`).
+(:func:`fan_preprocess`: AUNet's own preprocessing), with AUNet's random crop and flip plus a colour jitter of the FAN's own (brightness and contrast 0.5;
+AUNet's paper lists none for the detector); landmarks follow the pixels, :mod:`audet.data.transforms`.
 
 :func:`decode_heatmaps` reads landmarks back (arg-max plus a quarter-pixel shift towards the
 larger neighbour, the FAN convention); :func:`evaluate_nme` scores them: NME = mean point error
@@ -96,7 +96,10 @@ def _dataset(root, prefix: str, size: int, train: bool):
     from audet.data.transforms import EvalTransform, TrainTransform
 
     pre = fan_preprocess(size)
-    tf = TrainTransform.from_preprocess(pre) if train else EvalTransform.from_preprocess(pre)
+    # the FAN's own training augmentation: AUNet's crop and flip plus a colour jitter (brightness and
+    # contrast 0.5) that AUNet itself does not use (face-alignment training's photometric augmentation)
+    tf = (TrainTransform.from_preprocess(pre, brightness=0.5, contrast=0.5) if train
+          else EvalTransform.from_preprocess(pre))
     return AUDataset(root, prefix, transform=tf)
 
 
