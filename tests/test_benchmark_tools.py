@@ -1,6 +1,7 @@
 """Helpers of the benchmark scripts: training curves joined across resumed runs, and the
 linear feature probe (tiny model, toy data)."""
 import importlib.util
+import json
 from pathlib import Path
 
 import numpy as np
@@ -82,3 +83,19 @@ def test_compare_models_scores_existing_runs_frame_by_frame(tmp_path, capsys):
     table = pd.read_csv(out / "comparison.csv", index_col=0)
     assert list(table.index) == ["prior (all present)", "resnet_tiny", "resnet18"]
     assert list(table.columns) == ["AU1", "AU2", "Avg"]
+
+
+@pytest.mark.parametrize("readout", ["pool", "gt", "subcentre"])
+def test_ac2d_readout_trains_each_readout_on_fresh_batches(tmp_path, capsys, readout):
+    ro = _load("ac2d_readout")
+    data = tmp_path / "prep"
+    make_toy_prepared(data, aus=(1, 2), n_subjects=4, n_sequences=2, n_frames=8, missing_rate=0.0, image_size=48)
+    args = {"img_size": 32, "embed_dim": 8, "num_heads": [1, 1, 1], "depths": [1, 1, 1], "drop_path_rate": 0.0,
+            "intervention": "none", "attention_loss": "none"}
+    assert ro.main(["--data", str(data), "--prefix", "SYNTH_part1", "--readout", readout, "--sigma", "1.0",
+                    "--args", json.dumps(args), "--steps", "2", "--every", "1", "--threads", "1"]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("steps")]
+    assert len(lines) == 2 and all(" au " in ln for ln in lines)
+    with pytest.raises(SystemExit, match="at most"):
+        ro.main(["--data", str(data), "--prefix", "SYNTH_part1", "--readout", readout,
+                 "--args", json.dumps(args), "--steps", "10000"])
