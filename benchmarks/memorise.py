@@ -101,6 +101,24 @@ def model_args(name: str) -> tuple[dict, dict]:
     return args, dict(pre)
 
 
+def _stages_for(stages, name: str, args: dict):
+    """The family config's stages, or None where one of their ``trainable``/``frozen`` patterns
+    matches no parameter of ``name`` (a variant without that part, e.g. AUNet's ``aunet_fan`` and
+    ``aunet_tdn`` have no VAE: they train in one stage, as ``stages=null`` does for them)."""
+    from fnmatch import fnmatch
+
+    from audet.models import create_model, model_info
+
+    if not stages:
+        return stages
+    probe = name if not model_info(name).get("needs_subjects") else f"{name}_base"
+    names = [n for n, _ in create_model(probe, aus=_AUS, **args).named_parameters()]
+    patterns = [p for s in stages for key in ("trainable", "frozen") for p in (s.get(key) or [])]
+    if all(any(fnmatch(n, p) for n in names) for p in patterns):
+        return stages
+    return None
+
+
 def train_one(name: str, prep: Path, out: Path, *, steps: int, lr: float, batch: int, frames: int, seed: int) -> dict:
     from audet.engine.config import load_config
     from audet.engine.evaluate import evaluate
@@ -130,7 +148,8 @@ def train_one(name: str, prep: Path, out: Path, *, steps: int, lr: float, batch:
     cfg["model"]["args"] = args
     cfg["output"]["dir"] = str(out / name)
     cfg["output"]["resume"] = False
-    stages = cfg.get("stages")
+    stages = _stages_for(cfg.get("stages"), name, args)
+    cfg["stages"] = stages
     epochs = max(1, math.ceil(steps / per_epoch))
     if stages:
         train_stages = [s for s in stages if not s.get("collect_only")]

@@ -53,3 +53,17 @@ def test_memorise_unknown_pattern_is_a_clear_error():
     mem = _load()
     with pytest.raises(SystemExit, match="no registered model matches"):
         mem.main(["--models", "no_such_model*"])
+
+
+def test_memorise_drops_a_family_stage_structure_the_variant_has_no_part_for():
+    """AUNet's family config trains a `vae` stage then the detector; aunet_fan has no VAE, so its
+    patterns match nothing and it trains in one stage; aunet (with a VAE) keeps both stages."""
+    from audet.engine.config import load_config
+
+    mem = _load()
+    stages = load_config(mem.family_config("aunet"))["stages"]
+    assert [s["name"] for s in stages] == ["vae", "detector"]
+    args, _ = mem.model_args("aunet_fan")
+    assert mem._stages_for(stages, "aunet_fan", args) is None
+    args, _ = mem.model_args("aunet")
+    assert mem._stages_for(stages, "aunet", args) == stages

@@ -100,7 +100,8 @@ STAGES = ("vae", "detector")
 FAN_SOURCE = (
     "AU-Net's models/2dfan2.pth (github.com/jingyang2017/AU-Net, Git LFS / the authors' release; "
     "pool=max) or a face-alignment 2DFAN-2 checkpoint (github.com/1adrianb/face-alignment model zoo; "
-    "use fan_pool=avg); see docs/models/aunet.md"
+    "use fan_pool=avg), or train one here without a download: audet pretrain-fan --data PREPARED "
+    "--out FILE; see docs/models/aunet.md"
 )
 
 #: training recipes (section V-C vs the published code); the configs implement them
