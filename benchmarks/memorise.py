@@ -95,8 +95,15 @@ def model_args(name: str) -> tuple[dict, dict]:
     args = {**family, **dict(model_info(name).get("small_config") or {})}
     probe_name = name if not model_info(name).get("needs_subjects") else f"{name}_base"
     pre = create_model(probe_name, aus=_AUS, **args).preprocess
+    resize = int(pre.get("crop_size", 176))
     if _accepts(factory, "preprocess"):
-        args["preprocess"] = {**dict(args.get("preprocess") or {}), "resize": int(pre.get("crop_size", 176))}
+        args["preprocess"] = {**dict(args.get("preprocess") or {}), "resize": resize}
+        pre = create_model(probe_name, aus=_AUS, **args).preprocess
+    elif args.get("members"):  # an ensemble takes its preprocessing from its members: resize each
+        args["members"] = [{**mm, "args": {**dict(mm.get("args") or {}),
+                                           "preprocess": {**dict((mm.get("args") or {}).get("preprocess") or {}),
+                                                          "resize": resize}}}
+                           for mm in args["members"]]
         pre = create_model(probe_name, aus=_AUS, **args).preprocess
     return args, dict(pre)
 
