@@ -54,28 +54,13 @@ def main(argv=None) -> int:
     from torch import nn
     from torch.utils.data import DataLoader
 
-    from audet.data import AUDataset
-    from audet.data.dataset import subject_vocabulary
-    from audet.data.listfile import read_list
-    from audet.data.meta import data_aus
-    from audet.data.transforms import EvalTransform
-    from audet.engine.data import label_arrays, label_stats
     from audet.geometry import ac2d_attention_maps
     from audet.losses import weighted_bce
-    from audet.models import create_model
-    from audet.models.base import DataInfo
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    aus = data_aus(args.data, required=True)
-    lf = read_list(args.data, args.prefix)
-    y, m = label_arrays(lf.labels)
-    subjects = subject_vocabulary(args.data, [args.prefix])
-    info = DataInfo(aus=aus, subjects=subjects, train_subjects=sorted({i.subject for i in lf.info}),
-                    label_stats=label_stats(y, m, [i.subject for i in lf.info]))
-    model = create_model("ac2d", aus=aus, data=info, **json.loads(args.args))
-    ctx = model.loss_context(info, y, m)
-    A, C, side = len(aus), model.embed_dim, model.img_size
+    model, ctx, make_dataset = _loss_terms().prefix_model(args.data, args.prefix, "ac2d", json.loads(args.args))
+    A, C, side = model.num_aus, model.embed_dim, model.img_size
 
     class Readout(nn.Module):
         def __init__(self):
@@ -101,9 +86,7 @@ def main(argv=None) -> int:
     net = Readout()
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
-    ds = AUDataset(args.data, args.prefix, aus=aus, transform=EvalTransform.from_preprocess(model.preprocess),
-                   subject_vocab=subjects)
-    loader = DataLoader(ds, batch_size=16, shuffle=True, drop_last=True, num_workers=1,
+    loader = DataLoader(make_dataset(), batch_size=16, shuffle=True, drop_last=True, num_workers=1,
                         generator=torch.Generator().manual_seed(args.seed))
     if args.steps > len(loader):
         raise SystemExit(f"{args.prefix} has {len(loader)} batches of 16; ask for at most that many --steps")
@@ -126,6 +109,17 @@ def main(argv=None) -> int:
                   flush=True)
             acc = []
     return 0
+
+
+def _loss_terms():
+    """benchmarks/loss_terms.py (its ``prefix_model`` builds the model, loss context and data)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("loss_terms", Path(__file__).with_name("loss_terms.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 if __name__ == "__main__":

@@ -55,29 +55,13 @@ def main(argv=None) -> int:
     import torch
     from torch.utils.data import DataLoader, Subset
 
-    from audet.data import AUDataset
-    from audet.data.dataset import subject_vocabulary
-    from audet.data.listfile import read_list
-    from audet.data.meta import data_aus
-    from audet.data.transforms import EvalTransform
-    from audet.engine.data import label_arrays, label_stats
-    from audet.models import create_model
-    from audet.models.base import DataInfo, load_pretrained_parts
+    from audet.models.base import load_pretrained_parts
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    aus = data_aus(args.data, required=True)
-    lf = read_list(args.data, args.prefix)
-    y, m = label_arrays(lf.labels)
-    subjects = subject_vocabulary(args.data, [args.prefix])
-    train_subjects = sorted({i.subject for i in lf.info})
-    info = DataInfo(aus=aus, subjects=subjects, train_subjects=train_subjects,
-                    label_stats=label_stats(y, m, [i.subject for i in lf.info]))
-    model = create_model(args.model, aus=aus, data=info, **json.loads(args.args))
+    model, ctx, make_dataset = prefix_model(args.data, args.prefix, args.model, json.loads(args.args))
     load_pretrained_parts(model)
-    ds = AUDataset(args.data, args.prefix, aus=aus, transform=EvalTransform.from_preprocess(model.preprocess),
-                   clip=_clip(model, args.clip_length), subject_vocab=subjects)
-    ctx = model.loss_context(info, y, m)
+    ds = make_dataset(clip=_clip(model, args.clip_length))
     params = [p for p in model.parameters() if p.requires_grad]
     if args.optimizer == "sgd":
         opt = torch.optim.SGD(params, lr=args.lr, momentum=0.9, nesterov=True, weight_decay=args.weight_decay)
@@ -115,6 +99,37 @@ def main(argv=None) -> int:
             print(f"step {step:4d}  {parts}  total |g| {total:.3g}  clipped {clipped}/{step + 1}  "
                   f"logit std {spread:.4f}  mean |logit| {float(lg.abs().mean()):.3f}", flush=True)
     return 0
+
+
+def prefix_model(data, prefix: str, name: str, model_args: dict):
+    """``(model, loss context, make_dataset)`` for training on ``prefix`` of the prepared ``data``:
+    the model ``name`` built with the prefix's :class:`~audet.models.base.DataInfo` (AUs, subjects,
+    label statistics), its loss context from the prefix's labels, and ``make_dataset(**kw)`` giving
+    the prefix's :class:`~audet.data.AUDataset` with the model's evaluation transform (no
+    augmentation). Shared by the benchmarks that train on never-seen batches (``ac2d_readout.py``)."""
+    from audet.data import AUDataset
+    from audet.data.dataset import subject_vocabulary
+    from audet.data.listfile import read_list
+    from audet.data.meta import data_aus
+    from audet.data.transforms import EvalTransform
+    from audet.engine.data import label_arrays, label_stats
+    from audet.models import create_model
+    from audet.models.base import DataInfo
+
+    aus = data_aus(data, required=True)
+    lf = read_list(data, prefix)
+    y, m = label_arrays(lf.labels)
+    subjects = subject_vocabulary(data, [prefix])
+    frame_subjects = [i.subject for i in lf.info]
+    info = DataInfo(aus=aus, subjects=subjects, train_subjects=sorted(set(frame_subjects)),
+                    label_stats=label_stats(y, m, frame_subjects))
+    model = create_model(name, aus=aus, data=info, **model_args)
+
+    def make_dataset(**kw):
+        return AUDataset(data, prefix, aus=aus, transform=EvalTransform.from_preprocess(model.preprocess),
+                         subject_vocab=subjects, **kw)
+
+    return model, model.loss_context(info, y, m), make_dataset
 
 
 def _clip(model, length):

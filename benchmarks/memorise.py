@@ -93,19 +93,28 @@ def model_args(name: str) -> tuple[dict, dict]:
     # only the family config's arguments this factory takes (resnet18 has no width, ...)
     family = {k: v for k, v in family.items() if _accepts(factory, k)}
     args = {**family, **dict(model_info(name).get("small_config") or {})}
-    probe_name = name if not model_info(name).get("needs_subjects") else f"{name}_base"
-    pre = create_model(probe_name, aus=_AUS, **args).preprocess
+    pre = create_model(_probe_name(name), aus=_AUS, **args).preprocess
     resize = int(pre.get("crop_size", 176))
     if _accepts(factory, "preprocess"):
-        args["preprocess"] = {**dict(args.get("preprocess") or {}), "resize": resize}
-        pre = create_model(probe_name, aus=_AUS, **args).preprocess
+        args = _resized(args, resize)
+        pre = create_model(_probe_name(name), aus=_AUS, **args).preprocess
     elif args.get("members"):  # an ensemble takes its preprocessing from its members: resize each
-        args["members"] = [{**mm, "args": {**dict(mm.get("args") or {}),
-                                           "preprocess": {**dict((mm.get("args") or {}).get("preprocess") or {}),
-                                                          "resize": resize}}}
-                           for mm in args["members"]]
-        pre = create_model(probe_name, aus=_AUS, **args).preprocess
+        args["members"] = [{**mm, "args": _resized(dict(mm.get("args") or {}), resize)} for mm in args["members"]]
+        pre = create_model(_probe_name(name), aus=_AUS, **args).preprocess
     return args, dict(pre)
+
+
+def _resized(args: dict, resize: int) -> dict:
+    """``args`` with ``preprocess.resize`` set (the whole face shrunk to the crop)."""
+    return {**args, "preprocess": {**dict(args.get("preprocess") or {}), "resize": resize}}
+
+
+def _probe_name(name: str) -> str:
+    """The registered name to build for a look at ``name``'s parameters and preprocessing (a model
+    that needs training subjects is probed through its ``_base`` twin)."""
+    from audet.models import model_info
+
+    return name if not model_info(name).get("needs_subjects") else f"{name}_base"
 
 
 def _stages_for(stages, name: str, args: dict):
@@ -114,12 +123,11 @@ def _stages_for(stages, name: str, args: dict):
     ``aunet_tdn`` have no VAE: they train in one stage, as ``stages=null`` does for them)."""
     from fnmatch import fnmatch
 
-    from audet.models import create_model, model_info
+    from audet.models import create_model
 
     if not stages:
         return stages
-    probe = name if not model_info(name).get("needs_subjects") else f"{name}_base"
-    names = [n for n, _ in create_model(probe, aus=_AUS, **args).named_parameters()]
+    names = [n for n, _ in create_model(_probe_name(name), aus=_AUS, **args).named_parameters()]
     patterns = [p for s in stages for key in ("trainable", "frozen") for p in (s.get(key) or [])]
     if all(any(fnmatch(n, p) for n in names) for p in patterns):
         return stages
