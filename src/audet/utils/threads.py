@@ -11,9 +11,11 @@ operation. Measured on the shared 2-core machine (a resnet_tiny training step, 2
 The policy:
 
 - :func:`prepare_environment` (called by the ``audet`` command before torch is imported, and by
-  the benchmark scripts) sets ``OMP_WAIT_POLICY=PASSIVE`` unless the user set ``OMP_WAIT_POLICY``
-  or ``GOMP_SPINCOUNT`` themselves. libgomp reads it once, when torch is imported: a program that
-  imports torch before audet keeps its own setting (set the variable yourself there).
+  the benchmark scripts) sets ``OMP_WAIT_POLICY=PASSIVE`` -- or, when the machine is idle as the
+  command starts, a short spin (``GOMP_SPINCOUNT=10000``: sleeping waits cost op-heavy models up to
+  1.6x on the idle machine) -- unless the user set ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``
+  themselves. libgomp reads it once, when torch is imported: a program that imports torch before
+  audet keeps its own setting (set the variable yourself there).
 - :func:`choose_threads`: an explicit request (``--threads N``, ``AUDET_THREADS=N``) always wins;
   then ``OMP_NUM_THREADS`` if the user set it; else the CPUs this process may run on
   (``os.sched_getaffinity``), less the CPUs other programs keep busy right now (the running-task
@@ -28,7 +30,7 @@ import logging
 import os
 import time
 
-__all__ = ["ENV_THREADS", "prepare_environment", "available_cpus", "own_running_threads", "busy_cpus",
+__all__ = ["ENV_THREADS", "SHORT_SPIN", "prepare_environment", "available_cpus", "own_running_threads", "busy_cpus",
            "choose_threads", "apply_threads", "configure"]
 
 log = logging.getLogger(__name__)
@@ -37,15 +39,36 @@ log = logging.getLogger(__name__)
 ENV_THREADS = "AUDET_THREADS"
 
 
-def prepare_environment(environ=None) -> bool:
-    """Make waiting OpenMP threads sleep instead of spin (``OMP_WAIT_POLICY=PASSIVE``) unless the
-    user chose a wait policy. Must run before torch is imported to take effect; returns whether
-    torch was still unimported (i.e. the setting applies to this process)."""
+#: libgomp spin count used on a machine that is idle when the command starts (see prepare_environment)
+SHORT_SPIN = "10000"
+
+
+def prepare_environment(environ=None, *, busy: float | None = None) -> bool:
+    """Choose how waiting OpenMP threads wait, unless the user chose (``OMP_WAIT_POLICY`` or
+    ``GOMP_SPINCOUNT`` set): on a machine that is idle when the command starts (fewer than 0.5 CPUs
+    busy with other programs, :func:`busy_cpus`; ``busy`` overrides the reading) a short spin,
+    ``GOMP_SPINCOUNT=SHORT_SPIN``; otherwise (or with one CPU) sleeping waits,
+    ``OMP_WAIT_POLICY=PASSIVE``.
+
+    Why both (docs/benchmarks.md "Wait policy on an idle machine"): sleeping waits keep a 2-thread
+    process from burning its time slice beside busy programs (issue 19), but on the idle 2-core
+    machine waking the sibling at every small operation made AC2D's training step (many small
+    operations) 1.6x slower than spinning (0.45 s against 0.27-0.29 s); a 10,000-iteration spin
+    gives back nearly all of that (0.30 s). Beside rivals the command chooses one compute thread
+    (:func:`choose_threads`), where the wait policy does not matter; a rival that starts later
+    costs the short spin 1.2-1.4x of the sleeping waits (never libgomp's default 300,000
+    iterations, 4-11x). Must run before torch is imported to take effect; returns whether torch was
+    still unimported (i.e. the setting applies to this process)."""
     import sys
 
     env = os.environ if environ is None else environ
     if "OMP_WAIT_POLICY" not in env and "GOMP_SPINCOUNT" not in env:
-        env["OMP_WAIT_POLICY"] = "PASSIVE"
+        if busy is None:
+            busy = busy_cpus(samples=3) if available_cpus() > 1 else 1.0
+        if available_cpus() > 1 and busy < 0.5:
+            env["GOMP_SPINCOUNT"] = SHORT_SPIN
+        else:
+            env["OMP_WAIT_POLICY"] = "PASSIVE"
     return "torch" not in sys.modules
 
 
@@ -145,5 +168,6 @@ def configure(requested: int | None = None, *, use_load: bool = True) -> int:
     the choice at debug level and returns it."""
     n, why = choose_threads(requested, use_load=use_load)
     apply_threads(n)
-    log.debug("compute threads: %d (%s; OMP_WAIT_POLICY=%s)", n, why, os.environ.get("OMP_WAIT_POLICY", "unset"))
+    log.debug("compute threads: %d (%s; OMP_WAIT_POLICY=%s, GOMP_SPINCOUNT=%s)", n, why,
+              os.environ.get("OMP_WAIT_POLICY", "unset"), os.environ.get("GOMP_SPINCOUNT", "unset"))
     return n
