@@ -134,7 +134,8 @@ def _stages_for(stages, name: str, args: dict):
     return None
 
 
-def train_one(name: str, prep: Path, out: Path, *, steps: int, lr: float, batch: int, frames: int, seed: int) -> dict:
+def train_one(name: str, prep: Path, out: Path, *, steps: int, lr: float, batch: int, frames: int, seed: int,
+              eval_clip: int | None = None) -> dict:
     from audet.engine.config import load_config
     from audet.engine.evaluate import evaluate
     from audet.engine.fit import fit
@@ -178,7 +179,8 @@ def train_one(name: str, prep: Path, out: Path, *, steps: int, lr: float, batch:
     t = time.perf_counter()
     fit(cfg, datamodule=dm, verbose=False)
     seconds = time.perf_counter() - t
-    res = evaluate(out / name / "last.safetensors", prep, PREFIX)
+    res = evaluate(out / name / "last.safetensors", prep, PREFIX,
+                   clip={"length": int(eval_clip)} if eval_clip else None)
     per_au = res["per_au"]
     y = _labels(prep, res["aus"])
     scored = [a for j, a in enumerate(res["aus"]) if (y[:, j] == 1).any()]
@@ -228,6 +230,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--keep", default=None, help="work folder to keep (release + runs); default a temporary one")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    ap.add_argument("--eval-clip", type=int, default=None,
+                    help="score clip models in disjoint windows of this many frames instead of their own clip "
+                         "(1: frame by frame; e.g. for a model whose output is a clip mean, T^avg)")
     args = ap.parse_args(argv)
 
     import logging
@@ -256,7 +261,7 @@ def main(argv=None) -> int:
     for name in names:
         try:
             r = train_one(name, prep, work / "runs", steps=args.steps, lr=args.lr, batch=args.batch,
-                          frames=args.frames, seed=args.seed)
+                          frames=args.frames, seed=args.seed, eval_clip=args.eval_clip)
         except Exception as exc:  # noqa: BLE001 - one line per model, whatever went wrong
             print(f"{name:18s} ERROR {type(exc).__name__}: {str(exc).splitlines()[0][:160]}", flush=True)
             failed.append(name)
@@ -264,7 +269,8 @@ def main(argv=None) -> int:
         ok = r["f1"] >= args.target
         note = f" (random {', '.join(r['random_parts'])})" if r["random_parts"] else ""
         print(f"{name:18s} {r['params']:>10,d} params  {r['aus']:2d} AUs  {r['seconds']:6.1f} s  "
-              f"loss {r['loss']:.3f}{note}  {'ok  ' if ok else 'FAIL'}  train F1 {r['f1']:5.1f}  steps {r['steps']}",
+              f"loss {r['loss']:.3f}{note}  {'ok  ' if ok else 'FAIL'}  train F1 {r['f1']:5.1f}  steps {r['steps']}"
+              + (f"  (scored in windows of {args.eval_clip})" if args.eval_clip else ""),
               flush=True)
         if not ok:
             failed.append(name)

@@ -77,3 +77,39 @@ def test_memorise_resizes_an_ensembles_members_to_their_crop():
     args, pre = mem.model_args("ensemble")
     assert pre["resize"] == pre["crop_size"]
     assert all(m["args"]["preprocess"]["resize"] == pre["crop_size"] for m in args["members"])
+
+
+def test_evaluate_scores_a_clip_model_in_the_asked_windows(tmp_path):
+    """``evaluate(clip=...)`` (memorise.py ``--eval-clip``): T^avg gives every frame of a window the
+    window's mean probability; in windows of one frame each frame keeps its own prediction."""
+    import pandas as pd
+    import torch
+
+    from audet.data.toy import make_toy_prepared
+    from audet.engine.evaluate import evaluate
+    from audet.models import create_model
+    from audet.models.checkpoint import save_checkpoint
+
+    prep = tmp_path / "prep"
+    make_toy_prepared(prep, aus=(1, 2), n_subjects=3, n_sequences=1, n_frames=6, missing_rate=0.0, image_size=48)
+    torch.manual_seed(0)
+    model = create_model("aar_aa_gsp_tavg", num_aus=2, aus=[1, 2], img_size=32, unit_dim=1, pool_dim=2,
+                         clip_length=3)
+    with torch.no_grad():  # a random model's outputs hardly vary across frames: set its BatchNorm
+        for _ in range(30):  # statistics from data and widen its classifier
+            model.train()(torch.randn(2, 3, 3, 32, 32))
+        for name, p in model.classifier.named_parameters():
+            p.mul_(100.0) if name == "weight" else p.zero_()
+    ck, _ = save_checkpoint(model, tmp_path / "m.safetensors")
+    tables = {}
+    for name, clip in (("own", None), ("single", {"length": 1})):
+        evaluate(ck, prep, "SYNTH_part1", clip=clip, save_predictions=tmp_path / f"{name}.csv")
+        tables[name] = pd.read_csv(tmp_path / f"{name}.csv")
+    own, single = tables["own"], tables["single"]
+    col = "AU01_p"
+    assert len(own) == len(single) == 6
+    # own clip (3 frames, disjoint windows): two windows, each constant and the mean of its frames
+    p1, p3 = single[col].to_numpy(), own[col].to_numpy()
+    for w in (slice(0, 3), slice(3, 6)):
+        np.testing.assert_allclose(p3[w], p1[w].mean(), atol=1e-5)
+    assert np.ptp(p1[:3]) > 1e-2  # frames of one window differ when scored alone: the windows above are a real test

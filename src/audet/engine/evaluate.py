@@ -97,6 +97,7 @@ def evaluate(
     vs_prior: int = 0,
     f1_convention: str = "paper",
     save_predictions: str | Path | None = None,
+    clip: dict | None = None,
 ) -> dict:
     """Evaluate ``checkpoint`` on ``root``/``prefix``; returns a dict with the per-AU table.
 
@@ -112,7 +113,8 @@ def evaluate(
     Beside F1-frame at 0.5 (the headline): ``f1_micro``, ``auc``/``ap`` per AU and, when the
     checkpoint holds thresholds chosen on its run's validation split (:func:`stored_thresholds`),
     ``tuned`` (F1 at those thresholds; a second table row). ``save_predictions``: write the scored
-    table (:func:`prediction_table`) to this CSV, which ``audet score`` reads.
+    table (:func:`prediction_table`) to this CSV, which ``audet score`` reads. ``clip``: score a
+    clip model in these windows (e.g. ``{"length": 1}``: frame by frame) instead of its own clip.
     """
     from torch.utils.data import DataLoader
 
@@ -131,7 +133,7 @@ def evaluate(
     if not common:
         raise ValueError(f"the checkpoint's AUs {model_aus} and the data's AUs {have} have nothing in common")
     common, columns = resolve_aus(model_aus, common, source=f"{checkpoint}")  # the model's logit columns
-    ds = eval_dataset(root, prefix, common, model.preprocess)
+    ds = eval_dataset(root, prefix, common, model.preprocess, clip=clip)
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     ev = run_evaluator(model, loader, AUEvaluator(common, columns, convention=f1_convention), device, precision)
     meta = getattr(model, "checkpoint_meta", {}) or {}
