@@ -3,6 +3,7 @@
     python benchmarks/loss_terms.py --model ac2d --data PREPARED --prefix PREFIX \\
         [--args '{"img_size": 64}'] [--steps 100] [--lr 3e-3] [--clip 3.0] [--batch 16] [--every 10]
         [--fresh] [--optimizer adamw|sgd] [--weight-decay WD] [--clip-length T]
+        [--weights RUN/stages/0_vae/last.safetensors] [--stage detector]
 
 ``--fresh``: instead of cycling fixed batches, every step takes a NEW batch of PREFIX (shuffled,
 seeded, none seen twice) and every ``--every`` steps prints the MEAN of each term over the last
@@ -20,7 +21,10 @@ the term alone over all trainable parameters), the total gradient norm before cl
 steps so far were clipped, and the spread of the logits (std over the batch, averaged over AUs;
 mean |logit|). A term whose gradient dwarfs the AU term, a clip that acts on most steps, or logits
 that do not spread across images show here within a few dozen steps (issue 13's AC2D finding,
-issue 17's learnability). The engine's hooks (data passes, stages) are not run.
+issue 17's learnability). The engine's hooks (data passes, stages) are not run, except that
+``--stage NAME`` calls the model's ``on_stage_start(NAME)`` (its loss terms and frozen parts for
+that stage) and ``--weights FILE`` starts from a checkpoint of the same model (e.g. AUNet's
+detector stage from the run's trained label VAE).
 """
 from __future__ import annotations
 
@@ -50,6 +54,8 @@ def main(argv=None) -> int:
     ap.add_argument("--clip-length", type=int, default=None,
                     help="clips of this many frames (disjoint windows; --batch clips a step); 0: single "
                          "frames; default: the model's own clip")
+    ap.add_argument("--weights", default=None, help="start from this checkpoint's weights (same model and AUs)")
+    ap.add_argument("--stage", default=None, help="call the model's on_stage_start(STAGE) first")
     args = ap.parse_args(argv)
 
     import torch
@@ -61,6 +67,12 @@ def main(argv=None) -> int:
     torch.manual_seed(args.seed)
     model, ctx, make_dataset = prefix_model(args.data, args.prefix, args.model, json.loads(args.args))
     load_pretrained_parts(model)
+    if args.weights:
+        from audet.models.checkpoint import load_weights
+
+        load_weights(model, args.weights)
+    if args.stage:
+        model.on_stage_start(args.stage)
     ds = make_dataset(clip=_clip(model, args.clip_length))
     params = [p for p in model.parameters() if p.requires_grad]
     if args.optimizer == "sgd":
@@ -159,6 +171,12 @@ def _fresh(model, ds, ctx, params, opt, args, head) -> int:
         terms = model.loss_terms(out, batch, ctx)
         for k, v in terms.items():
             sums[k] = sums.get(k, 0.0) + float(v.detach())
+        norms = {}
+        if (step + 1) % args.every == 0:  # each term's own gradient norm on the window's last batch
+            for k, t in terms.items():
+                if t.requires_grad:
+                    g = torch.autograd.grad(t, params, retain_graph=True, allow_unused=True)
+                    norms[k] = float(torch.sqrt(sum((x.float() ** 2).sum() for x in g if x is not None)))
         opt.zero_grad(set_to_none=True)
         sum(terms.values()).backward()
         total = float(torch.nn.utils.clip_grad_norm_(params, args.clip if args.clip > 0 else float("inf")))
@@ -166,7 +184,8 @@ def _fresh(model, ds, ctx, params, opt, args, head) -> int:
         opt.step()
         spread += float(out.logits.detach().float().reshape(-1, out.logits.shape[-1]).std(0).mean())
         if (step + 1) % args.every == 0:
-            parts = "  ".join(f"{k} {v / args.every:.4f}" for k, v in sums.items())
+            parts = "  ".join(f"{k} {v / args.every:.4f}" + (f" (|g| {norms[k]:.3g})" if k in norms else "")
+                              for k, v in sums.items())
             print(f"steps {step + 1 - args.every:4d}-{step + 1:4d}  {parts}  logit std {spread / args.every:.4f}  "
                   f"clipped {clipped}/{step + 1}  {time.time() - t0:.0f} s", flush=True)
             sums, spread = {}, 0.0
