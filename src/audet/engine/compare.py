@@ -68,6 +68,7 @@ def score_checkpoints(checkpoints: Mapping[str, str | Path] | Sequence[str | Pat
     from torch.utils.data import DataLoader
 
     from audet.data.meta import data_aus
+    from audet.facs import resolve_aus
     from audet.models.checkpoint import load_checkpoint
     from audet.engine.evaluate import eval_dataset, run_evaluator
     from audet.engine.scoring import AUEvaluator
@@ -85,7 +86,7 @@ def score_checkpoints(checkpoints: Mapping[str, str | Path] | Sequence[str | Pat
     probs: dict[str, np.ndarray] = {}
     labels = mask = keys = subjects = None
     for name, model in models.items():
-        cols = [list(model.aus).index(a) for a in aus]
+        _, cols = resolve_aus([int(a) for a in model.aus], aus, source=f"checkpoint {name}")  # the one AU -> column owner
         ds = eval_dataset(root, prefix, aus, model.preprocess)
         ev = run_evaluator(model, DataLoader(ds, batch_size=batch_size, num_workers=num_workers),
                            AUEvaluator(aus, cols), device)
