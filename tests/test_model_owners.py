@@ -171,6 +171,32 @@ def test_parse_clip_and_offsets():
         parse_clip({"length": 3, "lenght": 4})
 
 
+def test_an_even_clip_has_one_centre_in_training_scoring_and_inference(tmp_path):
+    """A clip of an even length T has two middle frames; the dataset (``batch["centre"]``), the
+    evaluator's fallback and inference (``clip_offsets``) all take position (T - 1) // 2."""
+    from audet.data import AUDataset
+    from audet.engine.scoring import AUEvaluator
+
+    root = make_prepared(tmp_path / "prep", n_subjects=3, frames=8)
+    prefix = sorted(p.name[: -len("_path.txt")] for p in (root / "list").glob("*_part1_path.txt"))[0]
+    offsets, centre = clip_offsets({"length": 4})
+    assert offsets == [-1, 0, 1, 2] and centre == 1
+    ds = AUDataset(root, prefix, clip={"length": 4, "windows": "disjoint"})
+    assert ds.centre == centre and int(ds[0]["centre"]) == centre
+    # the evaluator, given clips without "centre", prefers the same position for a frame seen twice
+    ev = AUEvaluator([1], [0])
+    T = 4
+    logits = torch.full((2, T, 1), -5.0)
+    logits[0, centre] = 5.0  # clip 0 says "present" only at its centre position
+    frames = torch.tensor([[1, 2, 3, 4], [0, 1, 2, 3]])  # frame 2: clip 0's position 1, clip 1's position 2
+    batch = {"labels": torch.ones(2, T, 1), "mask": torch.ones(2, T, 1), "sequence": torch.zeros(2, dtype=torch.long),
+             "frames": frames}
+    ev.process(batch, logits)
+    p = ev.arrays()[0][:, 0]
+    k = ev.keys()
+    assert p[(k[:, 1] == 2)].item() > 0.5  # frame 2: clip 0's centre (1) beats clip 1's position T // 2
+
+
 def test_a_data_clip_that_disagrees_with_the_model_is_refused_naming_both():
     with pytest.raises(ClipMismatch) as exc:
         served_clip({"length": 16}, {"length": 8, "windows": "disjoint"}, model="model aar")

@@ -216,8 +216,8 @@ class AUDataset(Dataset):
                         if pos[0] < L:
                             add(idx, pos)
         if not runs:
-            return np.zeros((0, t), np.int64), np.zeros((0, t), bool), t // 2
-        return np.stack(runs).astype(np.int64), np.stack(valid), t // 2
+            return np.zeros((0, t), np.int64), np.zeros((0, t), bool), (t - 1) // 2
+        return np.stack(runs).astype(np.int64), np.stack(valid), (t - 1) // 2
 
     # ------------------------------------------------------------------ access
     def __len__(self) -> int:

@@ -66,7 +66,7 @@ class AUEvaluator:
             T = probs.shape[1]
             centre = batch.get("centre")
             cpos = (centre.reshape(-1).cpu().long() if isinstance(centre, torch.Tensor)
-                    else torch.full((B,), T // 2, dtype=torch.long))
+                    else torch.full((B,), (T - 1) // 2, dtype=torch.long))
             if labels.ndim == 2:  # centre-frame targets: score the centre prediction
                 probs = probs[torch.arange(B), cpos]
                 frame, prio = self._frame_keys(batch, B), torch.zeros(B, dtype=torch.long)
