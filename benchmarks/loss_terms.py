@@ -93,11 +93,7 @@ def main(argv=None) -> int:
         out = model(batch["image"])
         terms = model.loss_terms(out, batch, ctx)
         report = step % args.every == 0 or step == args.steps - 1
-        norms = {}
-        if report:
-            for name, t in terms.items():
-                g = torch.autograd.grad(t, params, retain_graph=True, allow_unused=True)
-                norms[name] = float(torch.sqrt(sum((x.float() ** 2).sum() for x in g if x is not None)))
+        norms = _term_norms(terms, params) if report else {}
         loss = sum(terms.values())
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -107,10 +103,27 @@ def main(argv=None) -> int:
         if report:
             lg = out.logits.detach().float().reshape(-1, out.logits.shape[-1])
             spread = float(lg.std(0).mean())
-            parts = "  ".join(f"{k} {float(v):.4f} (|g| {norms[k]:.3g})" for k, v in terms.items())
+            parts = "  ".join(f"{k} {float(v):.4f}" + _norm_text(norms, k) for k, v in terms.items())
             print(f"step {step:4d}  {parts}  total |g| {total:.3g}  clipped {clipped}/{step + 1}  "
                   f"logit std {spread:.4f}  mean |logit| {float(lg.abs().mean()):.3f}", flush=True)
     return 0
+
+
+def _term_norms(terms: dict, params) -> dict[str, float]:
+    """The norm of each loss term's own gradient over ``params`` (``autograd.grad`` of the term
+    alone, graph kept); terms that carry no gradient are left out."""
+    import torch
+
+    norms = {}
+    for name, t in terms.items():
+        if t.requires_grad:
+            g = torch.autograd.grad(t, params, retain_graph=True, allow_unused=True)
+            norms[name] = float(torch.sqrt(sum((x.float() ** 2).sum() for x in g if x is not None)))
+    return norms
+
+
+def _norm_text(norms: dict, name: str) -> str:
+    return f" (|g| {norms[name]:.3g})" if name in norms else ""
 
 
 def prefix_model(data, prefix: str, name: str, model_args: dict):
@@ -171,12 +184,8 @@ def _fresh(model, ds, ctx, params, opt, args, head) -> int:
         terms = model.loss_terms(out, batch, ctx)
         for k, v in terms.items():
             sums[k] = sums.get(k, 0.0) + float(v.detach())
-        norms = {}
-        if (step + 1) % args.every == 0:  # each term's own gradient norm on the window's last batch
-            for k, t in terms.items():
-                if t.requires_grad:
-                    g = torch.autograd.grad(t, params, retain_graph=True, allow_unused=True)
-                    norms[k] = float(torch.sqrt(sum((x.float() ** 2).sum() for x in g if x is not None)))
+        # each term's own gradient norm on the window's last batch
+        norms = _term_norms(terms, params) if (step + 1) % args.every == 0 else {}
         opt.zero_grad(set_to_none=True)
         sum(terms.values()).backward()
         total = float(torch.nn.utils.clip_grad_norm_(params, args.clip if args.clip > 0 else float("inf")))
@@ -184,8 +193,7 @@ def _fresh(model, ds, ctx, params, opt, args, head) -> int:
         opt.step()
         spread += float(out.logits.detach().float().reshape(-1, out.logits.shape[-1]).std(0).mean())
         if (step + 1) % args.every == 0:
-            parts = "  ".join(f"{k} {v / args.every:.4f}" + (f" (|g| {norms[k]:.3g})" if k in norms else "")
-                              for k, v in sums.items())
+            parts = "  ".join(f"{k} {v / args.every:.4f}" + _norm_text(norms, k) for k, v in sums.items())
             print(f"steps {step + 1 - args.every:4d}-{step + 1:4d}  {parts}  logit std {spread / args.every:.4f}  "
                   f"clipped {clipped}/{step + 1}  {time.time() - t0:.0f} s", flush=True)
             sums, spread = {}, 0.0

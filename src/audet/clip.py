@@ -14,7 +14,7 @@ score a clip model; :func:`clip_offsets` the frame offsets of one inference inpu
 """
 from __future__ import annotations
 
-__all__ = ["parse_clip", "eval_clip", "clip_offsets", "served_clip", "SAMPLING_KEYS", "ClipMismatch"]
+__all__ = ["parse_clip", "eval_clip", "clip_offsets", "run_centre", "served_clip", "SAMPLING_KEYS", "ClipMismatch"]
 
 _WINDOWS = {"sliding": "sliding", "disjoint": "disjoint", "non-overlapping": "disjoint", "nonoverlapping": "disjoint"}
 
@@ -72,6 +72,13 @@ def eval_clip(clip: dict | None) -> dict | None:
     return c
 
 
+def run_centre(length: int) -> int:
+    """Position of the centre frame in a run of ``length`` frames: ``(length - 1) // 2`` (for an even
+    length the earlier of the two middle frames). Training samples (``batch["centre"]``), the
+    evaluator and inference (:func:`clip_offsets`) all use it."""
+    return (int(length) - 1) // 2
+
+
 def clip_offsets(clip: dict | None) -> tuple[list[int], int]:
     """Frame offsets of one inference input and the position of the centre (offset 0).
 
@@ -86,7 +93,7 @@ def clip_offsets(clip: dict | None) -> tuple[list[int], int]:
     if "offsets" in c:
         return list(c["offsets"]), c["offsets"].index(0)
     t, s = c["length"], c["stride"]
-    centre = (t - 1) // 2
+    centre = run_centre(t)
     return [(k - centre) * s for k in range(t)], centre
 
 

@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from audet.clip import parse_clip
+from audet.clip import parse_clip, run_centre
 from audet.data.images import read_image
 from audet.data.listfile import ListFiles, read_list
 from audet.data.meta import data_aus, read_dataset_meta
@@ -216,8 +216,8 @@ class AUDataset(Dataset):
                         if pos[0] < L:
                             add(idx, pos)
         if not runs:
-            return np.zeros((0, t), np.int64), np.zeros((0, t), bool), (t - 1) // 2
-        return np.stack(runs).astype(np.int64), np.stack(valid), (t - 1) // 2
+            return np.zeros((0, t), np.int64), np.zeros((0, t), bool), run_centre(t)
+        return np.stack(runs).astype(np.int64), np.stack(valid), run_centre(t)
 
     # ------------------------------------------------------------------ access
     def __len__(self) -> int:

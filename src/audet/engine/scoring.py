@@ -21,6 +21,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from audet.clip import run_centre
+
 __all__ = ["AUEvaluator"]
 
 _FIELDS = ("probs", "labels", "mask", "seq", "frame", "prio", "order")
@@ -66,7 +68,7 @@ class AUEvaluator:
             T = probs.shape[1]
             centre = batch.get("centre")
             cpos = (centre.reshape(-1).cpu().long() if isinstance(centre, torch.Tensor)
-                    else torch.full((B,), (T - 1) // 2, dtype=torch.long))
+                    else torch.full((B,), run_centre(T), dtype=torch.long))
             if labels.ndim == 2:  # centre-frame targets: score the centre prediction
                 probs = probs[torch.arange(B), cpos]
                 frame, prio = self._frame_keys(batch, B), torch.zeros(B, dtype=torch.long)

@@ -63,9 +63,8 @@ def prepare_environment(environ=None, *, busy: float | None = None) -> bool:
 
     env = os.environ if environ is None else environ
     if "OMP_WAIT_POLICY" not in env and "GOMP_SPINCOUNT" not in env:
-        if busy is None:
-            busy = busy_cpus(samples=3) if available_cpus() > 1 else 1.0
-        if available_cpus() > 1 and busy < 0.5:
+        idle = available_cpus() > 1 and (busy_cpus(samples=3) if busy is None else busy) < 0.5
+        if idle:
             env["GOMP_SPINCOUNT"] = SHORT_SPIN
         else:
             env["OMP_WAIT_POLICY"] = "PASSIVE"
